@@ -1,0 +1,68 @@
+"""Shared fixtures: a hand-made real-data city folder and a cached tiny twin."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def write_city_dir(root: Path, *, n_regions: int = 12, tasks=("Pop", "Crime"), streetviews: int = 2,
+                   city: str = "NY") -> Path:
+    """A small, valid city folder in the native layout, as a user with real data would write it."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "city.json").write_text(json.dumps({"city": city, "source": "real", "tasks": list(tasks)}))
+    ids = [f"t{i:03d}" for i in range(n_regions)]
+    lines = ["region_id,row,col,lat,lon"] + [f"{rid},{i // 4},{i % 4},{40 + i * 0.01:.4f},{-74 + i * 0.01:.4f}"
+                                            for i, rid in enumerate(ids)]
+    (root / "regions.csv").write_text("\n".join(lines) + "\n")
+    values = ["region_id," + ",".join(tasks)]
+    for i, rid in enumerate(ids):
+        row = [rid] + [("" if (i == 3 and j == 0) else f"{(i + 1) * 10 + j}") for j in range(len(tasks))]
+        values.append(",".join(row))
+    (root / "indicators.csv").write_text("\n".join(values) + "\n")
+    (root / "satellite").mkdir(exist_ok=True)
+    for i, rid in enumerate(ids):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "satellite" / f"{rid}.png")
+        if i % 5 == 4:
+            continue  # some regions have no street view
+        folder = root / "streetview" / rid
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(streetviews):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{k}.jpg")
+    (root / "aux").mkdir(exist_ok=True)
+    (root / "aux" / "poi_counts.csv").write_text(
+        "region_id,food,shopping\n" + "".join(f"{rid},{i},{2 * i}\n" for i, rid in enumerate(ids)))
+    (root / "aux" / "mobility.csv").write_text(
+        "origin_id,destination_id,trips\n" + "".join(f"{ids[i]},{ids[(i + 1) % n_regions]},{i + 1}\n"
+                                                     for i in range(n_regions)))
+    return root
+
+
+@pytest.fixture
+def city_dir(tmp_path: Path) -> Path:
+    return write_city_dir(tmp_path / "NY")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["URBANLN_BENCH_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ny(cache_dir: Path) -> Path:
+    """The NY twin at scale tiny, generated once per test session."""
+    from urbanln_bench.specs import get_city
+    from urbanln_bench.synth.twin import ensure_twin
+
+    return ensure_twin(get_city("NY"), "tiny", root=cache_dir)
