@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from urbanln_bench.errors import SpecError
-from urbanln_bench.registry import Registry
+from urbanln_bench.registry import Registry, suggest
 from urbanln_bench.strict import from_mapping
 from urbanln_bench.synth.fields import TwinParams
 from urbanln_bench.synth.indicators import IndicatorModel
@@ -162,14 +162,12 @@ def load_city_file(path: str | Path) -> CitySpec:
     data, raw = _read_toml(path)
     data["source_file"] = str(path)
     data["digest"] = hashlib.sha256(raw).hexdigest()
-    spec = from_mapping(CitySpec, data, str(path))
     _ensure_loaded()
-    for task in spec.tasks:
+    tasks = data.get("tasks", [])
+    for task in tasks if isinstance(tasks, list) else []:
         if task not in TASKS:
-            from urbanln_bench.registry import suggest
-
-            raise SpecError(f"{path}: tasks: unknown task '{task}'{suggest(task, TASKS.names())}")
-    return spec
+            raise SpecError(f"{path}: tasks: unknown task '{task}'{suggest(str(task), TASKS.names())}")
+    return from_mapping(CitySpec, data, str(path))
 
 
 def user_home() -> Path:
