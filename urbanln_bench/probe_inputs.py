@@ -1,0 +1,147 @@
+"""Checked, transformed probe inputs shared by the MLP probe and the ridge floor (numpy only).
+
+One target transform for every method, as the paper states it: ``t = ln(y + 1)``. For training,
+``t`` is standardised with the *train* mean/std and the features with the *train* per-dimension
+mean/std, so no statistic of val or test leaks into the head and methods whose embeddings have
+different scales get the same optimisation problem. Metrics undo the target standardisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from urbanln_bench.errors import UserError
+
+PART_NAMES: tuple[str, ...] = ("train", "val", "test")
+
+
+class ProbeInputError(UserError, ValueError):
+    """Embeddings, targets or split indices that a probe cannot use."""
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeData:
+    """Standardised features and targets per part, plus what is needed to undo the target scaling."""
+
+    x_train: np.ndarray
+    x_val: np.ndarray
+    x_test: np.ndarray
+    t_train: np.ndarray  # standardised ln(y+1)
+    t_val: np.ndarray
+    t_test: np.ndarray
+    target_mean: float  # train mean of ln(y+1)
+    target_std: float  # train std of ln(y+1)
+
+    def to_log_scale(self, standardised: np.ndarray) -> np.ndarray:
+        return np.asarray(standardised, dtype=np.float64) * self.target_std + self.target_mean
+
+
+def _describe_rows(rows: np.ndarray, region_ids: Sequence[str] | None) -> str:
+    first = int(rows[0])
+    where = f"row {first}" + (f" (region {region_ids[first]!r})" if region_ids is not None else "")
+    return f"{len(rows)} row(s), first at {where}"
+
+
+def check_split_indices(split_indices: Sequence[np.ndarray], n_rows: int) -> tuple[np.ndarray, ...]:
+    """Three non-empty, disjoint, in-range integer index arrays (train, val, test)."""
+    if hasattr(split_indices, "digest") and hasattr(split_indices, "restrict"):
+        raise ProbeInputError("got a Split of region ids; pass split.indices(region_ids), the row "
+                              "indices of its train/val/test regions in X")
+    parts = tuple(split_indices)
+    if len(parts) != 3:
+        raise ProbeInputError(f"split_indices must be (train, val, test), got {len(parts)} parts")
+    out = []
+    for name, idx in zip(PART_NAMES, parts, strict=True):
+        arr = np.asarray(idx)
+        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+            raise ProbeInputError(f"split part '{name}' must be a 1-D integer index array, got "
+                                  f"shape {arr.shape} dtype {arr.dtype}")
+        if arr.size == 0:
+            raise ProbeInputError(f"split part '{name}' is empty; every part needs at least one region")
+        if arr.min() < 0 or arr.max() >= n_rows:
+            raise ProbeInputError(f"split part '{name}' has indices outside 0..{n_rows - 1} "
+                                  f"(min {arr.min()}, max {arr.max()})")
+        if len(np.unique(arr)) != arr.size:
+            raise ProbeInputError(f"split part '{name}' repeats an index")
+        out.append(arr.astype(np.int64))
+    for i in range(3):
+        for j in range(i + 1, 3):
+            common = np.intersect1d(out[i], out[j])
+            if common.size:
+                raise ProbeInputError(f"split parts '{PART_NAMES[i]}' and '{PART_NAMES[j]}' share "
+                                      f"{common.size} rows (first {int(common[0])}); they must be disjoint")
+    return tuple(out)
+
+
+def check_probe_inputs(
+    X: np.ndarray,
+    y: np.ndarray,
+    split_indices: Sequence[np.ndarray],
+    region_ids: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Validate shapes, split indices, and the rows the split uses: finite X, finite y ≥ 0.
+
+    Rows outside the split are not checked (regions without this cell's label may be NaN).
+    """
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ProbeInputError(f"embeddings X must be 2-D (regions, dims), got shape {X.shape}")
+    if y.ndim != 1:
+        raise ProbeInputError(f"targets y must be 1-D (one value per region), got shape {y.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise ProbeInputError(f"X has {X.shape[0]} rows but y has {y.shape[0]} values; they must be "
+                              "aligned with the same region ids")
+    if region_ids is not None and len(region_ids) != X.shape[0]:
+        raise ProbeInputError(f"{len(region_ids)} region ids for {X.shape[0]} embedding rows")
+    if not np.issubdtype(X.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
+        raise ProbeInputError(f"X and y must be numeric, got {X.dtype} and {y.dtype}")
+    parts = check_split_indices(split_indices, X.shape[0])
+    used = np.sort(np.concatenate(parts))
+    bad_x = used[~np.isfinite(X[used]).all(axis=1)]
+    if bad_x.size:
+        raise ProbeInputError(f"embeddings X contain NaN or inf in {_describe_rows(bad_x, region_ids)}; "
+                              "fix or drop those regions before probing")
+    y_used = y[used].astype(np.float64)
+    bad_y = used[~np.isfinite(y_used)]
+    if bad_y.size:
+        raise ProbeInputError(f"targets y are NaN or inf in {_describe_rows(bad_y, region_ids)}; "
+                              "a split must contain only regions that have the label")
+    neg_y = used[y_used < 0]
+    if neg_y.size:
+        raise ProbeInputError(f"targets y are negative in {_describe_rows(neg_y, region_ids)}; the paper's "
+                              "ln(y+1) transform needs raw indicator values >= 0")
+    return X, y, parts
+
+
+def prepare_probe_data(
+    X: np.ndarray,
+    y: np.ndarray,
+    split_indices: Sequence[np.ndarray],
+    region_ids: Sequence[str] | None = None,
+    dtype: type = np.float64,
+) -> ProbeData:
+    """Check inputs, take ln(y+1), standardise features and targets with train statistics.
+
+    A feature (or target) with zero train variance is only centred (its std is taken as 1).
+    """
+    X, y, (tr, va, te) = check_probe_inputs(X, y, split_indices, region_ids)
+    x64 = X.astype(np.float64)
+    mu = x64[tr].mean(axis=0)
+    sd = x64[tr].std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    t = np.log1p(y.astype(np.float64))
+    t_mean = float(t[tr].mean())
+    t_std = float(t[tr].std())
+    t_std = t_std if t_std > 0 else 1.0
+
+    def feats(idx: np.ndarray) -> np.ndarray:
+        return ((x64[idx] - mu) / sd).astype(dtype)
+
+    def targ(idx: np.ndarray) -> np.ndarray:
+        return ((t[idx] - t_mean) / t_std).astype(dtype)
+
+    return ProbeData(feats(tr), feats(va), feats(te), targ(tr), targ(va), targ(te), t_mean, t_std)
