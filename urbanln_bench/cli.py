@@ -19,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 data_app = typer.Typer(help="City data: synthesise twins, validate real data, look at it.", no_args_is_help=True)
-list_app = typer.Typer(help="List the catalogue: cities, tasks.", no_args_is_help=True)
+list_app = typer.Typer(help="List the catalogue: cities, tasks, methods, cells.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(list_app, name="list")
 
@@ -33,7 +33,10 @@ DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="A city fo
 def _console(stderr: bool = True):
     from rich.console import Console
 
-    return Console(stderr=stderr, soft_wrap=True)
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 240  # piped output: never squeeze tables into 80 columns
+    return console
 
 
 def _progress_factory(description: str):
@@ -184,6 +187,147 @@ def list_tasks(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
         return
     for t in tasks:
         typer.echo(f"{t.name}\t{t.full_name}\t{t.unit}")
+
+
+@list_app.command("methods")
+def list_methods(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Registered methods: built-ins and installed plugins."""
+    from urbanln_bench.method import METHODS, get_method, method_names
+
+    rows = []
+    for name in method_names():
+        meta = get_method(name).meta
+        rows.append({"name": name, "display_name": meta.display_name, "imagery": meta.imagery,
+                     "native_imagery": list(meta.native_imagery), "role": meta.role,
+                     "builtin": METHODS.is_builtin(name), "description": meta.description})
+    if json_out:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        origin = "built-in" if r["builtin"] else "plugin"
+        typer.echo(f"{r['name']}\t{r['display_name']}\t{r['imagery']}\t{r['role']}\t{origin}")
+
+
+@list_app.command("cells")
+def list_cells(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every benchmark cell: CITY/TASK/IMAGERY (the paper's 34)."""
+    from urbanln_bench.specs import city_names, get_city
+
+    cells = []
+    for name in city_names():
+        spec = get_city(name)
+        if spec.kind == "benchmark":
+            cells += [f"{spec.name}/{t}/{i}" for t in spec.tasks for i in spec.imagery]
+    if json_out:
+        typer.echo(json.dumps(cells))
+        return
+    typer.echo("\n".join(cells))
+
+
+def _print_run_table(outcomes, city: str) -> None:
+    from rich.table import Table
+
+    tasks = list(dict.fromkeys(o.cell.split("/")[1] for o in outcomes))
+    rows: dict[str, dict[str, dict]] = {}
+    from urbanln_bench.leaderboard import row_label
+
+    for o in outcomes:
+        if o.record is None:
+            continue
+        rows.setdefault(row_label(o.record), {})[o.record["cell"]["task"]] = o.record["metrics"]
+    table = Table(title=f"{city}: test metrics on ln(y+1), mean ± std over seeds")
+    table.add_column("Method")
+    for t in tasks:
+        for m in ("R²", "RMSE", "MAE"):
+            table.add_column(f"{t} {m}", justify="right")
+    for label, by_task in rows.items():
+        cells = []
+        for t in tasks:
+            for m in ("r2", "rmse", "mae"):
+                e = by_task.get(t, {}).get(m)
+                cells.append("—" if e is None else f"{e['mean']:.3f}±{e['std']:.3f}")
+        table.add_row(label, *cells)
+    _console(stderr=False).print(table)
+
+
+@app.command("run")
+def run_command(
+    method: Annotated[str, typer.Option("--method", help="Method name (see `urbanln-bench list methods`).")],
+    city: CityOpt = None, city_file: CityFileOpt = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="Only these tasks (repeatable).")] = None,
+    imagery: Annotated[list[str] | None, typer.Option("--imagery", help="Only this imagery: SV, SI or SV+SI.")] = None,
+    scale: ScaleOpt = "small",
+    seeds: Annotated[str, typer.Option("--seeds", help="Probe seeds, e.g. 0-4 or 0,1,2.")] = "0-4",
+    split: Annotated[str, typer.Option("--split", help="Split strategy: random or spatial-block.")] = "random",
+    overwrite: Annotated[str, typer.Option("--overwrite", help="never, only-missing or always.")] = "only-missing",
+    tune: Annotated[int, typer.Option("--tune", help="Optuna trials per cell on validation (0 = off).")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    profile: Annotated[str, typer.Option("--profile", help="Backbone profile: tiny, cpu or paper.")] = "cpu",
+    results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
+    data_root: DataRootOpt = None,
+    setting: Annotated[list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")] = None,
+) -> None:
+    """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table."""
+    from urbanln_bench.runner import RunOptions, parse_seeds, parse_settings, run
+
+    options = RunOptions(method=method, city=city, city_file=city_file, tasks=task or None,
+                         imagery=imagery or None, scale=scale, seeds=parse_seeds(seeds), strategy=split,
+                         overwrite=overwrite, tune=tune, device=device, profile=profile, results_dir=results,
+                         data_root=data_root, settings=parse_settings(setting or []))
+    console = _console()
+    outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
+    for o in outcomes:
+        if o.record is None:
+            console.print(f"{o.cell}: {o.note}", highlight=False)
+    reused = sum(o.reused for o in outcomes)
+    written = sum(1 for o in outcomes if o.record is not None and not o.reused)
+    console.print(f"{written} record(s) written, {reused} reused, under {results}", highlight=False)
+    _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city))
+
+
+def _progress_factory_named():
+    """progress(description, total) -> advance(n)."""
+
+    def start(description: str, total: int):
+        return _progress_factory(description)(total)
+
+    return start
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", help="Markdown file to write.")] = Path("leaderboard.md"),
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file is stale instead of writing it.")] = False,
+) -> None:
+    """Regenerate leaderboard.md from result records only."""
+    from urbanln_bench.cache import atomic_write_text
+    from urbanln_bench.leaderboard import render_leaderboard
+
+    text = render_leaderboard(results)
+    if check:
+        current = out.read_text() if out.exists() else ""
+        if current != text:
+            _console().print(f"[red]{out} is stale[/red]: run `urbanln-bench leaderboard` and commit it")
+            raise typer.Exit(1)
+        typer.echo(f"{out} is up to date")
+        return
+    atomic_write_text(out, text)
+    typer.echo(str(out))
+
+
+@app.command("paper-table")
+def paper_table_command(city: Annotated[str, typer.Argument(help="BJ, SH, SZ or NY.")],
+                        json_out: Annotated[bool, typer.Option("--json", help="Improvement records as JSON.")] = False) -> None:
+    """The paper's own table for a city, with its improvement rows recomputed from its numbers."""
+    from urbanln_bench.reference.paper import (improvement_rows, paper_table, paper_table_records,
+                                               render_paper_table_markdown)
+
+    if json_out:
+        typer.echo(json.dumps(paper_table_records(city), indent=1))
+        return
+    table = paper_table(city)
+    typer.echo(render_paper_table_markdown(table, improvement_rows(table)))
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from urbanln_bench.errors import UserError
 
 T = TypeVar("T")
+OWN_DISTRIBUTION = "urbanln-bench"
 
 
 class UnknownNameError(UserError):
@@ -88,13 +89,21 @@ class Registry(Generic[T]):
         self._entries[name] = _Entry(target, builtin, origin)
 
     def discover(self) -> None:
-        """Load entries advertised by installed packages under the registry's entry-point group."""
+        """Load entries advertised under the registry's entry-point group.
+
+        Entry points of this distribution are the built-ins (they register exactly as plugins do,
+        and win a clash); those of any other installed package are plugins.
+        """
         if self._discovered or not self.entry_point_group:
             self._discovered = True
             return
         self._discovered = True
-        for ep in entry_points(group=self.entry_point_group):
-            self._add(ep.name, ep.value, builtin=False, origin=f"entry point {ep.value}")
+        eps = list(entry_points(group=self.entry_point_group))
+        own = [ep for ep in eps if ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION]
+        for ep in own + [ep for ep in eps if ep not in own]:
+            builtin = ep in own
+            self._add(ep.name, ep.value, builtin=builtin,
+                      origin=f"{'built-in' if builtin else 'plugin'} entry point {ep.value}")
 
     def names(self) -> list[str]:
         self.discover()

@@ -1,0 +1,144 @@
+"""ResNet-18 (torchvision) with an explicit weight source.
+
+1. ``weights = PATH``: a local torchvision state dict (e.g. ImageNet ``resnet18-f37072fd.pth``);
+2. else the torch hub cache (``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth``) when present;
+3. else a **surrogate**: ResNet-18 trained by the harness, supervised (multi-label object presence
+   from scene graphs, BCE), on the pretraining world — never on a benchmark twin — and cached under a
+   key of its training config and the world's data hashes. Every result names which one it used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from urbanln_bench.cache import cache_root, config_hash, file_lock
+from urbanln_bench.errors import UserError
+
+IMAGENET_FILE = "resnet18-f37072fd.pth"
+
+
+@dataclass(frozen=True)
+class SurrogateConfig:
+    profile: str
+    input_size: int
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+SURROGATE_PROFILES = {
+    "tiny": SurrogateConfig("tiny", input_size=32, epochs=2),
+    "cpu": SurrogateConfig("cpu", input_size=64, epochs=8),
+    "paper": SurrogateConfig("paper", input_size=224, epochs=30),
+}
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def local_imagenet_file(explicit: str) -> Path | None:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise UserError(f"ResNet-18 weights file not found: {path}")
+        return path
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    candidate = torch_home / "hub" / "checkpoints" / IMAGENET_FILE
+    return candidate if candidate.is_file() else None
+
+
+def build_resnet18(num_classes: int = 1000):
+    import torchvision
+
+    return torchvision.models.resnet18(weights=None, num_classes=num_classes)
+
+
+def load_state(model, path: Path) -> None:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise UserError(f"{path}: not a loadable torch state dict: {exc}") from exc
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state dict (dict of tensors), got {type(state).__name__}")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise UserError(f"{path}: does not fit ResNet-18 (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def surrogate_key(config: SurrogateConfig) -> tuple[str, list[str]]:
+    from urbanln_bench.backbones.world_data import world_scale_for
+    from urbanln_bench.specs import pretraining_world
+    from urbanln_bench.synth.twin import twin_config
+    from urbanln_bench.synth.scales import get_scale
+
+    scale = get_scale(world_scale_for(config.profile))
+    world = [twin_config(spec, scale) for spec in pretraining_world()]
+    return config_hash({"arch": "resnet18", "train": asdict(config), "world": world, "trainer": 1}), world
+
+
+def surrogate_resnet18(profile: str, progress=None) -> tuple[Path, str]:
+    """The cached surrogate checkpoint for ``profile`` (trained on first use) and its weight-source label."""
+    config = SURROGATE_PROFILES[profile]
+    key, _ = surrogate_key(config)
+    path = cache_root() / "backbones" / f"resnet18-surrogate-{profile}-{key}.pt"
+    source = f"surrogate: ResNet-18 supervised on the synthetic pretraining world ({profile} profile, {key})"
+    if path.exists():
+        return path, source
+    with file_lock(path.with_suffix(".lock")):
+        if not path.exists():
+            train_surrogate(config, path, progress)
+    return path, source
+
+
+def train_surrogate(config: SurrogateConfig, path: Path, progress=None) -> None:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from urbanln_bench.backbones.world_data import load_world_images
+    from urbanln_bench.embed import preprocess
+
+    world = load_world_images(config.profile)
+    torch.manual_seed(config.seed)
+    model = build_resnet18(num_classes=len(world.vocabulary))
+    pixels = preprocess(world.images, config.input_size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    labels = torch.from_numpy(world.labels)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    n = len(pixels)
+    steps = config.epochs * ((n + config.batch_size - 1) // config.batch_size)
+    advance = progress("pretraining ResNet-18 surrogate on the pretraining world", steps) if progress else None
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.batch_size):
+            idx = order[start:start + config.batch_size]
+            batch = pixels[idx]
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+            loss = F.binary_cross_entropy_with_logits(model(batch), labels[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if advance:
+                advance(1)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    np.save(path.with_suffix(".vocab.npy"), np.asarray(world.vocabulary))

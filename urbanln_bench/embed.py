@@ -1,0 +1,194 @@
+"""The sealed embedding (DESIGN §3, torchgeo-bench): the same preprocessing, batching, device
+placement and street-view pooling for every method, around the method's small hook.
+
+- ``SI``: one satellite tile per region → ``encode_images`` → the region's embedding.
+- ``SV``: every street view of a region (the first ``MAX_STREETVIEWS_PER_REGION`` in file order) →
+  ``encode_images`` → mean over the region's views (the paper's footnote: mean-pooled per region).
+  Regions with no street view have no SV embedding and drop out of SV cells (counted in records).
+- ``SV+SI``: fused methods get the region ids and return (n, D) from ``encode_regions``.
+
+Checks on what a method returns (plugins included): a 2-D array with one row per input, finite
+values, the same width for every batch, and the same output when the first batch is encoded twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from urbanln_bench.data.loader import CityData, UnlabelledCity
+from urbanln_bench.errors import UserError
+from urbanln_bench.method import FitContext, Method
+
+MAX_STREETVIEWS_PER_REGION = 32
+DEFAULT_BATCH_SIZE = 64
+
+
+class MethodOutputError(UserError):
+    """A method's hook returned something the harness cannot use."""
+
+
+@dataclass
+class Embeddings:
+    """Region embeddings of one (method variant, city, imagery)."""
+
+    region_ids: list[str]
+    vectors: np.ndarray  # (n, D) float32
+    meta: dict
+
+    def save(self, path: Path) -> None:
+        """``.npz`` (ids, vectors) plus a JSON sidecar, both written atomically."""
+        import os
+        import tempfile
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        os.close(fd)
+        with open(tmp, "wb") as handle:
+            np.savez(handle, region_ids=np.asarray(self.region_ids), vectors=self.vectors)
+        os.replace(tmp, path)
+        from urbanln_bench.cache import atomic_write_text
+
+        atomic_write_text(path.with_suffix(".json"), json.dumps(self.meta, indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Embeddings:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                ids = [str(i) for i in npz["region_ids"]]
+                vectors = np.asarray(npz["vectors"], dtype=np.float32)
+        except FileNotFoundError:
+            raise UserError(f"{path}: embeddings file not found") from None
+        except (OSError, KeyError, ValueError) as exc:
+            raise UserError(f"{path}: not an embeddings file (.npz with arrays region_ids and vectors): {exc}") from exc
+        sidecar = path.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        if vectors.ndim != 2 or len(ids) != len(vectors):
+            raise UserError(f"{path}: vectors must be (n_regions, D) with one row per region id; got {vectors.shape} "
+                            f"for {len(ids)} ids")
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise UserError(f"{path}: duplicate region id '{dup}'")
+        bad = ~np.isfinite(vectors).all(axis=1)
+        if bad.any():
+            raise UserError(f"{path}: {int(bad.sum())} rows are not finite (first: region '{ids[int(np.argmax(bad))]}')")
+        return cls(ids, vectors, meta)
+
+
+def preprocess(images: list[np.ndarray], size: int, mean, std):
+    """uint8 (H, W, 3) arrays → float tensor (B, 3, size, size): bilinear resize, then normalise."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for image in images:
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        if tensor.shape[1] != size or tensor.shape[2] != size:
+            tensor = F.interpolate(tensor[None], size=(size, size), mode="bilinear", align_corners=False,
+                                   antialias=True)[0]
+        out.append(tensor)
+    batch = torch.stack(out)
+    mean_t = torch.tensor(mean, dtype=batch.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=batch.dtype).view(1, 3, 1, 1)
+    return (batch - mean_t) / std_t
+
+
+def _check_output(method: Method, output, n_inputs: int, width: int | None, what: str) -> np.ndarray:
+    name = method.meta.name
+    try:
+        array = output.detach().float().cpu().numpy() if hasattr(output, "detach") else np.asarray(output, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise MethodOutputError(f"method '{name}': {what} returned {type(output).__name__}, not an array: {exc}") from exc
+    if array.ndim != 2 or array.shape[0] != n_inputs:
+        raise MethodOutputError(f"method '{name}': {what} must return shape ({n_inputs}, D) for {n_inputs} inputs, "
+                                f"got {tuple(array.shape)}")
+    if width is not None and array.shape[1] != width:
+        raise MethodOutputError(f"method '{name}': {what} returned width {array.shape[1]}, earlier batches {width}")
+    if not np.isfinite(array).all():
+        rows = int((~np.isfinite(array).all(axis=1)).sum())
+        raise MethodOutputError(f"method '{name}': {what} returned NaN or inf in {rows} of {n_inputs} rows")
+    return array.astype(np.float32)
+
+
+def _encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str], device: str, batch_size: int,
+                      advance: Callable[[int], None] | None) -> np.ndarray:
+    import torch
+
+    chunks: list[np.ndarray] = []
+    width = None
+    for b, batch in enumerate(view.iter_images(image_ids, batch_size)):
+        pixels = preprocess(batch.images, method.input_size, method.mean, method.std).to(device)
+        with torch.no_grad():
+            with _autocast(device):
+                array = _check_output(method, method.encode_images(pixels), len(batch.ids), width, "encode_images")
+            if b == 0:
+                with _autocast(device):
+                    again = _check_output(method, method.encode_images(pixels), len(batch.ids), width, "encode_images")
+                if not np.allclose(array, again, rtol=1e-4, atol=1e-5):
+                    raise MethodOutputError(
+                        f"method '{method.meta.name}': encode_images is not deterministic (the same batch gave "
+                        f"different features twice, max diff {float(np.abs(array - again).max()):.3g}); "
+                        "put dropout/augmentation behind eval mode")
+        width = array.shape[1]
+        chunks.append(array)
+        if advance:
+            advance(len(batch.ids))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def _autocast(device: str):
+    import contextlib
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def embed_city(method: Method, data: CityData, imagery: str, context: FitContext,
+               batch_size: int = DEFAULT_BATCH_SIZE, progress: Callable | None = None) -> Embeddings:
+    """Embed every region of ``data`` that has ``imagery`` with a fitted method."""
+    view = data.unlabelled()
+    for module in method.modules():
+        module.to(context.device).eval()
+    if imagery == "SV+SI" or type(method).encode_regions is not Method.encode_regions:
+        # fused methods, and per-region methods such as the oracle, are asked per region
+        if imagery == "SV":
+            ids = [rid for rid in view.regions.ids if view.streetview_ids(rid)]
+        elif imagery == "SI":
+            ids = view.satellite_ids()
+        else:
+            ids = list(view.regions.ids)
+        array = method.encode_regions(view, ids, context)
+        vectors = _check_output(method, array, len(ids), None, "encode_regions")
+    elif imagery == "SI":
+        ids = view.satellite_ids()
+        advance = progress(f"embedding {data.name} SI with {method.variant_label()}", len(ids)) if progress else None
+        vectors = _encode_image_ids(method, view, ids, context.device, batch_size, advance)
+    elif imagery == "SV":
+        ids, image_ids, owners = [], [], []
+        for rid in view.regions.ids:
+            views = view.streetview_ids(rid)[:MAX_STREETVIEWS_PER_REGION]
+            if views:
+                owners += [len(ids)] * len(views)
+                ids.append(rid)
+                image_ids += views
+        advance = progress(f"embedding {data.name} SV with {method.variant_label()}", len(image_ids)) if progress else None
+        per_image = _encode_image_ids(method, view, image_ids, context.device, batch_size, advance)
+        owners_arr = np.asarray(owners)
+        vectors = np.zeros((len(ids), per_image.shape[1]), np.float64)
+        np.add.at(vectors, owners_arr, per_image)
+        vectors = (vectors / np.bincount(owners_arr, minlength=len(ids))[:, None]).astype(np.float32)
+    else:
+        raise UserError(f"imagery must be SV, SI or SV+SI, got {imagery!r}")
+    meta = {"method": method.identity(), "variant": method.variant_label(), "city": data.name,
+            "imagery": imagery, "data_source": data.source, "data_manifest": data.manifest_hash,
+            "pooling": "mean" if imagery == "SV" else "none",
+            "max_streetviews_per_region": MAX_STREETVIEWS_PER_REGION if imagery == "SV" else None,
+            "regions": len(ids), "dim": int(vectors.shape[1]) if vectors.size else 0}
+    return Embeddings(ids, vectors, meta)

@@ -1,0 +1,167 @@
+"""``leaderboard.md`` from result records only (DESIGN §3 Report).
+
+Per city and data set, a table shaped like the paper's (methods on their native imagery × task ×
+R²/RMSE/MAE, mean ± std over seeds), the improvement rows of "ours" variants over the best baseline
+(the paper's definition, ``reference/paper.py``), the oracle and floor rows, the paper-reported
+numbers in labelled rows, and provenance (data, weights) per row. Missing cells are "—"; nothing is
+averaged over incomplete rows. Deterministic: the same records give a byte-identical file.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from urbanln_bench.records import iter_records
+from urbanln_bench.reference.paper import (MISSING, PaperTable, improvement_rows, paper_cities, paper_table)
+
+METRICS = ("r2", "rmse", "mae")
+METRIC_LABELS = {"r2": "R²", "rmse": "RMSE", "mae": "MAE"}
+PAPER_METRIC = {"r2": "R2", "rmse": "RMSE", "mae": "MAE"}
+PAPER_ORDER = ("ResNet-18", "Tile2Vec", "PG-SimCLR", "RemoteCLIP", "UrbanCLIP", "MuseCL", "UrbanVLP")
+ROLE_ORDER = {"method": 0, "floor": 2, "oracle": 3}
+CITY_ORDER = ("BJ", "SH", "SZ", "NY")
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    imagery: str
+    role: str
+    ours: bool
+    weights: str
+    strategy: str
+    native: bool  # the method's native imagery (the paper-shaped table shows only these)
+
+
+def row_label(record: dict) -> str:
+    method = record["method"]
+    imagery = record["cell"]["imagery"]
+    label = method["variant"]
+    if len(method["native_imagery"]) > 1 or imagery not in method["native_imagery"]:
+        if method["ours"] and "[" not in label:
+            return f"{label}+{imagery}"
+        return f"{label} ({imagery})"
+    return label
+
+
+def _sort_key(row: Row) -> tuple:
+    base = row.label.split(" [")[0].split(" (")[0]
+    paper_rank = PAPER_ORDER.index(base) if base in PAPER_ORDER else len(PAPER_ORDER)
+    return (ROLE_ORDER[row.role] + (1 if row.ours else 0), paper_rank, row.label, row.imagery)
+
+
+def _short_weights(source: str) -> str:
+    source = source.split(" (")[0] if source.startswith("surrogate") else source
+    return source.replace("|", "/")
+
+
+def _fmt(entry: dict | None) -> str:
+    if entry is None:
+        return MISSING
+    if entry.get("n", 1) > 1:
+        return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+    return f"{entry['mean']:.3f}"
+
+
+def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict]]]:
+    """(city, data tag) → row → task → metrics."""
+    tables: dict[tuple[str, str], dict[Row, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for _, record in iter_records(results_dir):
+        cell = record["cell"]
+        method = record["method"]
+        city = cell["city"] if record.get("fit_city", cell["city"]) == cell["city"] else None
+        if city is None:
+            continue  # transfer records have their own section
+        row = Row(row_label(record), cell["imagery"], method["role"], bool(method["ours"]),
+                  _short_weights(method["weight_source"]), record["split"]["strategy"],
+                  cell["imagery"] in method["native_imagery"])
+        tables[(city, record["data"]["tag"])][row][cell["task"]] = record["metrics"]
+    return tables
+
+
+def _improvements(city: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
+    models = [r for r in rows if r.role == "method"]
+    if not any(r.ours for r in models) or not any(not r.ours for r in models):
+        return []
+    values = {}
+    for r in models:
+        for task, metrics in rows[r].items():
+            for metric in METRICS:
+                values[(r.label, task, PAPER_METRIC[metric])] = metrics[metric]["mean"]
+    table = PaperTable(city, "records", tuple(r.label for r in models), tuple(tasks),
+                       tuple(PAPER_METRIC[m] for m in METRICS), values)
+    # the paper's rule: the variants are UrbanLN rows; here "ours" rows are those the records flag
+    ours = {r.label for r in models if r.ours}
+    improvements = [i for i in improvement_rows(table) if i.variant in ours] if all(
+        label.startswith("UrbanLN") for label in ours) else []
+    out = []
+    for variant in sorted({i.variant for i in improvements}):
+        by = {(i.task, i.metric): i.percent for i in improvements if i.variant == variant}
+        cells = [f"{by[(t, PAPER_METRIC[m])]:.1f}%" if (t, PAPER_METRIC[m]) in by else MISSING
+                 for t in tasks for m in METRICS]
+        out.append("| " + " | ".join([f"Improvement ({variant})", "", "", *cells]) + " |")
+    return out
+
+
+def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str], *,
+                 native_only: bool) -> list[str]:
+    header = ["Method", "Imagery", "Weights", *(f"{t} {METRIC_LABELS[m]}" for t in tasks for m in METRICS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
+    chosen = {r: v for r, v in rows.items() if r.native and r.strategy == "random"} if native_only else rows
+    for row in sorted(chosen, key=_sort_key):
+        metrics = chosen[row]
+        cells = [_fmt(metrics.get(t, {}).get(m)) if t in metrics else MISSING for t in tasks for m in METRICS]
+        role = {"floor": " *(floor)*", "oracle": " *(ceiling)*"}.get(row.role, "")
+        imagery = row.imagery if native_only else f"{row.imagery}, {row.strategy}"
+        lines.append("| " + " | ".join([row.label + role, imagery, row.weights, *cells]) + " |")
+    if native_only:
+        lines += _improvements(city, chosen, tasks)
+        if city in paper_cities():
+            paper = paper_table(city)
+            for model in paper.models:
+                cells = []
+                for t in tasks:
+                    for m in METRICS:
+                        value = paper.value(model, t, PAPER_METRIC[m]) if t in paper.tasks else None
+                        cells.append(MISSING if value is None else f"{value:.3f}")
+                lines.append("| " + " | ".join([f"{model} *(paper-reported)*", "real", "paper", *cells]) + " |")
+    return lines
+
+
+def render_leaderboard(results_dir: Path) -> str:
+    from urbanln_bench.specs import get_city
+
+    tables = collect(results_dir)
+    lines = [
+        "# urbanln-bench leaderboard",
+        "",
+        "Generated by `urbanln-bench leaderboard` from the result records in `results/` — do not edit by hand.",
+        "Metrics: R², RMSE and MAE on ln(y+1), test split, mean ± std over probe seeds; MLP probe on frozen",
+        "embeddings (same head, budget and seeds for every method). **Synthetic** rows come from the synthetic",
+        "twins (procedural cities, DESIGN §4), not from the paper's real data; *paper-reported* rows are the",
+        "paper's own numbers on real data, shown for orientation only. *Weights* names each row's weight source",
+        "(a `surrogate` is pretrained by the harness on the synthetic pretraining world, not ImageNet/LAION).",
+        "",
+    ]
+    def city_rank(key):
+        city, tag = key
+        return (CITY_ORDER.index(city) if city in CITY_ORDER else len(CITY_ORDER), city, tag)
+
+    for city, tag in sorted(tables, key=city_rank):
+        rows = tables[(city, tag)]
+        try:
+            tasks = list(get_city(city).tasks)
+        except Exception:  # a user's city without its file: fall back to the tasks recorded
+            tasks = sorted({t for v in rows.values() for t in v})
+        kind = "synthetic twin" if tag.startswith("synthetic") else "real data"
+        lines += [f"## {city} — {kind} (`{tag}`)", "",
+                  "Methods on their native imagery, random 6:2:2 split.", ""]
+        lines += city_section(city, tag, rows, tasks, native_only=True)
+        lines += ["", f"### {city} — every imagery variant and split strategy (`{tag}`)", ""]
+        lines += city_section(city, tag, rows, tasks, native_only=False)
+        lines.append("")
+    if not tables:
+        lines += ["No result records yet: run `urbanln-bench run --method resnet18 --city NY`.", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"

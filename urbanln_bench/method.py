@@ -1,0 +1,170 @@
+"""The method interface (DESIGN §3, torchgeo-bench's sealed encoder).
+
+A method is self-supervised pretraining on a city's *unlabelled* view, then a frozen encoder. It
+implements small hooks; the harness owns everything around them (preprocessing dispatch, batching,
+device placement, street-view pooling, caching, label hiding), so every method is embedded the same way:
+
+- ``fit(city, imagery, context)``: pretrain on an ``UnlabelledCity`` (no route to the labels).
+- ``encode_images(pixels)``: a batch of preprocessed images (B, 3, S, S) → (B, D) features; the harness
+  mean-pools a region's street views. Used when ``meta.imagery`` is ``SV``, ``SI`` or ``either``.
+- ``encode_regions(city, region_ids, context)``: (n, D) for ``fused`` methods, which see both imageries.
+
+Built-in methods live in the repository's ``methods/`` folder and register through the same
+entry-point group a third-party package uses (``urbanln_bench.methods``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from urbanln_bench.errors import UserError
+from urbanln_bench.registry import Registry, suggest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from urbanln_bench.data.loader import UnlabelledCity
+
+IMAGERY_MODES = ("SV", "SI", "either", "fused")
+ROLES = ("method", "floor", "oracle")
+
+
+@dataclass(frozen=True)
+class MethodMeta:
+    """Validated metadata, readable before any model code runs (after MTEB's ModelMeta)."""
+
+    name: str  # registry name, e.g. "resnet18"
+    display_name: str  # label in tables, e.g. "ResNet-18"
+    version: str  # bump whenever a change of the method's code can move its numbers
+    imagery: str  # what it consumes: SV, SI, either (one run per imagery) or fused (both at once)
+    native_imagery: tuple[str, ...]  # rows of the paper-shaped table: ("SI",), ("SV", "SI") or ("SV+SI",)
+    description: str
+    citation: str = ""
+    uses_aux: tuple[str, ...] = ()  # auxiliary modalities it trains on; cells derived from them show "—"
+    role: str = "method"  # "floor" and "oracle" rows frame the leaderboard
+    synthetic_only: bool = False  # needs a twin's truth (the oracle)
+    ours: bool = False  # UrbanLN variants: the improvement rows compare these with the best baseline
+    default_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.imagery not in IMAGERY_MODES:
+            raise ValueError(f"method '{self.name}': imagery must be one of {IMAGERY_MODES}, got {self.imagery!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"method '{self.name}': role must be one of {ROLES}, got {self.role!r}")
+        allowed = {"fused": {"SV+SI"}, "SV": {"SV"}, "SI": {"SI"}, "either": {"SV", "SI"}}[self.imagery]
+        if not self.native_imagery or not set(self.native_imagery) <= allowed:
+            raise ValueError(f"method '{self.name}': native_imagery {self.native_imagery} does not fit imagery {self.imagery}")
+
+    def runnable_imagery(self) -> tuple[str, ...]:
+        return {"fused": ("SV+SI",), "SV": ("SV",), "SI": ("SI",), "either": ("SV", "SI")}[self.imagery]
+
+
+@dataclass
+class FitContext:
+    """What the harness hands a method besides the unlabelled city."""
+
+    seed: int
+    device: str
+    work_dir: Path  # a cache folder private to (method, config, city data, imagery): checkpoints go here
+    scale: str
+    profile: str = "cpu"  # backbone profile: tiny, cpu or paper
+    progress: Any = None  # callable(description, total) -> advance(n), or None
+    extras: dict[str, Any] = field(default_factory=dict)  # harness-provided inputs for special roles (oracle)
+
+
+class Method:
+    """Base class. Subclasses set ``meta`` and implement ``fit`` plus one encode hook."""
+
+    meta: ClassVar[MethodMeta]
+    input_size: int = 64  # the harness resizes every image to input_size × input_size
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # the harness normalises with these
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        config = dict(config or {})
+        unknown = [k for k in config if k not in self.meta.default_config]
+        if unknown:
+            key = unknown[0]
+            raise UserError(
+                f"method '{self.meta.name}': unknown setting '{key}'{suggest(key, list(self.meta.default_config))}; "
+                f"settings: {', '.join(self.meta.default_config) or '(none)'}"
+            )
+        merged = dict(self.meta.default_config)
+        for key, value in config.items():
+            default = merged[key]
+            merged[key] = coerce_setting(self.meta.name, key, value, default)
+        self.config = merged
+        self.overrides = {k: merged[k] for k in sorted(config)}
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def weight_source(self) -> str:
+        """Where the encoder's starting weights come from (local file, surrogate, random init ...)."""
+        return "none"
+
+    def fit(self, city: UnlabelledCity, imagery: str, context: FitContext) -> None:
+        """Pretrain on the unlabelled city (default: nothing to train)."""
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"method '{self.meta.name}' consumes images but has no encode_images hook")
+
+    def encode_regions(self, city: UnlabelledCity, region_ids: list[str], context: FitContext) -> np.ndarray:
+        raise NotImplementedError(f"method '{self.meta.name}' is fused but has no encode_regions hook")
+
+    def modules(self) -> list[torch.nn.Module]:
+        """Torch modules the harness moves to the device and puts in eval mode before embedding."""
+        return []
+
+    # -- identity ---------------------------------------------------------------------------------
+    def variant_label(self) -> str:
+        """Row label: display name plus overrides, e.g. ``UrbanLN [mu=0.3]``."""
+        if not self.overrides:
+            return self.meta.display_name
+        return f"{self.meta.display_name} [{', '.join(f'{k}={v}' for k, v in self.overrides.items())}]"
+
+    def variant_slug(self) -> str:
+        if not self.overrides:
+            return self.meta.name
+        return self.meta.name + "__" + "_".join(f"{k}={v}" for k, v in self.overrides.items())
+
+    def identity(self) -> dict[str, Any]:
+        """Everything about the method that can change its numbers (goes into every cache key)."""
+        return {"name": self.meta.name, "version": self.meta.version, "config": self.config,
+                "weights": self.weight_source(), "input_size": self.input_size,
+                "mean": list(self.mean), "std": list(self.std)}
+
+
+def coerce_setting(method: str, key: str, value: Any, default: Any) -> Any:
+    """Convert a ``--set key=value`` string to the type of the default."""
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return json.loads(value)
+    except (ValueError, json.JSONDecodeError):
+        raise UserError(f"method '{method}': setting {key}={value!r} is not a {type(default).__name__}") from None
+
+
+METHODS: Registry[type[Method]] = Registry("method", entry_point_group="urbanln_bench.methods")
+def get_method(name: str) -> type[Method]:
+    cls = METHODS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise UserError(f"method '{name}' ({cls!r}) is not a urbanln_bench.method.Method subclass")
+    if cls.meta.name != name:
+        raise UserError(f"method '{name}' declares meta.name '{cls.meta.name}'; they must agree")
+    return cls
+
+
+def method_names() -> list[str]:
+    return METHODS.names()
