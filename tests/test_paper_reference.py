@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import random
+import tomllib
 from importlib import resources
 from types import MappingProxyType
 
 import pytest
-import tomllib
 
 from urbanln_bench.errors import UserError
 from urbanln_bench.reference.paper import (

@@ -11,8 +11,8 @@ from urbanln_bench.data.loader import CityData
 from urbanln_bench.data.manifest import compute_manifest, manifest_hash
 from urbanln_bench.data.validate import validate_city_dir
 from urbanln_bench.specs import get_city, pretraining_world
-from urbanln_bench.synth.twin import ensure_twin, generate_twin, twin_dir, with_seed
 from urbanln_bench.synth.scales import get_scale
+from urbanln_bench.synth.twin import ensure_twin, generate_twin, twin_dir, with_seed
 
 
 def test_tiny_twin_is_valid_native_layout(tiny_ny: Path):

@@ -148,7 +148,8 @@ def data_check(city: CityOpt = None, city_file: CityFileOpt = None, scale: Scale
         return
     from rich.table import Table
 
-    table = Table(title=f"{spec.name} twin ({scale}, synthetic): ceiling vs colour-histogram ridge, test R² (seed 0)")
+    table = Table(title=f"{spec.name} twin ({scale}, synthetic): ceiling vs colour-histogram ridge, "
+                        "test R² (median over split seeds 0-4)")
     for column in ("cell", "n", "ceiling", "histogram R²", "gap"):
         table.add_column(column, justify="right" if column != "cell" else "left")
     for row in rows:
@@ -320,8 +321,12 @@ def leaderboard_command(
 def paper_table_command(city: Annotated[str, typer.Argument(help="BJ, SH, SZ or NY.")],
                         json_out: Annotated[bool, typer.Option("--json", help="Improvement records as JSON.")] = False) -> None:
     """The paper's own table for a city, with its improvement rows recomputed from its numbers."""
-    from urbanln_bench.reference.paper import (improvement_rows, paper_table, paper_table_records,
-                                               render_paper_table_markdown)
+    from urbanln_bench.reference.paper import (
+        improvement_rows,
+        paper_table,
+        paper_table_records,
+        render_paper_table_markdown,
+    )
 
     if json_out:
         typer.echo(json.dumps(paper_table_records(city), indent=1))

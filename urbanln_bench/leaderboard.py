@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from urbanln_bench.records import iter_records
-from urbanln_bench.reference.paper import (MISSING, PaperTable, improvement_rows, paper_cities, paper_table)
+from urbanln_bench.reference.paper import MISSING, PaperTable, improvement_rows, paper_cities, paper_table
 
 METRICS = ("r2", "rmse", "mae")
 METRIC_LABELS = {"r2": "R²", "rmse": "RMSE", "mae": "MAE"}

@@ -16,8 +16,15 @@ from urbanln_bench.cache import cache_root, config_hash, file_lock
 from urbanln_bench.data.loader import CityData
 from urbanln_bench.errors import UserError
 from urbanln_bench.method import FitContext, Method, get_method
-from urbanln_bench.records import (RecordPath, check_overwrite, data_tag, git_revision, record_key, reusable,
-                                   write_record)
+from urbanln_bench.records import (
+    RecordPath,
+    check_overwrite,
+    data_tag,
+    git_revision,
+    record_key,
+    reusable,
+    write_record,
+)
 from urbanln_bench.registry import suggest
 from urbanln_bench.specs import CitySpec, get_task
 

@@ -82,8 +82,8 @@ def load_state(model, path: Path) -> None:
 def surrogate_key(config: SurrogateConfig) -> tuple[str, list[str]]:
     from urbanln_bench.backbones.world_data import world_scale_for
     from urbanln_bench.specs import pretraining_world
-    from urbanln_bench.synth.twin import twin_config
     from urbanln_bench.synth.scales import get_scale
+    from urbanln_bench.synth.twin import twin_config
 
     scale = get_scale(world_scale_for(config.profile))
     world = [twin_config(spec, scale) for spec in pretraining_world()]

@@ -29,6 +29,10 @@ from urbanln_bench.synth.scales import Scale, get_scale
 
 Progress = Callable[[int], None]
 
+# The modules whose code decides a twin's bytes (their source is hashed into every twin key).
+GENERATOR_MODULES = ("latents", "fields", "indicators", "auxiliary", "scene", "style", "render_satellite",
+                     "render_streetview", "scales", "twin")
+
 # Sub-stream tags: every random draw of a region comes from default_rng([seed, TAG, row, col, ...]).
 _STREAM_STREETVIEW_COUNT = 11
 _STREAM_SATELLITE = 21
@@ -41,9 +45,9 @@ def generator_fingerprint() -> str:
 
     digest = hashlib.sha256(f"numpy={np.__version__};pillow={PIL.__version__}".encode())
     package = resources.files("urbanln_bench.synth")
-    for name in sorted(p.name for p in package.iterdir() if p.name.endswith(".py")):
+    for name in GENERATOR_MODULES:
         digest.update(name.encode())
-        digest.update(package.joinpath(name).read_bytes())
+        digest.update(package.joinpath(f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]
 
 
