@@ -295,6 +295,56 @@ def _progress_factory_named():
     return start
 
 
+@app.command("eval")
+def eval_command(
+    embeddings: Annotated[Path, typer.Option("--embeddings", help=".npz with region_ids and vectors (see `export`).")],
+    city: CityOpt = None, city_file: CityFileOpt = None,
+    imagery: Annotated[str | None, typer.Option("--imagery", help="SV or SI (default: the file's sidecar).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Row label (default: the file name).")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task")] = None,
+    scale: ScaleOpt = "small",
+    seeds: Annotated[str, typer.Option("--seeds")] = "0-4",
+    split: Annotated[str, typer.Option("--split")] = "random",
+    results: Annotated[Path, typer.Option("--results")] = Path("results"),
+    data_root: DataRootOpt = None,
+) -> None:
+    """Probe embeddings made elsewhere on a city's cells, exactly as a method's are probed."""
+    from urbanln_bench.runner import RunOptions, parse_seeds, run
+
+    if imagery is None:
+        sidecar = embeddings.with_suffix(".json")
+        imagery = json.loads(sidecar.read_text()).get("imagery") if sidecar.exists() else None
+        if imagery not in ("SV", "SI"):
+            raise UserError(f"{embeddings}: say which imagery the embeddings are of (--imagery SV or SI)")
+    options = RunOptions(method="embeddings-file", city=city, city_file=city_file, tasks=task or None,
+                         imagery=[imagery], scale=scale, seeds=parse_seeds(seeds), strategy=split,
+                         overwrite="always", results_dir=results, data_root=data_root,
+                         embeddings_file=embeddings, embeddings_label=name)
+    console = _console()
+    outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
+    _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city))
+
+
+@app.command("export")
+def export_command(
+    method: Annotated[str, typer.Option("--method")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the .npz (plus a .json sidecar).")],
+    city: CityOpt = None, city_file: CityFileOpt = None,
+    imagery: Annotated[str, typer.Option("--imagery", help="SV, SI or SV+SI.")] = "SI",
+    scale: ScaleOpt = "small",
+    profile: Annotated[str, typer.Option("--profile")] = "cpu",
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+    data_root: DataRootOpt = None,
+    setting: Annotated[list[str] | None, typer.Option("--set")] = None,
+) -> None:
+    """Export a method's region embeddings of a city (.npz + JSON sidecar)."""
+    from urbanln_bench.runner import RunOptions, export_embeddings, parse_settings
+
+    options = RunOptions(method=method, city=city, city_file=city_file, scale=scale, profile=profile,
+                         device=device, data_root=data_root, settings=parse_settings(setting or []))
+    typer.echo(str(export_embeddings(options, imagery, out, progress=_progress_factory_named())))
+
+
 @app.command("leaderboard")
 def leaderboard_command(
     results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),

@@ -86,7 +86,7 @@ def preprocess(images: list[np.ndarray], size: int, mean, std):
 
     out = []
     for image in images:
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
         if tensor.shape[1] != size or tensor.shape[2] != size:
             tensor = F.interpolate(tensor[None], size=(size, size), mode="bilinear", align_corners=False,
                                    antialias=True)[0]

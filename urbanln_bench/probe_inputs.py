@@ -117,6 +117,11 @@ def check_probe_inputs(
     return X, y, parts
 
 
+# Bump when the probe's preprocessing or training code changes numbers (part of every record key).
+PROBE_VERSION = "2"
+FEATURE_CLIP = 10.0
+
+
 def prepare_probe_data(
     X: np.ndarray,
     y: np.ndarray,
@@ -127,6 +132,9 @@ def prepare_probe_data(
     """Check inputs, take ln(y+1), standardise features and targets with train statistics.
 
     A feature (or target) with zero train variance is only centred (its std is taken as 1).
+    Standardised features are clipped to ±``FEATURE_CLIP`` train standard deviations: a region far
+    outside the train range (say a histogram bin that is almost never non-zero in train) must not
+    blow a prediction up. The same rule holds for every method.
     """
     X, y, (tr, va, te) = check_probe_inputs(X, y, split_indices, region_ids)
     x64 = X.astype(np.float64)
@@ -139,7 +147,7 @@ def prepare_probe_data(
     t_std = t_std if t_std > 0 else 1.0
 
     def feats(idx: np.ndarray) -> np.ndarray:
-        return ((x64[idx] - mu) / sd).astype(dtype)
+        return np.clip((x64[idx] - mu) / sd, -FEATURE_CLIP, FEATURE_CLIP).astype(dtype)
 
     def targ(idx: np.ndarray) -> np.ndarray:
         return ((t[idx] - t_mean) / t_std).astype(dtype)

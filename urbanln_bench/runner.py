@@ -49,6 +49,8 @@ class RunOptions:
     data_root: Path | None = None
     settings: dict[str, str] = field(default_factory=dict)
     batch_size: int = 64
+    embeddings_file: Path | None = None  # eval: probe embeddings made elsewhere instead of a method
+    embeddings_label: str | None = None
 
 
 @dataclass
@@ -167,14 +169,40 @@ def probe_cell(embeddings, data: CityData, task: str, imagery: str, options: Run
     metrics = aggregate([{k: s[k] for k in ("r2", "rmse", "mae", "rmse_raw", "mae_raw")} for s in per_seed])
     split_info = {"strategy": options.strategy, "seeds": list(options.seeds), "digests": splits,
                   "labelled_regions": len(labelled), "dropped_without_imagery": dropped}
-    probe_info = {**dataclasses.asdict(base), "digest": base.digest, "tune_trials": options.tune,
+    from urbanln_bench.probe_inputs import FEATURE_CLIP, PROBE_VERSION
+
+    probe_info = {**dataclasses.asdict(base), "digest": base.digest, "version": PROBE_VERSION,
+                  "feature_clip_sd": FEATURE_CLIP, "tune_trials": options.tune,
                   "target": "ln(y+1), standardised on train", "tuned": tuned}
     return per_seed, metrics, split_info, probe_info
+
+
+def make_method(options: RunOptions) -> Method:
+    if options.embeddings_file is not None:
+        from urbanln_bench.external import make_file_method
+
+        return make_file_method(options.embeddings_file, options.embeddings_label)
+    return get_method(options.method)(options.settings)
+
+
+def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Callable | None = None) -> Path:
+    """Fit (or reuse) a method's embeddings of a city and write them as ``.npz`` + JSON sidecar."""
+    from urbanln_bench.data.sources import open_city
+    from urbanln_bench.specs import get_city
+
+    spec = get_city(options.city, options.city_file)
+    method = make_method(options)
+    select_cells(spec, method, None, [imagery])
+    data = open_city(spec, scale=options.scale, data_root=options.data_root)
+    embeddings, _ = compute_embeddings(method, data, imagery, options, progress)
+    embeddings.save(out)
+    return out
 
 
 def run(options: RunOptions, progress: Callable | None = None, log: Callable[[str], None] = print) -> list[CellOutcome]:
     from urbanln_bench.data.sources import open_city
     from urbanln_bench.probe import ProbeConfig
+    from urbanln_bench.probe_inputs import PROBE_VERSION
     from urbanln_bench.specs import get_city
     from urbanln_bench.splits import STRATEGIES
 
@@ -182,7 +210,7 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
     if options.strategy not in STRATEGIES:
         raise UserError(f"unknown split strategy '{options.strategy}'{suggest(options.strategy, list(STRATEGIES))}")
     spec = get_city(options.city, options.city_file)
-    method = get_method(options.method)(options.settings)
+    method = make_method(options)
     cells = select_cells(spec, method, options.tasks, options.imagery)
     data = open_city(spec, scale=options.scale, data_root=options.data_root, progress_factory=(
         (lambda total: progress(f"rendering {spec.name} twin ({options.scale})", total)) if progress else None))
@@ -204,7 +232,7 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
                                             f"{task_spec.derived_from_aux}, from which {task} is derived"))
                 continue
             key = record_key({"method": identity, "cell": cell_id, "data": data.manifest_hash,
-                              "split": [options.strategy, list(options.seeds)], "probe": ProbeConfig().digest,
+                              "split": [options.strategy, list(options.seeds)], "probe": [ProbeConfig().digest, PROBE_VERSION],
                               "tune": options.tune, "fit_city": spec.name})
             path = RecordPath(options.results_dir, tag, spec.name, method.variant_slug(), task,
                               imagery, options.strategy).path

@@ -26,7 +26,7 @@ def contact_sheet(data: CityData, out: Path, *, n_regions: int = 8, max_streetvi
     sheet = Image.new("RGB", (width, height), (250, 250, 250))
     draw = ImageDraw.Draw(sheet)
     draw.text((pad, 8), f"{data.name} ({data.source}{', ' + data.meta.get('scale', '') if data.source == 'synthetic' else ''})"
-              f" — satellite | street views", fill=(0, 0, 0))
+              f" - satellite | street views", fill=(0, 0, 0))
     latents = None
     if data.source == "synthetic":
         names, matrix = data.latents()
