@@ -39,9 +39,9 @@ class ResNet18(Method):
         if self._source is None:
             from urbanln_bench.backbones.resnet import SURROGATE_PROFILES, surrogate_key
 
-            label, path = self._resolve(self.config["profile"] or "cpu")
+            profile = self.config["profile"] or self.run_profile
+            label, path = self._resolve(profile)
             if path is None:
-                profile = self.config["profile"] or "cpu"
                 key, _ = surrogate_key(SURROGATE_PROFILES[profile])
                 label = f"surrogate: ResNet-18 supervised on the synthetic pretraining world ({profile} profile, {key})"
             self._source = label
@@ -50,7 +50,7 @@ class ResNet18(Method):
     def fit(self, city, imagery: str, context: FitContext) -> None:
         from urbanln_bench.backbones.resnet import build_resnet18, load_state, surrogate_resnet18
 
-        profile = self.config["profile"] or context.profile
+        profile = self.config["profile"] or self.run_profile
         _, path = self._resolve(profile)
         if path is None:
             path, _ = surrogate_resnet18(profile, context.progress)

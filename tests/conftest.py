@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Every test (and every CLI subprocess a test starts) uses one throw-away cache, never the user's.
+os.environ["URBANLN_BENCH_CACHE"] = tempfile.mkdtemp(prefix="urbanln-test-cache-")
 
 
 def write_city_dir(root: Path, *, n_regions: int = 12, tasks=("Pop", "Crime"), streetviews: int = 2,
@@ -53,10 +57,32 @@ def city_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cache")
-    os.environ["URBANLN_BENCH_CACHE"] = str(path)
-    return path
+def cache_dir() -> Path:
+    return Path(os.environ["URBANLN_BENCH_CACHE"])
+
+
+def install_plugin(site: Path, package: str, code: str, entry_points: dict[str, str]) -> dict[str, str]:
+    """Install a throw-away third-party method package into ``site`` (outside this repo's tree) the way
+    pip lays one out — a module plus a ``.dist-info`` with ``entry_points.txt`` — and return the
+    environment under which a subprocess sees it."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{package}.py").write_text(code)
+    info = site / f"{package}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[urbanln_bench.methods]\n{lines}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(site) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def cli(*args: str, env: dict | None = None, cwd: Path | None = None):
+    """Run the CLI as a user would, in a subprocess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "urbanln_bench.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

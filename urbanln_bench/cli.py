@@ -385,6 +385,38 @@ def paper_table_command(city: Annotated[str, typer.Argument(help="BJ, SH, SZ or 
     typer.echo(render_paper_table_markdown(table, improvement_rows(table)))
 
 
+@app.command("regress")
+def regress_command(
+    folder: Annotated[Path, typer.Option("--suite", help="Folder with suite.toml, reference/ and CHANGELOG.md.")] = Path("regress"),
+    update: Annotated[bool, typer.Option("--update", help="Re-run and replace the references.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Changelog line for --update.")] = "",
+    method: Annotated[list[str] | None, typer.Option("--method", help="Only these methods of the suite.")] = None,
+) -> None:
+    """Re-run the pinned tiny suite and compare with the reference records (OK / WARN / FAIL)."""
+    from rich.table import Table
+
+    from urbanln_bench.regress import regress
+
+    console = _console()
+    rows = regress(folder, update=update, reason=reason, methods=tuple(method) if method else None,
+                   log=lambda m: console.print(m, highlight=False))
+    if update:
+        typer.echo(f"references updated under {folder / 'reference'}; changelog line added")
+        return
+    table = Table(title="regression suite vs reference (mean over seeds)")
+    for column in ("cell", "method", "metric", "reference", "now", "grade"):
+        table.add_column(column)
+    colour = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+    for r in rows:
+        fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+        table.add_row(r.cell, r.method, r.metric, fmt(r.reference), fmt(r.value), f"[{colour[r.grade]}]{r.grade}[/]")
+    _console(stderr=False).print(table)
+    counts = {g: sum(r.grade == g for r in rows) for g in ("OK", "WARN", "FAIL")}
+    typer.echo(f"OK {counts['OK']}, WARN {counts['WARN']}, FAIL {counts['FAIL']}")
+    if counts["FAIL"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

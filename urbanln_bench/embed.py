@@ -8,7 +8,7 @@ placement and street-view pooling for every method, around the method's small ho
 - ``SV+SI``: fused methods get the region ids and return (n, D) from ``encode_regions``.
 
 Checks on what a method returns (plugins included): a 2-D array with one row per input, finite
-values, the same width for every batch, and the same output when the first batch is encoded twice.
+values, the same width for every batch, and the same output when the first images are encoded twice.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from urbanln_bench.method import FitContext, Method
 
 MAX_STREETVIEWS_PER_REGION = 32
 DEFAULT_BATCH_SIZE = 64
+DETERMINISM_PROBE = 8  # images of the first batch encoded twice to catch a non-deterministic hook
 
 
 class MethodOutputError(UserError):
@@ -125,13 +126,14 @@ def _encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str]
         with torch.no_grad():
             with _autocast(device):
                 array = _check_output(method, method.encode_images(pixels), len(batch.ids), width, "encode_images")
-            if b == 0:
+            if b == 0:  # determinism probe: re-encode a few images of the first batch
+                k = min(DETERMINISM_PROBE, len(batch.ids))
                 with _autocast(device):
-                    again = _check_output(method, method.encode_images(pixels), len(batch.ids), width, "encode_images")
-                if not np.allclose(array, again, rtol=1e-4, atol=1e-5):
+                    again = _check_output(method, method.encode_images(pixels[:k]), k, array.shape[1], "encode_images")
+                if not np.allclose(array[:k], again, rtol=1e-3, atol=1e-4):
                     raise MethodOutputError(
                         f"method '{method.meta.name}': encode_images is not deterministic (the same batch gave "
-                        f"different features twice, max diff {float(np.abs(array - again).max()):.3g}); "
+                        f"different features twice, max diff {float(np.abs(array[:k] - again).max()):.3g}); "
                         "put dropout/augmentation behind eval mode")
         width = array.shape[1]
         chunks.append(array)

@@ -84,6 +84,7 @@ class Method:
     input_size: int = 64  # the harness resizes every image to input_size × input_size
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # the harness normalises with these
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    run_profile: str = "cpu"  # the run's backbone profile (tiny / cpu / paper), set by the harness
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})

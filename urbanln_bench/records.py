@@ -116,6 +116,6 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 def iter_records(results: Path):
     """Every record under a store, sorted by path; corrupted files raise CorruptRecordError."""
     for path in sorted(results.rglob("*.json")):
-        if path.name.startswith(".") or "/reference/" in path.as_posix():
+        if path.name.startswith("."):
             continue
         yield path, load_record(path)

@@ -181,8 +181,11 @@ def make_method(options: RunOptions) -> Method:
     if options.embeddings_file is not None:
         from urbanln_bench.external import make_file_method
 
-        return make_file_method(options.embeddings_file, options.embeddings_label)
-    return get_method(options.method)(options.settings)
+        method = make_file_method(options.embeddings_file, options.embeddings_label)
+    else:
+        method = get_method(options.method)(options.settings)
+    method.run_profile = options.profile
+    return method
 
 
 def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Callable | None = None) -> Path:

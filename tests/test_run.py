@@ -1,0 +1,121 @@
+"""`run`, records, re-use, `eval`, the leaderboard (issue 3 items 3, 5–9, 13)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cli
+
+from urbanln_bench.errors import UserError
+from urbanln_bench.leaderboard import render_leaderboard
+from urbanln_bench.records import CorruptRecordError
+from urbanln_bench.runner import RunOptions, run
+
+
+def options(results: Path, method: str = "oracle-latents", **kw) -> RunOptions:
+    base = dict(method=method, city="NY", scale="tiny", seeds=[0, 1], results_dir=results)
+    base.update(kw)
+    return RunOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_ny) -> Path:
+    results = tmp_path_factory.mktemp("store") / "results"
+    run(options(results), log=lambda m: None)
+    run(options(results, method="color-histogram"), log=lambda m: None)
+    return results
+
+
+def test_records_are_complete_and_self_describing(store: Path):
+    paths = sorted(store.rglob("*.json"))
+    assert len(paths) == 12  # 2 methods × 3 tasks × 2 imagery
+    record = json.loads((store / "synthetic-tiny/NY/oracle-latents/Pop_SV_random.json").read_text())
+    assert record["cell"] == {"id": "NY/Pop/SV", "city": "NY", "task": "Pop", "imagery": "SV"}
+    assert record["data"]["source"] == "synthetic" and len(record["data"]["manifest"]) == 64
+    assert record["method"]["weight_source"] == "none (ground truth)"
+    assert [s["seed"] for s in record["per_seed"]] == [0, 1]
+    assert set(record["split"]["digests"]) == {"0", "1"}
+    assert record["split"]["dropped_without_imagery"] > 0  # regions without street views
+    r2 = [s["r2"] for s in record["per_seed"]]
+    assert record["metrics"]["r2"]["mean"] == pytest.approx(np.mean(r2))
+    assert record["probe"]["target"].startswith("ln(y+1)")
+
+
+def test_same_split_for_sv_and_si(store: Path):
+    sv = json.loads((store / "synthetic-tiny/NY/oracle-latents/Pop_SV_random.json").read_text())
+    si = json.loads((store / "synthetic-tiny/NY/oracle-latents/Pop_SI_random.json").read_text())
+    # SV drops regions without street views from the same underlying split, so SI has more test regions
+    assert si["per_seed"][0]["n_test"] >= sv["per_seed"][0]["n_test"]
+    assert si["split"]["labelled_regions"] == sv["split"]["labelled_regions"]
+
+
+def test_oracle_beats_colour_histogram(store: Path):
+    oracle = json.loads((store / "synthetic-tiny/NY/oracle-latents/Pop_SI_random.json").read_text())
+    hist = json.loads((store / "synthetic-tiny/NY/color-histogram/Pop_SI_random.json").read_text())
+    assert oracle["metrics"]["r2"]["mean"] > hist["metrics"]["r2"]["mean"]
+
+
+def test_rerun_reuses_and_overwrite_policies(store: Path):
+    outcomes = run(options(store), log=lambda m: None)
+    assert all(o.reused for o in outcomes)
+    outcomes = run(options(store, seeds=[0, 1, 2]), log=lambda m: None)  # another config: recomputed
+    assert not any(o.reused for o in outcomes)
+    with pytest.raises(UserError, match="--overwrite never forbids replacing it"):
+        run(options(store, seeds=[0, 1], overwrite="never"), log=lambda m: None)
+    run(options(store, seeds=[0, 1]), log=lambda m: None)  # back to the module's config
+
+
+def test_corrupted_record_is_named(store: Path, tmp_path: Path):
+    results = tmp_path / "results"
+    run(options(results, tasks=["Pop"], imagery=["SI"]), log=lambda m: None)
+    path = results / "synthetic-tiny/NY/oracle-latents/Pop_SI_random.json"
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(CorruptRecordError, match="Pop_SI_random.json: corrupted result record"):
+        run(options(results, tasks=["Pop"], imagery=["SI"]), log=lambda m: None)
+    result = cli("leaderboard", "--results", str(results), "--out", str(tmp_path / "lb.md"))
+    assert result.returncode == 2 and "corrupted result record" in result.stderr
+    assert not (tmp_path / "lb.md").exists()
+
+
+def test_leaderboard_is_deterministic_and_check_detects_staleness(store: Path, tmp_path: Path):
+    text = render_leaderboard(store)
+    assert text == render_leaderboard(store)
+    assert "## NY — synthetic twin (`synthetic-tiny`)" in text
+    assert "Oracle (true latents) (SI) *(ceiling)*" in text and "Colour histogram (SV) *(floor)*" in text
+    assert "ResNet-18 *(paper-reported)*" in text and "| — |" in text  # PG-SimCLR on NY POI
+    out = tmp_path / "leaderboard.md"
+    assert cli("leaderboard", "--results", str(store), "--out", str(out)).returncode == 0
+    assert out.read_text() == text
+    assert cli("leaderboard", "--results", str(store), "--out", str(out), "--check").returncode == 0
+    out.write_text(text + "edited by hand\n")
+    result = cli("leaderboard", "--results", str(store), "--out", str(out), "--check")
+    assert result.returncode == 1 and "stale" in result.stderr
+
+
+def test_eval_external_embeddings(store: Path, tmp_path: Path, tiny_ny: Path):
+    from urbanln_bench.data.loader import CityData
+
+    data = CityData.open(tiny_ny)
+    ids = list(data.regions.ids)
+    rng = np.random.default_rng(0)
+    good = tmp_path / "mine.npz"
+    np.savez(good, region_ids=np.asarray(ids), vectors=rng.normal(size=(len(ids), 8)).astype(np.float32))
+    result = cli("eval", "--embeddings", str(good), "--imagery", "SI", "--city", "NY", "--scale", "tiny",
+                 "--seeds", "0-1", "--results", str(tmp_path / "r"), "--name", "my-encoder")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "r/synthetic-tiny/NY/file-my-encoder/Pop_SI_random.json").read_text())
+    assert record["method"]["display_name"] == "my-encoder" and "external embeddings" in record["method"]["weight_source"]
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, region_ids=np.asarray(ids[5:]), vectors=rng.normal(size=(len(ids) - 5, 8)))
+    result = cli("eval", "--embeddings", str(missing), "--imagery", "SI", "--city", "NY", "--scale", "tiny",
+                 "--results", str(tmp_path / "r2"))
+    assert result.returncode == 2 and "5 SI region(s) of NY missing" in result.stderr
+    extra = tmp_path / "extra.npz"
+    np.savez(extra, region_ids=np.asarray(ids + ["nowhere"]), vectors=rng.normal(size=(len(ids) + 1, 8)))
+    result = cli("eval", "--embeddings", str(extra), "--imagery", "SI", "--city", "NY", "--scale", "tiny",
+                 "--results", str(tmp_path / "r3"))
+    assert result.returncode == 2 and "1 region id(s) not in NY's SI regions (e.g. nowhere)" in result.stderr
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()

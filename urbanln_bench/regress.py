@@ -1,0 +1,139 @@
+"""CI regression gate (GEO-Bench / Anserini style): re-run a pinned tiny suite and compare every
+cell with committed reference records under graded tolerances (OK / WARN / FAIL).
+
+References live in ``regress/reference/``; ``regress/CHANGELOG.md`` must end with a line naming the
+hash of the current references, so a reference number cannot move without a changelog line
+(``urbanln-bench regress --update --reason "..."`` writes both).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import shutil
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from urbanln_bench.errors import UserError
+from urbanln_bench.records import iter_records
+
+METRICS = ("r2", "rmse", "mae")
+
+
+@dataclass(frozen=True)
+class Suite:
+    city: str
+    scale: str
+    profile: str
+    seeds: str
+    methods: tuple[str, ...]
+    tolerance: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    cell: str
+    method: str
+    metric: str
+    reference: float | None
+    value: float | None
+    grade: str
+
+
+def load_suite(folder: Path) -> Suite:
+    path = folder / "suite.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (the regression suite)") from None
+    return Suite(data["city"], data["scale"], data["profile"], data["seeds"], tuple(data["methods"]),
+                 data["tolerance"])
+
+
+def references_hash(reference_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(reference_dir.rglob("*.json")):
+        record = json.loads(path.read_text())
+        digest.update(path.relative_to(reference_dir).as_posix().encode())
+        digest.update(json.dumps(record["metrics"], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def changelog_hash(folder: Path) -> str | None:
+    path = folder / "CHANGELOG.md"
+    if not path.exists():
+        return None
+    import re
+
+    found = re.findall(r"→ references `([0-9a-f]+)`", path.read_text())
+    return found[-1] if found else None
+
+
+def run_suite(suite: Suite, results: Path, methods: tuple[str, ...] | None = None, log=print) -> None:
+    from urbanln_bench.runner import RunOptions, parse_seeds, run
+
+    for method in methods or suite.methods:
+        options = RunOptions(method=method, city=suite.city, scale=suite.scale, profile=suite.profile,
+                             seeds=parse_seeds(suite.seeds), overwrite="always", results_dir=results)
+        run(options, log=log)
+
+
+def _by_cell(results: Path) -> dict[tuple[str, str], dict]:
+    return {(r["method"]["slug"], r["cell"]["id"]): r for _, r in iter_records(results)}
+
+
+def grade(diff: float, tolerance: dict[str, float]) -> str:
+    if diff <= tolerance["ok"]:
+        return "OK"
+    return "WARN" if diff <= tolerance["warn"] else "FAIL"
+
+
+def compare(suite: Suite, reference_dir: Path, results: Path, methods: tuple[str, ...] | None = None) -> list[Comparison]:
+    reference = _by_cell(reference_dir)
+    new = _by_cell(results)
+    wanted = set(methods or suite.methods)
+    out = []
+    for key in sorted(set(reference) | set(new)):
+        slug, cell = key
+        if slug not in wanted:
+            continue
+        for metric in METRICS:
+            ref = reference[key]["metrics"][metric]["mean"] if key in reference else None
+            val = new[key]["metrics"][metric]["mean"] if key in new else None
+            if ref is None or val is None:
+                out.append(Comparison(cell, slug, metric, ref, val, "FAIL"))
+            else:
+                out.append(Comparison(cell, slug, metric, ref, val, grade(abs(val - ref), suite.tolerance[metric])))
+    return out
+
+
+def regress(folder: Path, *, update: bool = False, reason: str = "", methods: tuple[str, ...] | None = None,
+            log=print) -> list[Comparison]:
+    suite = load_suite(folder)
+    reference_dir = folder / "reference"
+    with tempfile.TemporaryDirectory(prefix="urbanln-regress-") as tmp:
+        results = Path(tmp) / "results"
+        run_suite(suite, results, methods, log=log)
+        if update:
+            if not reason:
+                raise UserError("regress --update moves reference numbers: say why with --reason \"...\"")
+            old = references_hash(reference_dir) if reference_dir.exists() else "none"
+            if reference_dir.exists():
+                shutil.rmtree(reference_dir)
+            shutil.copytree(results, reference_dir)
+            new = references_hash(reference_dir)
+            today = datetime.date.today().isoformat()
+            with open(folder / "CHANGELOG.md", "a") as handle:
+                handle.write(f"- {today}: {reason} — references `{old}` → references `{new}`\n")
+            return []
+        if not reference_dir.exists():
+            raise UserError(f"{reference_dir}: no reference records; create them with `urbanln-bench regress --update`")
+        recorded = changelog_hash(folder)
+        actual = references_hash(reference_dir)
+        if recorded != actual:
+            raise UserError(f"{reference_dir}: references (hash {actual}) were changed without a line in "
+                            f"{folder / 'CHANGELOG.md'} (last recorded {recorded}); use `regress --update --reason`")
+        return compare(suite, reference_dir, results, methods)
