@@ -53,3 +53,14 @@ def test_help_is_fast_to_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # heavy modules are imported by commands, never at start-up
     assert cli("--help").returncode == 0
+
+
+def test_every_package_is_packaged():
+    """A non-editable `pip install .` ships every subpackage (pyproject lists them explicitly)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "urbanln_bench").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject packages: {sorted(found - listed)}"

@@ -119,3 +119,16 @@ def test_eval_external_embeddings(store: Path, tmp_path: Path, tiny_ny: Path):
                  "--results", str(tmp_path / "r3"))
     assert result.returncode == 2 and "1 region id(s) not in NY's SI regions (e.g. nowhere)" in result.stderr
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_tune_and_spatial_block_are_recorded(tmp_path: Path, tiny_ny):
+    results = tmp_path / "results"
+    [outcome] = run(options(results, tasks=["Pop"], imagery=["SI"], seeds=[0], tune=2), log=lambda m: None)
+    record = outcome.record
+    assert record["probe"]["tune_trials"] == 2 and set(record["probe"]["tuned"]["best_params"]) == {
+        "lr", "weight_decay", "dropout", "hidden"}
+    [block] = run(options(results, tasks=["Pop"], imagery=["SI"], seeds=[0], strategy="spatial-block"),
+                  log=lambda m: None)
+    assert block.record["split"]["strategy"] == "spatial-block"
+    assert (results / "synthetic-tiny/NY/oracle-latents/Pop_SI_spatial-block.json").exists()
+    assert block.record["key"] != record["key"]

@@ -99,7 +99,8 @@ class Registry(Generic[T]):
             return
         self._discovered = True
         eps = list(entry_points(group=self.entry_point_group))
-        own = [ep for ep in eps if ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION]
+        own = [ep for ep in eps if ep.dist is not None
+               and ep.dist.name.replace("_", "-").lower() == OWN_DISTRIBUTION]
         for ep in own + [ep for ep in eps if ep not in own]:
             builtin = ep in own
             self._add(ep.name, ep.value, builtin=builtin,

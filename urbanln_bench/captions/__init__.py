@@ -1,0 +1,1 @@
+"""The caption pipeline (DESIGN §5 data level): captioners, refinement, CAPTURE, consensus."""
