@@ -33,7 +33,7 @@ class SurrogateConfig:
 
 SURROGATE_PROFILES = {
     "tiny": SurrogateConfig("tiny", input_size=32, epochs=2),
-    "cpu": SurrogateConfig("cpu", input_size=64, epochs=8),
+    "cpu": SurrogateConfig("cpu", input_size=64, epochs=4),
     "paper": SurrogateConfig("paper", input_size=224, epochs=30),
 }
 

