@@ -1,0 +1,780 @@
+"""Simulated MLLM captioners: long, noisy captions written from a twin image's scene graph.
+
+No MLLM weights exist offline, so UrbanLN's multi-captioner stage (DESIGN §5) runs on personas:
+one generator, with each persona's style and noise as data (``styles/*.toml``, documented in
+``styles/README.md``). The personas are named after the paper's MLLMs and are labelled *simulated*
+everywhere. Captions are deterministic from (persona, image id, seed, caption index): each draws
+its own generator from a stable hash, so call order and process count never change them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from urbanln_bench.captions import fidelity
+from urbanln_bench.captions.fidelity import CaptionTruth, plural
+from urbanln_bench.errors import SpecError, UserError
+from urbanln_bench.strict import from_mapping
+
+# -- personas as data ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PersonaLength:
+    min_words: int
+    max_words: int
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.min_words <= self.max_words <= 250:
+            raise ValueError(f"need 100 <= min_words <= max_words <= 250, got {self.min_words}..{self.max_words}")
+
+
+@dataclass(frozen=True)
+class PersonaNoise:
+    """Noise rates; their meaning is documented in styles/README.md."""
+
+    hallucination_rate: float
+    hallucination_from_scene: float
+    omission_rate: float
+    small_object_omission_factor: float
+    attribute_error_rate: float
+    filler_rate: float
+    urban_knowledge_rate: float
+    wrong_urban_knowledge_rate: float
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            upper = 10.0 if name == "small_object_omission_factor" else 1.0
+            if not 0.0 <= value <= upper:
+                raise ValueError(f"{name} must be in [0, {upper:g}], got {value}")
+        if self.hallucination_rate > 0.5:
+            raise ValueError("hallucination_rate above 0.5 is not supported (most named kinds would be false)")
+        if self.filler_rate > 0.8:
+            raise ValueError("filler_rate above 0.8 leaves no room for content")
+        if self.urban_knowledge_rate + self.wrong_urban_knowledge_rate > 1.0:
+            raise ValueError("urban_knowledge_rate + wrong_urban_knowledge_rate must not exceed 1")
+
+
+@dataclass(frozen=True)
+class PersonaStyle:
+    layout: str
+    count_style: str
+    max_attributes: int
+    connector_rate: float
+    openers_satellite: tuple[str, ...]
+    openers_streetview: tuple[str, ...]
+    list_templates: tuple[str, ...]
+    entity_templates: tuple[str, ...]
+    relation_templates: tuple[str, ...]
+    connectors: tuple[str, ...]
+    knowledge_templates: tuple[str, ...]
+    filler: tuple[str, ...]
+    remarks_satellite: tuple[str, ...]
+    remarks_streetview: tuple[str, ...]
+    closers: tuple[str, ...]
+    region_templates: tuple[str, ...]
+    detail_templates: tuple[str, ...]
+    section_leads: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("paragraph", "list", "sections"):
+            raise ValueError(f"layout must be paragraph, list or sections, got '{self.layout}'")
+        if self.count_style not in ("exact", "vague"):
+            raise ValueError(f"count_style must be exact or vague, got '{self.count_style}'")
+        if self.layout == "sections" and not self.section_leads:
+            raise ValueError("layout 'sections' needs [style.section_leads]")
+        for name, value in vars(self).items():
+            if isinstance(value, tuple) and not value:
+                raise ValueError(f"'{name}' must list at least one sentence")
+
+    def openers(self, kind: str) -> tuple[str, ...]:
+        return self.openers_satellite if kind == "satellite" else self.openers_streetview
+
+    def remarks(self, kind: str) -> tuple[str, ...]:
+        return self.remarks_satellite if kind == "satellite" else self.remarks_streetview
+
+
+@dataclass(frozen=True)
+class Persona:
+    """One simulated MLLM: who it imitates, how long it writes, how it errs."""
+
+    name: str
+    display_name: str
+    imitates: str
+    summary: str
+    length: PersonaLength
+    noise: PersonaNoise
+    style: PersonaStyle
+
+    def __post_init__(self) -> None:
+        if "simulated" not in self.display_name.lower():
+            raise ValueError("display_name must say 'simulated' so no one mistakes it for the real model")
+
+
+def _styles_dir() -> Path:
+    return Path(str(resources.files("urbanln_bench.captions") / "styles"))
+
+
+def persona_names() -> list[str]:
+    """The built-in personas (one TOML file each in ``styles/``)."""
+    return sorted(p.stem for p in _styles_dir().glob("*.toml"))
+
+
+# Sentences that must state nothing about objects (their slots removed before the check).
+_CONTENT_FREE = ("filler", "remarks_satellite", "remarks_streetview", "closers", "knowledge_templates",
+                 "openers_satellite", "openers_streetview", "list_templates", "entity_templates",
+                 "relation_templates", "detail_templates", "connectors")
+
+
+@lru_cache(maxsize=64)
+def load_persona(name_or_path: str) -> Persona:
+    """A built-in persona by name, or a user's persona file by path; errors name file and key."""
+    import tomllib
+
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.exists()):
+        path = _styles_dir() / f"{name_or_path}.toml"
+        if not path.exists():
+            from urbanln_bench.registry import suggest
+
+            raise SpecError(f"unknown captioner persona '{name_or_path}'{suggest(name_or_path, persona_names())}; "
+                            f"built-in: {', '.join(persona_names())}, or pass a path to a persona .toml file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from exc
+    persona = from_mapping(Persona, data, str(path))
+    for key in _CONTENT_FREE:
+        for sentence in getattr(persona.style, key):
+            named = fidelity.mentioned_objects(re.sub(r"\{[^}]*\}", " ", sentence))
+            if named:
+                raise SpecError(f"{path}: style.{key}: '{sentence}' names {', '.join(named)}; frames and "
+                                "filler must name no object, or the fidelity bookkeeping would be wrong")
+    return persona
+
+
+# -- from graph to describable entities ----------------------------------------------------------------
+
+_COLOURS = ("black", "dark grey", "grey", "light grey", "white", "red", "dark red", "brown", "orange", "beige",
+            "yellow", "green", "dark green", "blue", "light blue", "teal", "purple", "pink")
+_SIZE_SWAPS = {"tall": "low-rise", "low-rise": "tall", "mid-rise": "tall", "low": "tall", "large": "small",
+               "small": "large", "wide": "narrow", "narrow": "wide"}
+_SIZE_ORDER = ("tall", "mid-rise", "low-rise", "low", "large", "small", "wide", "narrow")
+_STATES = ("moving", "parked", "walking", "glowing")
+_USES = ("commercial", "residential", "industrial")
+_UNIQUE = {"sky": "the sky", "sea": "the sea"}
+_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+            "twelve")
+_CATEGORY = {
+    "buildings": ("house", "apartment building", "office building", "skyscraper", "warehouse", "factory", "shop",
+                  "roof", "chimney", "balcony", "window", "door", "garage door", "storage tank", "church",
+                  "stadium", "water tower", "parking garage"),
+    "transport": ("road", "car", "truck", "bus", "parking lot", "bridge", "lane marking", "crosswalk", "sidewalk",
+                  "footpath", "pedestrian", "traffic light", "bicycle lane", "bicycle", "motorcycle", "bus stop",
+                  "railway track", "roundabout", "food truck", "parking meter"),
+    "nature": ("tree", "park", "lawn", "field", "hedge", "sea", "river", "lake", "beach", "swimming pool", "sky",
+               "cloud", "palm tree", "fountain", "playground", "empty lot"),
+}
+_SMALL_AREA = 0.02
+
+
+def _category(name: str) -> str:
+    return next((c for c, names in _CATEGORY.items() if name in names), "details")
+
+
+@dataclass
+class Entity:
+    """All objects of one name in an image, as a caption talks about them."""
+
+    name: str
+    count: int
+    attributes: tuple[str, ...]
+    area: float  # share of the image covered by the union of boxes (approx.)
+    bbox: tuple[int, int, int, int]
+    ids: tuple[int, ...] = ()
+    hallucinated: bool = False
+
+    @property
+    def small(self) -> bool:
+        return self.area < _SMALL_AREA
+
+
+def entities_of(graph: Mapping[str, Any]) -> list[Entity]:
+    """Group a graph's objects by name (largest group first within a name; by area overall)."""
+    width, height = max(1, int(graph["width"])), max(1, int(graph["height"]))
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for obj in graph.get("objects", ()):
+        groups.setdefault(str(obj["name"]), []).append(obj)
+    out = []
+    for name, objs in groups.items():
+        areas = [max(0, o["bbox"][2] - o["bbox"][0]) * max(0, o["bbox"][3] - o["bbox"][1]) for o in objs]
+        biggest = objs[int(np.argmax(areas))]
+        out.append(Entity(
+            name=name, count=sum(int(o.get("count", 1)) for o in objs), attributes=tuple(biggest.get("attributes", ())),
+            area=min(1.0, sum(areas) / (width * height)), bbox=tuple(int(v) for v in biggest["bbox"]),  # type: ignore[arg-type]
+            ids=tuple(int(o["id"]) for o in objs),
+        ))
+    out.sort(key=lambda e: -e.area)
+    return out
+
+
+def _count_words(count: int, style: str, rng: np.random.Generator) -> str:
+    if style == "exact":
+        if count <= 12:
+            return _NUMBERS[count]
+        return "more than a dozen" if count < 25 else "dozens of"
+    if count == 2:
+        return str(rng.choice(["two", "a couple of"]))
+    if count <= 5:
+        return str(rng.choice(["a few", "several"]))
+    return str(rng.choice(["many", "numerous", "lots of"]))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _adjectives(entity: Entity, max_attributes: int, *, keep_states: bool) -> list[str]:
+    attrs = [a for a in entity.attributes if a not in _USES and (keep_states or a not in _STATES)]
+    attrs.sort(key=lambda a: (0 if a in _SIZE_ORDER else 1 if a in _COLOURS else 2))
+    return attrs[:max_attributes]
+
+
+def noun_phrase(entity: Entity, style: PersonaStyle, rng: np.random.Generator, *, keep_states: bool = True,
+                max_attributes: int | None = None) -> str:
+    """'six parked cars', 'a tall dark grey office building', 'the sky' (count and attributes from the graph)."""
+    limit = style.max_attributes if max_attributes is None else max_attributes
+    adjectives = " ".join(_adjectives(entity, limit, keep_states=keep_states))
+    name = entity.name
+    if name in _UNIQUE:
+        return f"the {adjectives} {name}".replace("  ", " ") if adjectives else _UNIQUE[name]
+    if name in fidelity.UNCOUNTABLE:
+        lead = "some" if name != "string lights" else str(rng.choice(["some", "a row of"]))
+        return f"{lead} {adjectives} {name}".replace("  ", " ")
+    head = f"{adjectives} " if adjectives else ""
+    if entity.count == 1:
+        return f"{_article(head or name)} {head}{name}"
+    return f"{_count_words(entity.count, style.count_style, rng)} {head}{plural(name)}"
+
+
+def _is_plural(entity: Entity) -> bool:
+    return entity.name not in _UNIQUE and (entity.count > 1 or entity.name == "string lights")
+
+
+def _definite(entity: Entity) -> str:
+    return f"the {plural(entity.name) if _is_plural(entity) else entity.name}"
+
+
+def where_phrase(entity: Entity, graph: Mapping[str, Any]) -> str:
+    """Position words from the bounding box ('in the upper left', 'across the image', 'on the right')."""
+    width, height = max(1, int(graph["width"])), max(1, int(graph["height"]))
+    x0, y0, x1, y1 = entity.bbox
+    if (x1 - x0) > 0.8 * width:
+        return "across the image" if graph.get("kind") == "satellite" else "across the view"
+    cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
+    horizontal = "left" if cx < 0.36 else "right" if cx > 0.64 else ""
+    if graph.get("kind") == "satellite":
+        vertical = "upper" if cy < 0.36 else "lower" if cy > 0.64 else ""
+        if vertical and horizontal:
+            return f"in the {vertical} {horizontal} part of the image"
+        if vertical or horizontal:
+            return f"on the {horizontal} side" if horizontal else f"in the {vertical} part of the image"
+        return "near the centre of the image"
+    if cy > 0.7:
+        return f"in the foreground on the {horizontal}" if horizontal else "in the foreground"
+    if cy < 0.3:
+        return "high up in the frame"
+    return f"on the {horizontal} side" if horizontal else "in the middle of the view"
+
+
+# predicate -> (subject state or category) -> verb frames; {be}/{3s} conjugated by number
+_VERBS: dict[str, dict[str, tuple[str, ...]]] = {
+    "on": {"moving": ("{be} driving on", "{be} travelling along"), "parked": ("{be} parked on",),
+           "walking": ("{be} walking on", "stroll{3s} along"), "sign": ("{be} mounted on", "hang{3s} on"),
+           "": ("{be} on", "{be} set on")},
+    "along": {"parked": ("{be} parked along", "{be} lined up along"), "moving": ("{be} moving along",),
+              "": ("{be} arranged along", "{be} lined up along", "run{3s} along")},
+    "next to": {"": ("stand{3s} next to", "{be} located next to", "{be} right beside")},
+    "above": {"": ("hang{3s} above", "{be} above")},
+    "in": {"cloud": ("{be} scattered across",), "footpath": ("wind{3s} through",), "": ("{be} in",)},
+    "over": {"": ("cross{3s}", "span{3s}")},
+    "part of": {"": ("{be} part of",)},
+    "in front of": {"": ("stand{3s} in front of", "{be} in front of")},
+    "behind": {"": ("rise{3s} behind", "{be} behind")},
+    "near": {"": ("{be} near", "stand{3s} close to")},
+}
+
+
+def _verb(predicate: str, subject: Entity, rng: np.random.Generator) -> str:
+    table = _VERBS.get(predicate, {"": (f"{{be}} {predicate}",)})
+    key = next((s for s in _STATES if s in subject.attributes and s in table), "")
+    if not key and subject.name in table:
+        key = subject.name
+    if not key and subject.name.endswith("sign") and "sign" in table:
+        key = "sign"
+    frame = str(rng.choice(table[key]))
+    many = _is_plural(subject)
+    return frame.replace("{be}", "are" if many else "is").replace("{3s}", "" if many else "s")
+
+
+def _fill(template: str, **slots: str) -> str:
+    """Fill ``{slot}`` and ``{Slot}`` (capitalised) placeholders; then tidy spaces and capitalise."""
+    def sub(match: re.Match[str]) -> str:
+        key = match.group(1)
+        value = slots.get(key.lower(), "")
+        return value[:1].upper() + value[1:] if key[:1].isupper() else value
+
+    text = re.sub(r"\{(\w+)\}", sub, template)
+    text = re.sub(r"\s+", " ", text).replace(" ,", ",").replace(" .", ".").strip()
+    return text[:1].upper() + text[1:]
+
+
+def join_items(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# -- the generator ------------------------------------------------------------------------------------
+
+@dataclass
+class _Sentence:
+    text: str
+    role: str  # opener, list, body, filler, remark, knowledge, closer
+    mentions: frozenset[str] = frozenset()
+    category: str = "details"
+    prefix: str = ""  # a connector ("Moreover,") or section lead ("Buildings:"), joined at the end
+
+    def render(self) -> str:
+        if not self.prefix:
+            return self.text
+        return f"{self.prefix} {self.text[:1].lower()}{self.text[1:]}"
+
+
+def stable_rng(*parts: object) -> np.random.Generator:
+    """A generator seeded from a stable hash of ``parts`` (never Python's salted ``hash``)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _word_count(sentences: Sequence[_Sentence]) -> int:
+    return sum(len(s.render().split()) for s in sentences)
+
+
+class SyntheticCaptioner:
+    """A simulated MLLM persona (``persona`` = built-in name or a .toml path); needs scene graphs.
+
+    ``rng`` arguments are ignored on purpose: captions depend only on (persona, image id, seed,
+    caption index), so they are the same whatever order or process writes them.
+    """
+
+    backend = "synthetic"
+
+    def __init__(self, persona: str = "qwen2.5-vl-7b", seed: int = 0) -> None:
+        self.persona = load_persona(persona)
+        self.seed = int(seed)
+        self.name = self.persona.name
+
+    def __repr__(self) -> str:
+        return f"SyntheticCaptioner({self.persona.name!r}, seed={self.seed})"
+
+    # -- protocol ---------------------------------------------------------------------------------
+    def describe(self, image: np.ndarray | None, image_id: str, graph: Mapping[str, Any] | None, n: int = 2,
+                 rng: np.random.Generator | None = None) -> list[str]:
+        """``n`` long captions of one image (different draws of the persona's noise)."""
+        return [t.caption for t in self.describe_with_truth(image, image_id, graph, n)]
+
+    def describe_with_truth(self, image: np.ndarray | None, image_id: str, graph: Mapping[str, Any] | None,
+                            n: int = 2, rng: np.random.Generator | None = None) -> list[CaptionTruth]:
+        """Captions with the record of what each names truthfully, hallucinates and omits."""
+        graph = self._require_graph(image_id, graph)
+        return [self._caption(image_id, graph, i) for i in range(n)]
+
+    def describe_region(self, image: np.ndarray | None, image_id: str, graph: Mapping[str, Any] | None,
+                        box: Sequence[float], rng: np.random.Generator | None = None) -> str:
+        """A short local caption (≤ 20 words) of the crop ``box`` = (x0, y0, x1, y1), same noise."""
+        graph = self._require_graph(image_id, graph)
+        return _region_caption(self.persona, graph, box,
+                               stable_rng(self.persona.name, image_id, self.seed, "region", *box))
+
+    def rewrite(self, overall: str, local_details: Sequence[str], image: np.ndarray | None = None,
+                image_id: str = "", rng: np.random.Generator | None = None) -> str:
+        """Merge kept local details into the overall caption in this persona's voice, no duplicates."""
+        return merge_details(overall, local_details, self.persona.style.detail_templates,
+                             self.persona.style.connectors,
+                             stable_rng(self.persona.name, image_id, self.seed, "rewrite", overall))
+
+    # -- generation --------------------------------------------------------------------------------
+    def _require_graph(self, image_id: str, graph: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        if graph is None:
+            raise UserError(f"captioner '{self.name}' (simulated) writes from scene graphs, and image '{image_id}' "
+                            "has none; scene graphs exist for synthetic twins only. For real imagery use the "
+                            "'transformers' backend (a local MLLM) or import captions with the 'file' backend.")
+        return graph
+
+    def _caption(self, image_id: str, graph: Mapping[str, Any], index: int) -> CaptionTruth:
+        persona, style, noise = self.persona, self.persona.style, self.persona.noise
+        rng = stable_rng(persona.name, image_id, self.seed, index)
+        kind = str(graph.get("kind", "satellite"))
+        present = entities_of(graph)
+        # 1. omissions, small kinds more often; keep at least the largest kind
+        kept, omitted = [], []
+        for entity in present:
+            p = noise.omission_rate * (noise.small_object_omission_factor if entity.small else 1.0)
+            (omitted if rng.random() < min(0.95, p) else kept).append(entity)
+        if not kept and omitted:
+            kept.append(omitted.pop(0))
+        # 2. attribute errors (one wrong colour or size word)
+        attribute_errors = []
+        for i, entity in enumerate(kept):
+            if rng.random() < noise.attribute_error_rate:
+                changed = _corrupt_attribute(entity, rng)
+                if changed is not None:
+                    kept[i], note = changed
+                    attribute_errors.append(note)
+        # 3. hallucinated kinds: expected share of named kinds = hallucination_rate
+        ratio = noise.hallucination_rate / (1.0 - noise.hallucination_rate)
+        n_fake = int(rng.binomial(len(kept), min(1.0, ratio))) if kept else 0
+        fakes = _hallucinate(kind, {e.name for e in present}, n_fake, noise.hallucination_from_scene, graph, rng)
+        # 4. sentences
+        salience = sorted(kept, key=lambda e: -e.area * rng.uniform(0.5, 1.5))
+        opener_entities = salience[: 2 + int(rng.random() < 0.5)]
+        rest = [e for e in salience if e not in opener_entities]
+        summary = join_items([noun_phrase(e, style, rng, max_attributes=1) for e in opener_entities]) \
+            or "few distinguishable features"
+        opener = _Sentence(_fill(str(rng.choice(style.openers(kind))), summary=summary), "opener",
+                           frozenset(e.name for e in opener_entities))
+        body: list[_Sentence] = []
+        if style.layout == "list" and rest:
+            listed, rest = rest[:5], rest[5:]
+            items = join_items([noun_phrase(e, style, rng) for e in listed])
+            body.append(_Sentence(_fill(str(rng.choice(style.list_templates)), items=items), "list",
+                                  frozenset(e.name for e in listed)))
+        relations = _entity_relations(graph, {e.name: e for e in kept})
+        for entity in rest:
+            body.append(self._entity_sentence(entity, relations, graph, rng))
+        for fake in fakes:
+            position = int(rng.integers(0, len(body) + 1))
+            body.insert(position, self._fake_sentence(fake, kept, graph, rng))
+        for sentence in body:
+            if sentence.role == "body" and rng.random() < style.connector_rate:
+                sentence.prefix = str(rng.choice(style.connectors))
+        n_filler = int(rng.binomial(max(1, len(body)), noise.filler_rate / (1.0 - noise.filler_rate)))
+        for text in _pick(style.filler, n_filler, rng):
+            body.insert(int(rng.integers(0, len(body) + 1)), _Sentence(text, "filler"))
+        # 5. urban knowledge: at most one district claim, drawn before anything is trimmed
+        dominant = fidelity.dominant_land_use(graph)
+        u = rng.random()
+        claim: str | None = None
+        if u < noise.wrong_urban_knowledge_rate:
+            claim = str(rng.choice([use for use in fidelity.LAND_USES if use != dominant]))
+        elif u < noise.wrong_urban_knowledge_rate + noise.urban_knowledge_rate:
+            claim = dominant
+        tail: list[_Sentence] = []
+        if claim is not None:
+            phrase = str(rng.choice(fidelity.DISTRICT_PHRASES[claim]))
+            tail.append(_Sentence(_fill(str(rng.choice(style.knowledge_templates)),
+                                        district=f"{_article(phrase)} {phrase}"), "knowledge"))
+        tail.append(_Sentence(str(rng.choice(style.closers)), "closer"))
+        # 6. length: trim random body sentences, or pad with view remarks, then filler
+        target = int(rng.integers(persona.length.min_words, persona.length.max_words + 1))
+        while body and _word_count([opener, *body, *tail]) > target:
+            body.pop(int(rng.integers(0, len(body))))
+        used = {s.text for s in body}
+        pads = [_elaboration(e, graph, rng) for e in kept]
+        pads += [_Sentence(t, "remark") for t in _pick(style.remarks(kind), len(style.remarks(kind)), rng)]
+        pads += [_Sentence(t, "filler") for t in _pick(style.filler, len(style.filler), rng) if t not in used]
+        while pads and _word_count([opener, *body, *tail]) < persona.length.min_words:
+            body.insert(int(rng.integers(0, len(body) + 1)), pads.pop(0))
+        while _word_count([opener, *body, *tail]) > persona.length.max_words and len(tail) > 1:
+            tail.pop()  # the closer goes before the district claim does
+        sentences = [opener, *self._arrange(body, style), *tail]
+        caption = " ".join(s.render() for s in sentences)
+        named = set().union(*(s.mentions for s in sentences))
+        truth_names = {e.name for e in present}
+        return CaptionTruth(
+            caption=caption, captioner=persona.name,
+            truthful=tuple(e.name for e in present if e.name in named),
+            hallucinated=tuple(sorted(named - truth_names)),
+            omitted=tuple(e.name for e in present if e.name not in named),
+            attribute_errors=tuple(attribute_errors),
+            filler_sentences=sum(s.role == "filler" for s in sentences),
+            district_claim=claim, wrong_district_claim=claim is not None and claim != dominant,
+        )
+
+    def _entity_sentence(self, entity: Entity, relations: dict[str, list[tuple[str, Entity]]],
+                         graph: Mapping[str, Any], rng: np.random.Generator,
+                         relation_chance: float = 0.75) -> _Sentence:
+        style = self.persona.style
+        options = relations.get(entity.name, [])
+        where = where_phrase(entity, graph)
+        if options and rng.random() < relation_chance:
+            predicate, other = options[int(rng.integers(0, len(options)))]
+            text = _fill(str(rng.choice(style.relation_templates)),
+                         subject=noun_phrase(entity, style, rng, keep_states=False),
+                         verb=_verb(predicate, entity, rng), object=_definite(other), where=where,
+                         be="are" if _is_plural(entity) else "is")
+            return _Sentence(text, "body", frozenset({entity.name, other.name}), _category(entity.name))
+        text = _fill(str(rng.choice(style.entity_templates)), phrase=noun_phrase(entity, style, rng),
+                     be="are" if _is_plural(entity) else "is", where=where)
+        return _Sentence(text, "body", frozenset({entity.name}), _category(entity.name))
+
+    def _fake_sentence(self, fake: Entity, kept: Sequence[Entity], graph: Mapping[str, Any],
+                       rng: np.random.Generator) -> _Sentence:
+        anchors = [e for e in kept if e.name not in _UNIQUE and e.name not in fidelity.UNCOUNTABLE]
+        if anchors and rng.random() < 0.5:
+            anchor = anchors[int(rng.integers(0, len(anchors)))]
+            return self._entity_sentence(fake, {fake.name: [("near", anchor)]}, graph, rng, relation_chance=1.0)
+        return self._entity_sentence(fake, {}, graph, rng)
+
+    def _arrange(self, body: list[_Sentence], style: PersonaStyle) -> list[_Sentence]:
+        """'sections' layout: group content sentences by category, each group led by its heading."""
+        if style.layout != "sections":
+            return body
+        order = ["buildings", "transport", "nature", "details"]
+        content = [s for s in body if s.role == "body"]
+        others = [s for s in body if s.role != "body"]
+        out: list[_Sentence] = [s for s in others if s.role == "list"]
+        for category in order:
+            group = [s for s in content if s.category == category]
+            lead = style.section_leads.get(category)
+            if group and lead:
+                group[0] = replace(group[0], prefix=lead)
+            out.extend(group)
+        return out + [s for s in others if s.role != "list"]
+
+
+def _elaboration(entity: Entity, graph: Mapping[str, Any], rng: np.random.Generator) -> _Sentence:
+    """A second, plain sentence about a kind's position: padding that adds no new claim."""
+    verb = "are" if _is_plural(entity) else "is"
+    where = where_phrase(entity, graph)
+    text = _fill(str(rng.choice(["{The} {be} mostly {where}.", "{The} {be} found {where}.",
+                                 "Most of {the} {be} {where}."])), the=_definite(entity), be=verb, where=where)
+    return _Sentence(text, "remark", frozenset({entity.name}), _category(entity.name))
+
+
+def _pick(pool: Sequence[str], k: int, rng: np.random.Generator) -> list[str]:
+    if k <= 0 or not pool:
+        return []
+    order = rng.permutation(len(pool))
+    return [pool[int(i)] for i in order[: min(k, len(pool))]]
+
+
+def _corrupt_attribute(entity: Entity, rng: np.random.Generator) -> tuple[Entity, str] | None:
+    attrs = list(entity.attributes)
+    candidates = [i for i, a in enumerate(attrs) if a in _COLOURS or a in _SIZE_SWAPS]
+    if not candidates:
+        return None
+    i = candidates[int(rng.integers(0, len(candidates)))]
+    old = attrs[i]
+    new = _SIZE_SWAPS[old] if old in _SIZE_SWAPS else str(rng.choice([c for c in _COLOURS if c != old]))
+    attrs[i] = new
+    return replace(entity, attributes=tuple(attrs)), f"{entity.name}: {old} -> {new}"
+
+
+_FAKE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "fountain": ("small", "stone"), "billboard": ("large", "bright"), "bench": ("wooden",), "statue": ("bronze",),
+    "traffic light": ("red",), "bicycle": ("blue",), "flag": ("red",), "tennis court": ("green",),
+    "solar panel": ("dark blue",), "bus stop": ("small", "glass"), "trash can": ("black",), "dog": ("small", "brown"),
+}
+
+
+def _hallucinate(kind: str, present: set[str], n: int, from_scene: float, graph: Mapping[str, Any],
+                 rng: np.random.Generator) -> list[Entity]:
+    """``n`` absent kinds: other twin scenes' objects, or plausible things the twins never draw."""
+    scene_pool = [v for v in fidelity.SCENE_VOCABULARY.get(kind, ()) if v not in present and v not in _UNIQUE]
+    absent_pool = [v for v in fidelity.PLAUSIBLE_ABSENT.get(kind, ()) if v not in present]
+    width, height = int(graph["width"]), int(graph["height"])
+    out: list[Entity] = []
+    for _ in range(n):
+        pool = scene_pool if (scene_pool and rng.random() < from_scene) else absent_pool or scene_pool
+        pool = [v for v in pool if v not in {e.name for e in out}]
+        if not pool:
+            break
+        name = pool[int(rng.integers(0, len(pool)))]
+        x0, y0 = int(rng.integers(0, max(1, width - 8))), int(rng.integers(0, max(1, height - 8)))
+        count = 1 if rng.random() < 0.6 else int(rng.integers(2, 5))
+        attributes = _FAKE_ATTRIBUTES.get(name, ()) if rng.random() < 0.7 else ()
+        out.append(Entity(name, count, attributes, 0.01, (x0, y0, x0 + 8, y0 + 8), hallucinated=True))
+    return out
+
+
+def _entity_relations(graph: Mapping[str, Any], kept: Mapping[str, Entity]) -> dict[str, list[tuple[str, Entity]]]:
+    """Name-level relations between kept kinds: subject name -> [(predicate, object entity)], deduplicated."""
+    by_id = {int(o["id"]): str(o["name"]) for o in graph.get("objects", ())}
+    out: dict[str, list[tuple[str, Entity]]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for relation in graph.get("relations", ()):
+        subject, obj = by_id.get(int(relation["subject"])), by_id.get(int(relation["object"]))
+        predicate = str(relation["predicate"])
+        if subject in kept and obj in kept and subject != obj and (subject, predicate, obj) not in seen:
+            seen.add((subject, predicate, obj))
+            out.setdefault(subject, []).append((predicate, kept[obj]))
+    return out
+
+
+# -- local region captions and the merge step ---------------------------------------------------------
+
+
+def _region_caption(persona: Persona, graph: Mapping[str, Any], box: Sequence[float],
+                    rng: np.random.Generator) -> str:
+    bx0, by0, bx1, by1 = (float(v) for v in box)
+    box_area = max(1e-9, (bx1 - bx0) * (by1 - by0))
+    inside: dict[str, Entity] = {}
+    for obj in graph.get("objects", ()):
+        x0, y0, x1, y1 = obj["bbox"]
+        overlap = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
+        area = max(1e-9, (x1 - x0) * (y1 - y0))
+        if overlap / area < 0.5 and overlap / box_area < 0.25:
+            continue
+        share = overlap / area
+        count = max(1, round(int(obj.get("count", 1)) * share))
+        name = str(obj["name"])
+        if name in inside:
+            inside[name].count += count
+            inside[name].area += overlap / box_area
+        else:
+            inside[name] = Entity(name, count, tuple(obj.get("attributes", ())), overlap / box_area,
+                                  (int(x0), int(y0), int(x1), int(y1)))
+    noise, style = persona.noise, persona.style
+    entities = sorted(inside.values(), key=lambda e: -e.area)
+    kept = [e for e in entities
+            if rng.random() >= min(0.95, noise.omission_rate * (noise.small_object_omission_factor if e.small else 1))]
+    if not kept and entities:
+        kept = entities[:1]
+    kind = str(graph.get("kind", "satellite"))
+    if kept and rng.random() < noise.hallucination_rate:
+        kept += _hallucinate(kind, set(inside), 1, noise.hallucination_from_scene, graph, rng)
+    if not kept:
+        return "A plain patch of the image with nothing distinct in it."
+    phrases = [noun_phrase(e, style, rng, max_attributes=1) for e in kept[:3]]
+    template = str(rng.choice(style.region_templates)) if len(phrases) > 1 else "{items}"
+    while True:
+        text = _fill(template, items=join_items(phrases), first=phrases[0], rest=join_items(phrases[1:])) + "."
+        if len(text.split()) <= 20 or len(phrases) == 1:
+            return " ".join(text.split()[:20]).rstrip(",") if len(text.split()) > 20 else text
+        phrases.pop()
+
+
+_STOP = frozenset("a an the of and with in on at to is are be also some its their there this that".split())
+_SENTENCE_VERBS = re.compile(r"\b(is|are|was|were|stands?|sits?|runs?|can be|appears?|shows?|has|have)\b")
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in fidelity.words(text) if w not in _STOP}
+
+
+def merge_details(overall: str, local_details: Sequence[str], detail_templates: Sequence[str],
+                  connectors: Sequence[str], rng: np.random.Generator) -> str:
+    """Rule-based merge (the refinement's last step): weave new local details into ``overall``.
+
+    A detail is dropped when it adds nothing: its text is already in the caption, or every object
+    kind and content word it has is already there, or an earlier detail said the same.
+    Noun-phrase details are grouped two per sentence in a persona frame; sentence details get a
+    connector. They go before the caption's closing sentence, so its style and ending are kept.
+    """
+    base = overall.strip()
+    known_words = _content_words(base)
+    known_kinds = set(fidelity.mentioned_objects(base))
+    lowered = " ".join(fidelity.words(base))
+    phrases: list[str] = []
+    sentences: list[str] = []
+    seen: set[frozenset[str]] = set()
+    for raw in local_details:
+        detail = " ".join(str(raw).split()).strip(" .;,")
+        if not detail:
+            continue
+        norm = " ".join(fidelity.words(detail))
+        content = frozenset(_content_words(detail))
+        kinds = set(fidelity.mentioned_objects(detail))
+        if not norm or norm in lowered or content in seen:
+            continue
+        if kinds <= known_kinds and content <= known_words:
+            continue
+        seen.add(content)
+        known_words |= content
+        known_kinds |= kinds
+        if _SENTENCE_VERBS.search(detail.lower()):
+            connector = str(rng.choice(list(connectors))) if connectors else ""
+            sentences.append(f"{connector} {detail[:1].lower()}{detail[1:]}.".strip() if connector
+                             else f"{detail[:1].upper()}{detail[1:]}.")
+        else:
+            phrases.append(detail[:1].lower() + detail[1:] if not detail[:2].isupper() else detail)
+    added = []
+    groups: list[list[str]] = []
+    for phrase in phrases:  # short phrases two to a sentence, long ones alone
+        if groups and len(groups[-1]) == 1 and len(groups[-1][0].split()) + len(phrase.split()) <= 12:
+            groups[-1].append(phrase)
+        else:
+            groups.append([phrase])
+    for group in groups:
+        many = len(group) > 1 or not re.match(r"(a|an|one|the)\b", group[0])
+        added.append(_fill(str(rng.choice(list(detail_templates))), details=join_items(group),
+                           be="are" if many else "is"))
+    added += [s[:1].upper() + s[1:] for s in sentences]
+    if not added:
+        return base
+    parts = re.split(r"(?<=[.!?])\s+", base)
+    if len(parts) >= 3:
+        return " ".join(parts[:-1] + added + parts[-1:])
+    return " ".join([base, *added]) if base else " ".join(added)
+
+
+# -- short captions for the pretraining world ----------------------------------------------------------
+
+_SHORT_OPENERS = {
+    "satellite": ("An aerial view of {items}.", "A satellite image of {items}.", "Top-down view of {items}."),
+    "streetview": ("A city street with {items}.", "A street-level view of {items}.", "An urban scene with {items}."),
+}
+_EXACT = PersonaStyle(
+    layout="paragraph", count_style="exact", max_attributes=1, connector_rate=0.0, openers_satellite=("",),
+    openers_streetview=("",), list_templates=("",), entity_templates=("",), relation_templates=("",),
+    connectors=("",), knowledge_templates=("",), filler=("",), remarks_satellite=("",), remarks_streetview=("",),
+    closers=("",), region_templates=("",), detail_templates=("",),
+)
+
+
+def short_caption(graph: Mapping[str, Any], rng: np.random.Generator, max_tokens: int = 77) -> str:
+    """A truthful one-or-two-sentence caption within CLIP's 77 tokens (pretraining-world CLIP text).
+
+    Conventional CLIP pretraining text: short, accurate, no persona noise. The token budget is
+    checked with open_clip's tokenizer when it is installed, else with a conservative word bound.
+    """
+    kind = str(graph.get("kind", "satellite"))
+    entities = entities_of(graph)
+    if not entities:
+        return "An aerial view of open ground." if kind == "satellite" else "An empty street-level view."
+    ranked = sorted(entities, key=lambda e: -e.area * rng.uniform(0.6, 1.4))
+    template = str(rng.choice(_SHORT_OPENERS.get(kind, _SHORT_OPENERS["satellite"])))
+    phrases = [noun_phrase(e, _EXACT, rng) for e in ranked[:5]]
+    relations = _entity_relations(graph, {e.name: e for e in ranked[:5]})
+    second = ""
+    subject = next((e for e in ranked[:5] if relations.get(e.name)), None)
+    if subject is not None and rng.random() < 0.6:
+        predicate, other = relations[subject.name][0]
+        second = " " + _fill("{Subject} {verb} {object}.", subject=noun_phrase(subject, _EXACT, rng, keep_states=False),
+                             verb=_verb(predicate, subject, rng), object=_definite(other))
+    while True:
+        text = _fill(template, items=join_items(phrases)) + second
+        if _fits(text, max_tokens) or (len(phrases) == 1 and not second):
+            return text
+        if second:
+            second = ""
+        else:
+            phrases.pop()
+
+
+def _fits(text: str, max_tokens: int) -> bool:
+    try:
+        return fidelity.clip_token_length(text) <= max_tokens
+    except ImportError:
+        return 2 * len(text.split()) + 2 <= max_tokens
