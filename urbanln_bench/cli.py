@@ -236,7 +236,8 @@ def _print_run_table(outcomes, city: str) -> None:
         if o.record is None:
             continue
         rows.setdefault(row_label(o.record), {})[o.record["cell"]["task"]] = o.record["metrics"]
-    table = Table(title=f"{city}: test metrics on ln(y+1), mean ± std over seeds")
+    sources = sorted({o.record["data"]["tag"] for o in outcomes if o.record is not None})
+    table = Table(title=f"{city} ({', '.join(sources)} data): test metrics on ln(y+1), mean ± std over seeds")
     table.add_column("Method")
     for t in tasks:
         for m in ("R²", "RMSE", "MAE"):

@@ -156,8 +156,10 @@ def render_leaderboard(results_dir: Path) -> str:
         except Exception:  # a user's city without its file: fall back to the tasks recorded
             tasks = sorted({t for v in rows.values() for t in v})
         kind = "synthetic twin" if tag.startswith("synthetic") else "real data"
+        data_note = (f"**Synthetic data** ({city} twin, scale `{tag.split('-', 1)[1]}`)" if kind == "synthetic twin"
+                     else f"Real data (manifest `{tag.split('-', 1)[1]}`)")
         lines += [f"## {city} — {kind} (`{tag}`)", "",
-                  "Methods on their native imagery, random 6:2:2 split.", ""]
+                  f"{data_note}. Methods on their native imagery, random 6:2:2 split.", ""]
         lines += city_section(city, tag, rows, tasks, native_only=True)
         lines += ["", f"### {city} — every imagery variant and split strategy (`{tag}`)", ""]
         lines += city_section(city, tag, rows, tasks, native_only=False)
