@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import cli
+
 from urbanln_bench.errors import UserError
 from urbanln_bench.method import get_method
 
