@@ -113,5 +113,7 @@ def test_unknown_method_task_imagery(tmp_path: Path):
     assert result.returncode == 2 and "city NY has no task 'Crimes' (did you mean 'Crime'" in result.stderr
     result = run_tiny("oracle-latents", tmp_path, None, "--imagery", "XX")
     assert result.returncode == 2 and "runs on imagery SV, SI, not 'XX'" in result.stderr
+    result = cli("run", "--method", "oracle-latents", "--cell", "NY/Pop/SW", "--results", str(tmp_path))
+    assert result.returncode == 2 and "unknown cell 'NY/Pop/SW' (did you mean 'NY/Pop/SV'" in result.stderr
     result = run_tiny("oracle-latents", tmp_path, None, "--set", "depth=3")
     assert result.returncode == 2 and "unknown setting 'depth'" in result.stderr

@@ -268,9 +268,14 @@ def run_command(
     results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
     data_root: DataRootOpt = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")] = None,
+    cell: Annotated[str | None, typer.Option("--cell", help="One cell, e.g. NY/Pop/SV (sets city, task, imagery).")] = None,
 ) -> None:
     """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table."""
-    from urbanln_bench.runner import RunOptions, parse_seeds, parse_settings, run
+    from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run
+
+    if cell is not None:
+        city, one_task, one_imagery = parse_cell(cell)
+        task, imagery = [one_task], [one_imagery]
 
     options = RunOptions(method=method, city=city, city_file=city_file, tasks=task or None,
                          imagery=imagery or None, scale=scale, seeds=parse_seeds(seeds), strategy=split,
@@ -416,6 +421,102 @@ def regress_command(
     typer.echo(f"OK {counts['OK']}, WARN {counts['WARN']}, FAIL {counts['FAIL']}")
     if counts["FAIL"]:
         raise typer.Exit(1)
+
+
+# -- captions: the caption pipeline (DESIGN §5 data level) -----------------------------------------
+
+captions_app = typer.Typer(help="The caption pipeline: captioners, refinement, consensus, fidelity.", no_args_is_help=True)
+app.add_typer(captions_app, name="captions")
+
+CaptionerOpt = Annotated[list[str] | None, typer.Option(
+    "--captioner", help="Captioner spec, repeatable: synthetic:PERSONA, transformers:DIR or file:JSONL "
+    "(default: the five simulated paper captioners).")]
+CaptionImageryOpt = Annotated[str, typer.Option("--imagery", help="SI (satellite) or SV (street view).")]
+CandidatesOpt = Annotated[int, typer.Option("--candidates", help="Candidate captions per captioner.")]
+SegmenterOpt = Annotated[str, typer.Option("--segmenter", help="colour (offline) or sam:DIR.")]
+ExtractorOpt = Annotated[str, typer.Option("--phrases", help="Phrase extractor: parse (offline) or factual:DIR.")]
+ScorerOpt = Annotated[str, typer.Option("--scorer", help="Phrase scorer: clip:PROFILE (offline) or owlv2:DIR.")]
+ThresholdOpt = Annotated[float | None, typer.Option("--threshold", help="Keep threshold (default: calibrated for clip, "
+                                                    "0.01 for owlv2).")]
+RefineOpt = Annotated[bool, typer.Option("--refine/--no-refine", help="Divide-and-conquer refinement (ablation: off).")]
+ConsensusOpt = Annotated[bool, typer.Option("--consensus/--random", help="Consensus selection, or seeded random choice.")]
+CaptionSeedOpt = Annotated[int, typer.Option("--caption-seed", help="Seed of captioners and the random ablation.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Only the first N images (quick looks).")]
+
+
+def _caption_city(city: str | None, city_file: Path | None, scale: str, seed: int | None, data_root: Path | None):
+    from urbanln_bench.data.loader import CityData
+    from urbanln_bench.synth.twin import ensure_twin
+
+    if data_root is not None:
+        return CityData.open(data_root)
+    spec = _city(city, city_file, seed)
+    return CityData.open(ensure_twin(spec, scale, progress_factory=_progress_factory(f"rendering {spec.name} twin ({scale})")))
+
+
+def _pipeline_config(imagery, captioner, candidates, segmenter, phrases, scorer, threshold, refine, consensus,
+                     caption_seed, limit):
+    from urbanln_bench.captions.captioners import PAPER_CAPTIONERS
+    from urbanln_bench.captions.pipeline import PipelineConfig
+
+    return PipelineConfig(imagery=imagery.upper(), captioners=tuple(captioner) if captioner else PAPER_CAPTIONERS,
+                          candidates_per_captioner=candidates, segmenter=segmenter, phrase_extractor=phrases,
+                          phrase_scorer=scorer, threshold=threshold, refinement=refine, consensus=consensus,
+                          seed=caption_seed, limit=limit)
+
+
+@captions_app.command("build")
+def captions_build(
+    city: CityOpt = None, city_file: CityFileOpt = None, scale: ScaleOpt = "small", seed: SeedOpt = None,
+    data_root: DataRootOpt = None, imagery: CaptionImageryOpt = "SI", captioner: CaptionerOpt = None,
+    candidates: CandidatesOpt = 2, segmenter: SegmenterOpt = "colour", phrases: ExtractorOpt = "parse",
+    scorer: ScorerOpt = "clip:cpu", threshold: ThresholdOpt = None, refine: RefineOpt = True,
+    consensus: ConsensusOpt = True, caption_seed: CaptionSeedOpt = 0, limit: LimitOpt = None,
+) -> None:
+    """Caption a city's images (or reuse the cached set) and print the caption set's folder."""
+    from urbanln_bench.captions.pipeline import run_pipeline
+
+    data = _caption_city(city, city_file, scale, seed, data_root)
+    config = _pipeline_config(imagery, captioner, candidates, segmenter, phrases, scorer, threshold, refine,
+                              consensus, caption_seed, limit)
+    run = run_pipeline(data, config, progress=_progress_factory_named())
+    counts = run.info.get("counts", {})
+    _console().print(f"{'reused' if run.reused else 'wrote'} caption set {run.key}: {counts.get('images', '?')} images, "
+                     f"{counts.get('candidates', '?')} candidates, {run.info.get('seconds_total', 0)} s", highlight=False)
+    typer.echo(str(run.folder))
+
+
+@captions_app.command("report")
+def captions_report(
+    city: CityOpt = None, city_file: CityFileOpt = None, scale: ScaleOpt = "small", seed: SeedOpt = None,
+    imagery: CaptionImageryOpt = "SI", captioner: CaptionerOpt = None, candidates: CandidatesOpt = 2,
+    segmenter: SegmenterOpt = "colour", phrases: ExtractorOpt = "parse", scorer: ScorerOpt = "clip:cpu",
+    threshold: ThresholdOpt = None, refine: RefineOpt = True, caption_seed: CaptionSeedOpt = 0,
+    limit: LimitOpt = None, json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Object precision (1 − hallucination), recall and CLIP-token length of raw, refined and selected captions."""
+    from rich.table import Table
+
+    from urbanln_bench.captions.report import fidelity_report
+
+    data = _caption_city(city, city_file, scale, seed, None)
+    config = _pipeline_config(imagery, captioner, candidates, segmenter, phrases, scorer, threshold, refine, True,
+                              caption_seed, limit)
+    report = fidelity_report(data, config, progress=_progress_factory_named())
+    if json_out:
+        typer.echo(json.dumps(report.as_dict(), indent=1, default=str))
+        return
+    table = Table(title=f"caption fidelity, {report.city} {report.imagery} (synthetic twin; simulated captioners)")
+    for column in ("stage", "captions", "object precision", "object recall", "CLIP tokens"):
+        table.add_column(column)
+    for row in report.rows:
+        table.add_row(row.stage, str(row.n_captions), f"{row.object_precision:.3f}", f"{row.object_recall:.3f}",
+                      f"{row.clip_tokens:.1f}")
+    out = _console(stderr=False)
+    out.print(table)
+    speed = ", ".join(f"{name} {v['per_second']}/s" for name, v in report.speed.items())
+    out.print(f"{'reused' if report.reused else 'built'} {report.folder} in {report.seconds_total} s; {speed}",
+              highlight=False)
 
 
 def main() -> None:

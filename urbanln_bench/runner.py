@@ -79,6 +79,18 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_cell(cell: str) -> tuple[str, str, str]:
+    """'NY/Pop/SV' → ('NY', 'Pop', 'SV'), checked against the catalogue with suggestions."""
+    from urbanln_bench.specs import city_names, get_city
+
+    parts = cell.split("/")
+    known = [f"{c}/{t}/{i}" for c in city_names() for spec in [get_city(c)] for t in spec.tasks for i in spec.imagery]
+    if len(parts) != 3 or cell not in known:
+        raise UserError(f"unknown cell '{cell}'{suggest(cell, known)}; cells look like NY/Pop/SV "
+                        "(see `urbanln-bench list cells`)")
+    return parts[0], parts[1], parts[2]
+
+
 def parse_settings(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:

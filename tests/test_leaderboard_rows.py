@@ -1,0 +1,43 @@
+"""Leaderboard rows from hand-made records: improvement rows, native imagery, missing cells (issue 3 item 8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from urbanln_bench.leaderboard import render_leaderboard
+
+
+def write_record(results: Path, slug: str, display: str, task: str, imagery: str, r2: float, rmse: float,
+                 *, native=("SI",), ours=False, role="method") -> None:
+    record = {
+        "schema": 1, "key": f"{slug}-{task}-{imagery}", "harness_version": "test",
+        "method": {"name": slug, "display_name": display, "variant": display, "slug": slug, "version": "1",
+                   "config": {}, "overrides": {}, "role": role, "ours": ours, "native_imagery": list(native),
+                   "weight_source": "none", "uses_aux": []},
+        "cell": {"id": f"NY/{task}/{imagery}", "city": "NY", "task": task, "imagery": imagery},
+        "fit_city": "NY",
+        "data": {"source": "synthetic", "manifest": "m" * 64, "scale": "small", "tag": "synthetic-small"},
+        "split": {"strategy": "random", "seeds": [0, 1]}, "probe": {}, "per_seed": [],
+        "metrics": {"r2": {"mean": r2, "std": 0.01, "n": 2}, "rmse": {"mean": rmse, "std": 0.01, "n": 2},
+                    "mae": {"mean": rmse / 2, "std": 0.01, "n": 2}},
+    }
+    path = results / "synthetic-small" / "NY" / slug / f"{task}_{imagery}_random.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_improvement_rows_and_missing_cells(tmp_path: Path):
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SI", 0.40, 1.00)
+    write_record(tmp_path, "resnet18", "ResNet-18", "Crime", "SI", 0.20, 2.00)
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SV", 0.90, 0.10)  # not native: extended table only
+    write_record(tmp_path, "urbanln", "UrbanLN", "Pop", "SV", 0.50, 0.80, native=("SV", "SI"), ours=True)
+    write_record(tmp_path, "urbanln", "UrbanLN", "Pop", "SI", 0.30, 1.10, native=("SV", "SI"), ours=True)
+    text = render_leaderboard(tmp_path)
+    main = text.split("### NY — every imagery variant")[0]
+    # (0.50 - 0.40) / 0.40 = 25.0 % for R²; (1.00 - 0.80) / 1.00 = 20.0 % for RMSE; POI missing everywhere
+    assert "| Improvement (UrbanLN+SV) |  |  | 25.0% | 20.0% | 20.0% | — | — | — | — | — | — |" in main
+    assert "| Improvement (UrbanLN+SI) |  |  | -25.0% | -10.0% | -10.0% |" in main
+    assert "0.900" not in main and "0.900 ± 0.010" in text  # the non-native SV row only in the extended table
+    assert "| ResNet-18 | SI | none | 0.400 ± 0.010 | 1.000 ± 0.010 | 0.500 ± 0.010 | 0.200 ± 0.010 |" in main
+    assert render_leaderboard(tmp_path) == text
