@@ -18,18 +18,16 @@ processes, not threads.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from urbanln_bench.metrics import raw_unit_metrics, regression_metrics
-from urbanln_bench.probe_inputs import ProbeData, prepare_probe_data
+from urbanln_bench.probe_inputs import ProbeConfig, ProbeData, prepare_probe_data
 
 PROBE_THREADS = 1
 """Torch intra-op threads while probing: the matmuls are tiny, and a fixed count keeps float
@@ -42,40 +40,6 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "hidden": (64, 128, 256, 512),  # categorical
 }
 """What :func:`tune_probe` searches; everything else comes from the base config."""
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """Hyper-parameters of the probe head; its :attr:`digest` goes into result records."""
-
-    hidden: int = 256
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    batch_size: int = 64
-    max_epochs: int = 500
-    patience: int = 30
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.hidden < 1:
-            problems.append(f"hidden={self.hidden} must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} must be in [0, 1)")
-        if not self.lr > 0:
-            problems.append(f"lr={self.lr} must be > 0")
-        if not self.weight_decay >= 0:
-            problems.append(f"weight_decay={self.weight_decay} must be >= 0")
-        for name in ("batch_size", "max_epochs", "patience"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        if problems:
-            raise ValueError("invalid ProbeConfig: " + "; ".join(problems))
-
-    @property
-    def digest(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, eq=False)

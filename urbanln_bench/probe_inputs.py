@@ -8,8 +8,10 @@ different scales get the same optimisation problem. Metrics undo the target stan
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -153,3 +155,37 @@ def prepare_probe_data(
         return ((t[idx] - t_mean) / t_std).astype(dtype)
 
     return ProbeData(feats(tr), feats(va), feats(te), targ(tr), targ(va), targ(te), t_mean, t_std)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Hyper-parameters of the probe head; its :attr:`digest` goes into result records."""
+
+    hidden: int = 256
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 64
+    max_epochs: int = 500
+    patience: int = 30
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.hidden < 1:
+            problems.append(f"hidden={self.hidden} must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if not self.lr > 0:
+            problems.append(f"lr={self.lr} must be > 0")
+        if not self.weight_decay >= 0:
+            problems.append(f"weight_decay={self.weight_decay} must be >= 0")
+        for name in ("batch_size", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        if problems:
+            raise ValueError("invalid ProbeConfig: " + "; ".join(problems))
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()

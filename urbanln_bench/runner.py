@@ -216,8 +216,7 @@ def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Ca
 
 def run(options: RunOptions, progress: Callable | None = None, log: Callable[[str], None] = print) -> list[CellOutcome]:
     from urbanln_bench.data.sources import open_city
-    from urbanln_bench.probe import ProbeConfig
-    from urbanln_bench.probe_inputs import PROBE_VERSION
+    from urbanln_bench.probe_inputs import PROBE_VERSION, ProbeConfig
     from urbanln_bench.specs import get_city
     from urbanln_bench.splits import STRATEGIES
 

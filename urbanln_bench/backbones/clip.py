@@ -479,18 +479,14 @@ def foundation_key(config: FoundationConfig, device: str = "cpu") -> tuple[str, 
     """Key over everything that changes the checkpoint: architecture, recipe, world data, captions, precision."""
     import open_clip
 
-    from urbanln_bench.backbones.world_data import world_scale_for
-    from urbanln_bench.specs import pretraining_world
-    from urbanln_bench.synth.scales import get_scale
-    from urbanln_bench.synth.twin import twin_config
+    from urbanln_bench.backbones.world_data import world_manifests
 
-    scale = get_scale(world_scale_for(config.profile))
     _, captions = _short_caption_function()
     inputs = {
         "arch": clip_config(config.profile),
         "open_clip": open_clip.__version__,
         "train": asdict(config),
-        "world": [twin_config(spec, scale) for spec in pretraining_world()],
+        "world": world_manifests(config.profile),
         "captions": captions,
         "precision": "bf16-autocast" if str(device).startswith("cuda") else "fp32",
         "trainer": TRAINER_VERSION,

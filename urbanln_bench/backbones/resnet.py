@@ -80,13 +80,9 @@ def load_state(model, path: Path) -> None:
 
 
 def surrogate_key(config: SurrogateConfig) -> tuple[str, list[str]]:
-    from urbanln_bench.backbones.world_data import world_scale_for
-    from urbanln_bench.specs import pretraining_world
-    from urbanln_bench.synth.scales import get_scale
-    from urbanln_bench.synth.twin import twin_config
+    from urbanln_bench.backbones.world_data import world_manifests
 
-    scale = get_scale(world_scale_for(config.profile))
-    world = [twin_config(spec, scale) for spec in pretraining_world()]
+    world = world_manifests(config.profile)
     return config_hash({"arch": "resnet18", "train": asdict(config), "world": world, "trainer": 1}), world
 
 

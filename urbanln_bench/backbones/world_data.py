@@ -24,6 +24,19 @@ def world_scale_for(profile: str) -> str:
     return "tiny" if profile == "tiny" else "small"
 
 
+def world_manifests(profile: str) -> list[str]:
+    """Content hashes of the pretraining-world cities a profile trains on (generated once, cached).
+
+    Backbone cache keys use these rather than the generator's code, so a refactor of the generator
+    that leaves every byte of the world unchanged does not retrain the surrogates.
+    """
+    from urbanln_bench.data.loader import CityData
+    from urbanln_bench.specs import pretraining_world
+    from urbanln_bench.synth.twin import ensure_twin
+
+    return [CityData.open(ensure_twin(spec, world_scale_for(profile))).manifest_hash for spec in pretraining_world()]
+
+
 def load_world_images(profile: str) -> WorldImages:
     from urbanln_bench.data.loader import CityData
     from urbanln_bench.specs import pretraining_world

@@ -12,7 +12,7 @@
       aux/mobility.csv          origin_id,destination_id,trips  (an origin-destination matrix)
       captions/                 caption sets, written by the caption pipeline
       truth/                    synthetic twins only: latents.csv, oracle.json, scene_graphs/*.jsonl
-      manifest.json             sha256 of every data file (not captions/); written last
+      manifest.json             sha256 of every data file (not captions/ or city.json); written last
 
 Region ids are strings of letters, digits, ``_``, ``-`` and ``.`` so they can name files.
 """
@@ -43,4 +43,4 @@ SOURCES = ("real", "synthetic")
 REGION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 # Folders and files that are not data: excluded from the manifest hash.
-NOT_IN_MANIFEST = (MANIFEST, CAPTIONS + "/")
+NOT_IN_MANIFEST = (MANIFEST, CITY_META, CAPTIONS + "/")

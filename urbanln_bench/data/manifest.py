@@ -10,13 +10,18 @@ from urbanln_bench.data import layout
 
 
 def data_files(root: Path) -> list[str]:
-    """Relative paths (POSIX) of every data file under ``root``, sorted; captions and the manifest excluded."""
+    """Relative paths (POSIX) of every data file under ``root``, sorted.
+
+    Excluded: the manifest itself, ``captions/`` (they have their own keys) and ``city.json`` —
+    metadata, which for a twin records the generator's code fingerprint: a refactor that leaves
+    every data byte unchanged must not change the data's identity.
+    """
     files = []
     for path in root.rglob("*"):
         if not path.is_file():
             continue
         rel = path.relative_to(root).as_posix()
-        if rel == layout.MANIFEST or rel.startswith(layout.CAPTIONS + "/") or "/." in "/" + rel:
+        if rel in (layout.MANIFEST, layout.CITY_META) or rel.startswith(layout.CAPTIONS + "/") or "/." in "/" + rel:
             continue
         files.append(rel)
     return sorted(files)
@@ -36,6 +41,7 @@ def compute_manifest(root: Path) -> dict[str, str]:
 
 def manifest_hash(files: dict[str, str]) -> str:
     """One hash for the whole data set: sha256 of the canonical JSON of {path: sha256}."""
+    files = {k: v for k, v in files.items() if k != layout.CITY_META}  # metadata, not data (see data_files)
     canonical = json.dumps(files, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()
 

@@ -27,11 +27,28 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
-from scipy.special import expit, logit
 
 from urbanln_bench.errors import SpecError
 from urbanln_bench.synth.latents import LATENT_NAMES
+
+
+# scipy is imported on first use: city files are parsed (for `list`, `--help`) without it.
+def _ndimage():
+    from scipy import ndimage
+
+    return ndimage
+
+
+def expit(x):
+    from scipy.special import expit as _expit
+
+    return _expit(x)
+
+
+def logit(x):
+    from scipy.special import logit as _logit
+
+    return _logit(x)
 
 if TYPE_CHECKING:
     from urbanln_bench.specs import CitySpec
@@ -162,7 +179,7 @@ def _rng(seed: int, stream: int, k: int = 0) -> np.random.Generator:
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-filtered white noise, standardised to mean 0 and sd 1 over the grid."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=sigma, mode="reflect")
+    field = _ndimage().gaussian_filter(rng.standard_normal(shape), sigma=sigma, mode="reflect")
     return (field - field.mean()) / (field.std() + 1e-12)
 
 
@@ -216,7 +233,7 @@ def _sea_mask(params: TwinParams, rows: int, cols: int) -> np.ndarray:
     r, c = _grid(rows, cols)
     along_rows = coast.side in ("north", "south")
     length = cols if along_rows else rows
-    wiggle = ndimage.gaussian_filter1d(
+    wiggle = _ndimage().gaussian_filter1d(
         _rng(params.seed, _COAST_STREAM).standard_normal(length), sigma=max(length / 12, 1.0), mode="reflect"
     )
     wiggle = coast.wiggle * wiggle / (wiggle.std() + 1e-12)
@@ -303,14 +320,14 @@ def generate_latents(spec: CitySpec) -> np.ndarray:
     sea = _sea_mask(p, rows, cols)
     water = np.zeros(shape)
     if sea.any():
-        d_sea = ndimage.distance_transform_edt(~sea)
+        d_sea = _ndimage().distance_transform_edt(~sea)
         water = np.where(sea, 1.0, np.exp(-(d_sea - 0.5) / 1.0))
     for river in p.rivers:
         water = 1.0 - (1.0 - water) * (1.0 - _river_field(river, rows, cols))
     if p.lakes:
         water = 1.0 - (1.0 - water) * (1.0 - _disc_field(p.lakes, rows, cols))
     water = np.clip(water * (1.0 + 0.15 * noise["water"]), 0.0, 1.0)
-    near_water = np.clip(ndimage.gaussian_filter(water, sigma=1.5, mode="reflect") * 2.0 - water, 0.0, None)
+    near_water = np.clip(_ndimage().gaussian_filter(water, sigma=1.5, mode="reflect") * 2.0 - water, 0.0, None)
     z_near_water = _standardise(near_water, mask)
 
     # density: centrality + correlated noise, dropping on water

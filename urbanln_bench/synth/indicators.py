@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
-from scipy.special import gammaln
 
 from urbanln_bench.errors import SpecError
 from urbanln_bench.synth.auxiliary import (
@@ -41,6 +39,19 @@ from urbanln_bench.synth.auxiliary import (
     simulate_poi_counts,
 )
 from urbanln_bench.synth.latents import LATENT_NAMES
+
+
+# scipy is imported on first use: task files are parsed (for `list`, `--help`) without it.
+def _stats():
+    from scipy import stats
+
+    return stats
+
+
+def gammaln(x):
+    from scipy.special import gammaln as _gammaln
+
+    return _gammaln(x)
 
 if TYPE_CHECKING:
     from urbanln_bench.specs import CitySpec, TaskSpec
@@ -137,7 +148,7 @@ def _censored_normal_moments(mean: np.ndarray, sd: float) -> tuple[np.ndarray, n
         clipped = np.maximum(mean, 0.0)
         return clipped, np.zeros_like(clipped)
     a = mean / sd
-    cdf, pdf = stats.norm.cdf(a), stats.norm.pdf(a)
+    cdf, pdf = _stats().norm.cdf(a), _stats().norm.pdf(a)
     first = mean * cdf + sd * pdf
     second = (mean**2 + sd**2) * cdf + mean * sd * pdf
     return first, np.maximum(second - first**2, 0.0)
@@ -156,7 +167,7 @@ def _negative_binomial_log_moments(eta: np.ndarray, dispersion: float) -> tuple[
     for i, node in enumerate(nodes):
         mean = float(np.exp(node))
         p = n / (n + mean)
-        top = int(stats.nbinom.ppf(1.0 - 1e-12, n, p))
+        top = int(_stats().nbinom.ppf(1.0 - 1e-12, n, p))
         step = max(1, int(np.sqrt(mean + dispersion * mean**2) / 100))
         k = np.arange(0, top + step, step, dtype=np.float64)
         log_pmf = gammaln(k + n) - gammaln(n) - gammaln(k + 1) + n * np.log(p) + k * np.log1p(-p)
