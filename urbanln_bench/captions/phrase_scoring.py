@@ -168,6 +168,8 @@ class ClipPhraseScorer:
         self.name = f"clip:{profile}"
         self.calibration: ClipCalibration | None = None
         self._text_cache: dict[str, np.ndarray] = {}
+        self._image: np.ndarray | None = None
+        self._region_features: dict[Box | None, np.ndarray] = {}
         if threshold is None:
             self.calibration = calibrate_clip_threshold(self, progress=progress)
             threshold = self.calibration.threshold
@@ -214,8 +216,11 @@ class ClipPhraseScorer:
     # -- protocol ----------------------------------------------------------------------------------
     def score(self, image: np.ndarray, query_sets: Sequence[QuerySet]) -> list[np.ndarray]:
         """Cosine(crop of the set's box, template(phrase)) for every phrase of every set."""
-        boxes = list(dict.fromkeys(q.box for q in query_sets if q.phrases))
-        features = dict(zip(boxes, self.image_features([crop(image, b) for b in boxes]), strict=True))
+        if self._image is not image:  # region features are reused while the same image array is scored
+            self._image, self._region_features = image, {}
+        features = self._region_features
+        boxes = [b for b in dict.fromkeys(q.box for q in query_sets if q.phrases) if b not in features]
+        features.update(zip(boxes, self.image_features([crop(image, b) for b in boxes]), strict=True))
         out = []
         for query in query_sets:
             if not query.phrases:

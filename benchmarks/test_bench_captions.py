@@ -1,0 +1,31 @@
+"""Caption pipeline speed on CPU: captions/s of each stage and CAPTURE pairs/s (issue item 8).
+
+One tiny-twin run (two simulated captioners, two candidates each, the tiny CLIP scorer, refinement
+and consensus on); the per-stage rates come from the run's own timers and land in ``extra_info``.
+Run: pytest benchmarks/test_bench_captions.py --benchmark-enable
+"""
+
+from __future__ import annotations
+
+from urbanln_bench.captions.pipeline import PipelineConfig, run_pipeline
+from urbanln_bench.data.loader import CityData
+from urbanln_bench.specs import get_city
+from urbanln_bench.synth.twin import ensure_twin
+
+CONFIG = PipelineConfig(captioners=("synthetic:qwen2.5-vl-7b", "synthetic:llama-adapter-v2"),
+                        phrase_scorer="clip:tiny", limit=8)
+
+
+def test_caption_pipeline_stage_rates(benchmark):
+    city = CityData.open(ensure_twin(get_city("NY"), "tiny"))
+    run_pipeline(city, CONFIG)  # warm: foundation CLIP, calibration, CAPTURE models
+
+    def build():
+        return run_pipeline(city, CONFIG, force=True)  # rebuilt in place, atomically
+
+    run = benchmark.pedantic(build, rounds=1, iterations=1)
+    assert not run.reused
+    for stage, rate in run.info["speed"].items():
+        benchmark.extra_info[f"{stage} per s"] = rate["per_second"]
+    benchmark.extra_info["images"] = run.info["counts"]["images"]
+    benchmark.extra_info["capture_pairs"] = run.info["counts"]["capture_pairs"]
