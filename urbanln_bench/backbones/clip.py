@@ -480,13 +480,16 @@ def foundation_key(config: FoundationConfig, device: str = "cpu") -> tuple[str, 
     import open_clip
 
     from urbanln_bench.backbones.world_data import world_manifests
+    from urbanln_bench.specs import pretraining_world
 
     _, captions = _short_caption_function()
+    world = [{"city": spec.name, "manifest": manifest}
+             for spec, manifest in zip(pretraining_world(), world_manifests(config.profile), strict=True)]
     inputs = {
         "arch": clip_config(config.profile),
         "open_clip": open_clip.__version__,
         "train": asdict(config),
-        "world": world_manifests(config.profile),
+        "world": world,
         "captions": captions,
         "precision": "bf16-autocast" if str(device).startswith("cuda") else "fp32",
         "trainer": TRAINER_VERSION,
