@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,11 +38,10 @@ SURROGATE_PROFILES = {
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    """Short sha256 of a weights file (shown in weight-source labels)."""
+    from urbanln_bench.data.manifest import file_sha256
+
+    return file_sha256(path)[:16]
 
 
 def local_imagenet_file(explicit: str) -> Path | None:

@@ -18,7 +18,6 @@ UrbanLN, UrbanCLIP and UrbanVLP read the selection with :func:`load_selected_cap
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -96,11 +95,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from urbanln_bench.data.manifest import file_sha256
+
+    return file_sha256(path)
 
 
 def _folder_identity(folder: Path) -> dict[str, Any]:
