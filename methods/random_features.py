@@ -3,10 +3,10 @@ representation must beat (random conv features already carry colour and texture 
 
 from __future__ import annotations
 
-from urbanln_bench.method import FitContext, Method, MethodMeta
+from urbanln_bench.method import FitContext, MethodMeta, TorchImageEncoder
 
 
-class RandomFeatures(Method):
+class RandomFeatures(TorchImageEncoder):
     meta = MethodMeta(
         name="random-features",
         display_name="Random features",
@@ -35,9 +35,3 @@ class RandomFeatures(Method):
         model = build_resnet18()
         model.fc = torch.nn.Identity()
         self.model = model.eval()
-
-    def modules(self):
-        return [self.model]
-
-    def encode_images(self, pixels):
-        return self.model(pixels)

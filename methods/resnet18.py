@@ -6,10 +6,10 @@ the harness's supervised surrogate pretrained on the synthetic pretraining world
 
 from __future__ import annotations
 
-from urbanln_bench.method import FitContext, Method, MethodMeta
+from urbanln_bench.method import FitContext, MethodMeta, TorchImageEncoder
 
 
-class ResNet18(Method):
+class ResNet18(TorchImageEncoder):
     meta = MethodMeta(
         name="resnet18",
         display_name="ResNet-18",
@@ -60,9 +60,3 @@ class ResNet18(Method):
 
         model.fc = torch.nn.Identity()
         self.model = model.eval()
-
-    def modules(self):
-        return [self.model]
-
-    def encode_images(self, pixels):
-        return self.model(pixels)

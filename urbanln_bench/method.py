@@ -139,6 +139,18 @@ class Method:
                 "mean": list(self.mean), "std": list(self.std)}
 
 
+class TorchImageEncoder(Method):
+    """A method whose frozen encoder is one torch module, ``self.model``, set in ``fit``."""
+
+    model = None
+
+    def modules(self) -> list:
+        return [self.model]
+
+    def encode_images(self, pixels):
+        return self.model(pixels)
+
+
 def coerce_setting(method: str, key: str, value: Any, default: Any) -> Any:
     """Convert a ``--set key=value`` string to the type of the default."""
     if not isinstance(value, str) or isinstance(default, str):
