@@ -185,6 +185,19 @@ def test_matrix_equals_pairwise(scorer):
     assert matrix.shape == (4, 4) and np.all(np.diag(matrix) > 0.95)
 
 
+def test_matrix_is_exactly_the_pairwise_scores(embedder):
+    """The batched matrix (ids, synonym tables, sliced embeddings) gives the pairwise scores bit for bit,
+    synonym matching on (WordNet when present), repeated elements included."""
+    captions = [STREET, AERIAL, LONG_STREET, KITCHEN, STREET.replace("taxis", "cabs"),
+                AERIAL.replace("houses", "homes"),
+                "A car parked on the road next to a car. A red car and a white car wait by the road near a tree.",
+                "Cars wait by the road. A tree stands beside a road next to a car."]
+    matrix = CaptureScorer(embedder=embedder).matrix(captions)
+    pairwise = CaptureScorer(embedder=embedder)
+    expected = np.array([[pairwise.score(a, b) for b in captions] for a in captions])
+    assert np.array_equal(matrix, expected)
+
+
 def test_scores_deterministic(embedder):
     first = CaptureScorer(embedder=embedder, wordnet=False).score(LONG_STREET, AERIAL)
     second = CaptureScorer(embedder=SentenceEmbedder(), wordnet=False).score(LONG_STREET, AERIAL)

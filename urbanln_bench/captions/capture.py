@@ -148,6 +148,7 @@ class WordNetSynonyms:
             self._exceptions[pos] = exceptions
         self._handles = {pos: open(directory / f"data.{pos}", "rb") for pos in _WORDNET_POS}  # noqa: SIM115
         self._synset_cache: dict[tuple[str, int], frozenset[str]] = {}
+        self._lines_by_pos: dict[str, dict[bytes, bytes]] = {}
 
     @classmethod
     def find(cls) -> WordNetSynonyms | None:
@@ -157,19 +158,29 @@ class WordNetSynonyms:
                 return cls(directory)
         return None
 
+    def _lines(self, pos: str) -> dict[bytes, bytes]:
+        """Lemma → its index line, built on first use (a split per line: ~0.1 s; a scan per word costs ~1 ms)."""
+        lines = self._lines_by_pos.get(pos)
+        if lines is None:
+            lines = {}
+            for line in self._index[pos].split(b"\n"):
+                if line and not line.startswith(b" "):  # the licence header lines start with spaces
+                    lines.setdefault(line.split(b" ", 1)[0], line)
+            self._lines_by_pos[pos] = lines
+        return lines
+
     def _offsets(self, word: str, pos: str) -> tuple[int, ...]:
-        index = self._index[pos]
-        at = index.find(b"\n" + word.encode("utf-8") + b" ")
-        if at < 0:
+        line = self._lines(pos).get(word.encode("utf-8"))
+        if line is None:
             return ()
-        fields = index[at + 1:index.find(b"\n", at + 1)].split()
+        fields = line.split()
         count = int(fields[2])
         return tuple(int(x) for x in fields[-count:])
 
     def _base_forms(self, word: str, pos: str) -> list[str]:
         forms = [word, *self._exceptions[pos].get(word, ())]
         forms += [word[: -len(old)] + new for old, new in _MORPHY_RULES[pos] if word.endswith(old)]
-        return list(dict.fromkeys(forms))
+        return [form for form in dict.fromkeys(forms) if form]  # "s" minus "s" is no word (it would hit the licence)
 
     def _synset_lemmas(self, pos: str, offset: int) -> frozenset[str]:
         key = (pos, offset)
@@ -336,6 +347,7 @@ class CaptureScorer:
         else:
             self.wordnet = WordNetSynonyms(Path(wordnet))
         self._parse_cache: dict[str, CaptureGraph] = {}
+        self._synonym_cache: dict[tuple[str, str], bool] = {}
 
     def parse(self, caption: str) -> CaptureGraph:
         """Parse and filter a caption (cached: consensus scores each caption against many)."""
@@ -346,12 +358,14 @@ class CaptureScorer:
         return graph
 
     def _synonymous(self, a: str, b: str) -> bool:
-        """PEERS §6 step 4b: substring either way, or overlapping WordNet synonym sets."""
-        if a in b or b in a:
-            return True
-        if self.wordnet is None:
-            return False
-        return not self.wordnet.synonyms(a).isdisjoint(self.wordnet.synonyms(b))
+        """PEERS §6 step 4b: substring either way, or overlapping WordNet synonym sets (memoised; symmetric)."""
+        key = (a, b) if a <= b else (b, a)
+        known = self._synonym_cache.get(key)
+        if known is None:
+            known = a in b or b in a or (self.wordnet is not None and
+                                         not self.wordnet.synonyms(a).isdisjoint(self.wordnet.synonyms(b)))
+            self._synonym_cache[key] = known
+        return known
 
     def _match(self, cands: Sequence, refs: Sequence, same) -> tuple[int, list[int], list[int]]:
         """Exact then synonym greedy one-to-one matching; returns count and unmatched indices."""
@@ -389,10 +403,7 @@ class CaptureScorer:
             similarity = a @ b.T  # cosine of unit vectors; no threshold (PEERS §6 step 4c)
             cand_match += float(similarity.max(axis=1).sum())
             ref_match += float(similarity.max(axis=0).sum())
-        precision = cand_match / (len(cands) + EPS)
-        recall = ref_match / (len(refs) + EPS)
-        f1 = 2 * precision * recall / (precision + recall + EPS)
-        return TypeScore(precision, recall, f1, len(cands), len(refs), matched, cand_match, ref_match)
+        return _type_result(len(cands), len(refs), matched, cand_match, ref_match)
 
     def score_graphs(self, cand: CaptureGraph, ref: CaptureGraph,
                      vectors: dict[str, np.ndarray] | None = None) -> CaptureDetails:
@@ -405,6 +416,10 @@ class CaptureScorer:
             cand.relations, ref.relations, [" ".join(r) for r in cand.relations],
             [" ".join(r) for r in ref.relations],
             lambda a, b: all(self._synonymous(x, y) for x, y in zip(a, b, strict=True)), vectors)
+        return self._combine(objects, attributes, relations)
+
+    def _combine(self, objects: TypeScore, attributes: TypeScore, relations: TypeScore) -> CaptureDetails:
+        """PEERS §6 step 5: the weighted mean of the per-type F1 over the included types."""
         parts = {"objects": (objects, self.weights.objects), "attributes": (attributes, self.weights.attributes),
                  "relations": (relations, self.weights.relations)}
         included = tuple(name for name, (t, _) in parts.items()
@@ -422,21 +437,131 @@ class CaptureScorer:
     def matrix(self, captions: Sequence[str]) -> np.ndarray:
         """Scores of every ordered pair: entry [i, j] is CAPTURE(candidate=captions[i], reference=captions[j]).
 
-        Each caption is parsed once and each distinct phrase embedded once (one batched pass), so
-        consensus over many candidates costs little more than the matching itself. The diagonal
-        holds self-scores (≈ 1); consensus should average over j ≠ i.
+        The same numbers as :meth:`score` pair by pair, computed once per set: each caption is parsed
+        once, the distinct elements of each type get integer ids, their synonym relation is decided once
+        per pair of distinct elements (and memoised across calls), and each distinct phrase is embedded
+        once (one batched pass; cached across calls). The greedy matching then works on ids and
+        precomputed synonym sets, and soft matching slices the embedding table. The diagonal holds
+        self-scores (≈ 1); consensus should average over j ≠ i.
         """
         graphs = [self.parse(c) for c in captions]
-        vectors = None
+        tables = [self._table([g.objects for g in graphs]), self._table([g.attributes for g in graphs]),
+                  self._table([g.relations for g in graphs])]
         if self.soft_matching:
-            phrases = list(dict.fromkeys(p for g in graphs for p in g.phrases()))
+            phrases = list(dict.fromkeys(text for table in tables for text in table.texts))
             vectors = dict(zip(phrases, self.embedder.encode(phrases), strict=True))
+            for table in tables:
+                if table.texts:
+                    table.vectors = np.stack([vectors[t] for t in table.texts])
         n = len(graphs)
         out = np.zeros((n, n), dtype=np.float64)
         for i in range(n):
             for j in range(n):
-                out[i, j] = self.score_graphs(graphs[i], graphs[j], vectors).score
+                out[i, j] = self._combine(*(self._table_score(t, i, j) for t in tables)).score
         return out
+
+    def _synonym_matrix(self, values: Sequence[str]) -> np.ndarray:
+        """[u, v] = :meth:`_synonymous` (values[u], values[v]) for every pair of distinct strings."""
+        d = len(values)
+        rows = [[True] * d for _ in range(d)]
+        for u in range(d):
+            a = values[u]
+            for v in range(u + 1, d):
+                rows[u][v] = rows[v][u] = self._synonymous(a, values[v])
+        return np.array(rows, dtype=bool).reshape(d, d)
+
+    def _table(self, items_per_graph: Sequence[Sequence]) -> _ElementTable:
+        """Ids and texts of one element type across a set of parsed captions, and its synonym verdicts."""
+        index: dict = {}
+        ids = [[index.setdefault(item, len(index)) for item in items] for items in items_per_graph]
+        distinct = list(index)
+        relations = bool(distinct) and isinstance(distinct[0], tuple)
+        texts = [" ".join(item) if relations else item for item in distinct]
+        synonyms = None
+        if self.synonym_matching and distinct:
+            if relations:  # a relation matches only if all three elements do (PEERS §6 step 4b)
+                matrix = np.ones((len(distinct), len(distinct)), dtype=bool)
+                for k in range(3):  # subject with subject, predicate with predicate, object with object
+                    elements: dict[str, int] = {}
+                    part = np.array([elements.setdefault(r[k], len(elements)) for r in distinct])
+                    matrix &= self._synonym_matrix(list(elements))[np.ix_(part, part)]
+            else:
+                matrix = self._synonym_matrix(distinct)
+            synonyms = matrix
+        return _ElementTable(ids, texts, synonyms)
+
+    def _table_score(self, table: _ElementTable, i: int, j: int) -> TypeScore:
+        """:meth:`_type_score` of candidate ``i`` against reference ``j`` on ids (same greedy order, same sums)."""
+        cands, refs = table.ids[i], table.ids[j]
+        n, m = len(cands), len(refs)
+        used_c, used_r = [False] * n, [False] * m
+        matched = 0
+        # (a) exact, one-to-one, greedy in order: the k-th candidate of a value takes the k-th reference of it
+        common = set(cands).intersection(refs)
+        if common:
+            positions: dict[int, list[int]] = {}
+            for position, value in enumerate(refs):
+                if value in common:
+                    positions.setdefault(value, []).append(position)
+            for position, value in enumerate(cands):
+                free = positions.get(value)
+                if free:
+                    used_c[position] = used_r[free.pop(0)] = True
+                    matched += 1
+        rest_c = [p for p in range(n) if not used_c[p]] if matched else list(range(n))
+        rest_r = [p for p in range(m) if not used_r[p]] if matched else list(range(m))
+        # (b) synonyms, greedy in order over what is left
+        if table.synonyms is not None and rest_c and rest_r:
+            sets, refs_left = table.sets, [refs[p] for p in rest_r]
+            free_r = [True] * len(rest_r)
+            kept_c = []
+            for position in rest_c:
+                same = sets[cands[position]]
+                if not same.isdisjoint(refs_left):
+                    for b, value in enumerate(refs_left):
+                        if free_r[b] and value in same:
+                            free_r[b] = False
+                            matched += 1
+                            break
+                    else:
+                        kept_c.append(position)
+                else:
+                    kept_c.append(position)
+            if len(kept_c) < len(rest_c):
+                rest_c = kept_c
+                rest_r = [r for r, free in zip(rest_r, free_r, strict=True) if free]
+        cand_match = ref_match = float(matched)
+        # (c) soft matching of the rest, no threshold (PEERS §6 step 4c)
+        if self.soft_matching and rest_c and rest_r:
+            a = table.vectors[table.array[i][rest_c]]
+            b = table.vectors[table.array[j][rest_r]]
+            similarity = a @ b.T
+            cand_match += float(similarity.max(axis=1).sum())
+            ref_match += float(similarity.max(axis=0).sum())
+        return _type_result(n, m, matched, cand_match, ref_match)
+
+@dataclass
+class _ElementTable:
+    """One element type of a caption set: per caption the ids of its elements in order; per distinct
+    element the text soft matching embeds and (synonym matching on) whether each other one is a synonym."""
+
+    ids: list[list[int]]
+    texts: list[str]
+    synonyms: np.ndarray | None  # (distinct, distinct) bool
+    vectors: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.array = [np.asarray(ids, dtype=np.intp) for ids in self.ids]
+        self.sets = ([frozenset(np.flatnonzero(row).tolist()) for row in self.synonyms]
+                     if self.synonyms is not None else None)
+
+
+def _type_result(n_candidate: int, n_reference: int, matched: int, cand_match: float, ref_match: float) -> TypeScore:
+    """P, R and F1 of one type (PEERS §6 step 5)."""
+    precision = cand_match / (n_candidate + EPS)
+    recall = ref_match / (n_reference + EPS)
+    f1 = 2 * precision * recall / (precision + recall + EPS)
+    return TypeScore(precision, recall, f1, n_candidate, n_reference, matched, cand_match, ref_match)
 
 
 @functools.cache

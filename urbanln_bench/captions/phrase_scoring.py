@@ -3,22 +3,26 @@
 A phrase extracted from a caption is kept when a scorer says the image region shows it
 (score > threshold) and deleted otherwise. Two backends behind one protocol:
 
-- ``clip`` (offline default): the synthetic foundation CLIP (``backbones/clip.py``) scores
-  cosine(region image, ``"a photo of {phrase}"``). Its threshold is *calibrated on the pretraining
-  world*, never on a benchmark twin: world images and crops are paired with phrases of objects
-  their scene graphs show (true) and of kinds they do not show (hallucinated), and the threshold is
-  the highest cut that keeps 90 % of the true phrases (as permissive as OWLv2's 0.01; a J-optimal
-  cut wrecks recall when the small CLIP separates the two weakly, see the stored AUC). The result
+- ``clip`` (offline default, ``clip:PROFILE``): the **phrase grounder** (``grounding.py``), a small
+  CLIP-style dual encoder trained from scratch on pretraining-world crops with object phrases from
+  the world's scene graphs; the score is its probability that the region shows the phrase's object.
+  ``clip:PROFILE@foundation`` is the older scorer, the synthetic foundation CLIP's cosine(region,
+  ``"a photo of {phrase}"``), kept for comparison: it barely separates true from hallucinated phrases
+  (AUC ≈ 0.52 tiny, ≈ 0.57 cpu). Either way the threshold is *calibrated on the pretraining world*,
+  never on a benchmark twin: held-out world images (never trained on) and their refinement crops
+  are paired with phrases of objects their scene graphs show (true) and of kinds they do not show
+  (hallucinated), and the threshold is the highest cut that keeps 90 % of the true phrases (as
+  permissive as OWLv2's 0.01: it drops only what the scorer is surest is absent). The result
   (threshold, precision and recall of the keep decisions, share of hallucinated phrases rejected,
-  AUC) is cached as JSON under ``<cache>/calibration/``. Graphs are used for that calibration only,
-  never at scoring time.
+  AUC, and both split into hallucinated kinds the world renders and kinds it never renders) is
+  cached as JSON under ``<cache>/calibration/``. Graphs are used for training and calibration on the
+  pretraining world only, never at scoring time.
 - ``owlv2``: OWLv2 from a local folder, CAPTURE's way: the whole image (by default), every box takes
   its best query, greedy NMS at IoU 0.1 across queries, boxes > 0.01 survive, a phrase's score is
   its best surviving box (0 when it wins none).
 
 Scorers see pixels and text only.
 """
-
 from __future__ import annotations
 
 import json
@@ -38,7 +42,7 @@ OWLV2_THRESHOLD = 0.01
 OWLV2_NMS_IOU = 0.1
 OWLV2_MAX_QUERY_TOKENS = 16
 DEFAULT_TEMPLATE = "a photo of {phrase}"
-CALIBRATION_VERSION = 2  # bump when calibrate_clip_threshold changes what it computes
+CALIBRATION_VERSION = 3  # bump when calibrate_clip_threshold changes what it computes
 TARGET_RECALL = 0.9
 """The calibrated CLIP threshold keeps this share of true phrases on the pretraining world (like OWLv2's
 permissive 0.01, it drops only what the scorer is surest is absent)."""
@@ -86,12 +90,18 @@ def crop(image: np.ndarray, box: Box | None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# CLIP (offline default)
+# CLIP-style scorers (offline default)
 
 
 @dataclass
 class ClipCalibration:
-    """The calibrated keep threshold and how well it separates true from hallucinated phrases."""
+    """The calibrated keep threshold and how well the scorer separates true from hallucinated phrases.
+
+    Measured on held-out pretraining-world images (never trained on by the grounder). ``auc_scene_kinds``
+    and ``hallucinated_rejected_scene_kinds`` count only hallucinated kinds the world does render (so
+    only pixels can tell they are absent); ``..._never_rendered`` only the plausible kinds no world
+    image shows (text alone can learn to doubt those).
+    """
 
     threshold: float
     precision: float  # share of kept phrases that are true
@@ -107,6 +117,15 @@ class ClipCalibration:
     template: str
     clip_source: str
     world_manifests: list[str] = field(default_factory=list)
+    auc_scene_kinds: float | None = None
+    auc_never_rendered: float | None = None
+    hallucinated_rejected_scene_kinds: float | None = None
+    hallucinated_rejected_never_rendered: float | None = None
+    n_hallucinated_scene_kinds: int = 0
+    n_hallucinated_never_rendered: int = 0
+    auc_within_kind_mean: float | None = None  # mean over kinds of AUC(true vs hallucinated phrases of that kind)
+    per_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    images: str = "held-out pretraining-world images (satellite and street view), whole image and refinement crops"
     version: int = CALIBRATION_VERSION
 
     @property
@@ -145,119 +164,166 @@ def _auc(true_scores: np.ndarray, false_scores: np.ndarray) -> float:
     return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-class ClipPhraseScorer:
-    """Cosine of the region's CLIP image feature and ``template`` with the phrase (offline default).
+WEIGHTS = ("grounding", "foundation")
 
-    ``threshold=None`` uses the calibration on the pretraining world (:func:`calibrate_clip_threshold`).
-    Text features are cached per phrase; all regions of one image are encoded in one batch.
+
+class ClipPhraseScorer:
+    """The offline phrase scorer: a CLIP-style dual encoder scores (region, phrase) pairs.
+
+    ``weights="grounding"`` (default): the phrase grounder (:mod:`urbanln_bench.captions.grounding`),
+    a dual encoder trained for this task on pretraining-world crops; the score is its probability that
+    the region shows the phrase's object, and the phrase is used as it is (``template`` "{phrase}").
+    ``weights="foundation"``: the synthetic foundation CLIP (``backbones/clip.py``), cosine(region,
+    ``"a photo of {phrase}"``): kept for comparison; it barely separates true from hallucinated
+    phrases (see its calibration's AUC). The spec ``clip:PROFILE@foundation`` selects it.
+
+    ``threshold=None`` uses the calibration on held-out pretraining-world images
+    (:func:`calibrate_clip_threshold`). Text features are cached per phrase string for the life of the
+    scorer; all regions of one image are encoded in one batch, once per image array.
     """
 
     backend = "clip"
 
-    def __init__(self, profile: str = "tiny", weights: str = "foundation", template: str = DEFAULT_TEMPLATE,
+    def __init__(self, profile: str = "tiny", weights: str = "grounding", template: str | None = None,
                  threshold: float | None = None, device: str = "cpu", progress: Progress | None = None) -> None:
-        from urbanln_bench.backbones.clip import load_clip
-
-        if "{phrase}" not in template:
-            raise UserError(f"phrase template '{template}' must contain '{{phrase}}'")
+        profile, _, suffix = profile.partition("@")
+        weights = suffix or weights
+        if weights not in WEIGHTS:
+            raise UserError(f"CLIP phrase scorer weights must be one of {', '.join(WEIGHTS)}, got '{weights}'")
         self.profile = profile
-        self.template = template
+        self.weights = weights
         self.device = device
-        self.model, self.tokenizer, self.preprocess, self.source = load_clip(profile, weights, progress=progress,
-                                                                            device=device)
-        self.name = f"clip:{profile}"
+        self.grounder = None
+        if weights == "grounding":
+            from urbanln_bench.captions.grounding import load_grounder
+
+            if template not in (None, "{phrase}"):
+                raise UserError("the phrase grounder reads bare phrases; a template applies to weights='foundation'")
+            self.template = "{phrase}"
+            self.grounder = load_grounder(profile, progress=progress)
+            self.source = self.grounder.source
+            self._word_index = {w: i for i, w in enumerate(self.grounder.vocabulary.words)}
+        else:
+            from urbanln_bench.backbones.clip import load_clip
+
+            self.template = DEFAULT_TEMPLATE if template is None else template
+            if "{phrase}" not in self.template:
+                raise UserError(f"phrase template '{self.template}' must contain '{{phrase}}'")
+            self.model, self.tokenizer, self.preprocess, self.source = load_clip(profile, weights, progress=progress,
+                                                                                device=device)
+        self.name = f"clip:{profile}" + ("" if weights == "grounding" else f"@{weights}")
         self.calibration: ClipCalibration | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self._image: np.ndarray | None = None
         self._region_features: dict[Box | None, np.ndarray] = {}
         if threshold is None:
-            self.calibration = calibrate_clip_threshold(self, progress=progress)
+            from urbanln_bench.captions.grounding import one_torch_thread
+
+            with one_torch_thread():
+                self.calibration = calibrate_clip_threshold(self, progress=progress)
             threshold = self.calibration.threshold
         self.threshold = float(threshold)
 
     def __repr__(self) -> str:
-        return f"ClipPhraseScorer({self.profile!r}, threshold={self.threshold:.4f})"
+        return f"ClipPhraseScorer({self.profile!r}, weights={self.weights!r}, threshold={self.threshold:.4f})"
 
     def settings(self) -> dict[str, Any]:
-        return {"backend": "clip", "profile": self.profile, "template": self.template, "clip": self.source,
-                "threshold": round(self.threshold, 6),
+        model = ("phrase grounder: P(region shows phrase) from a dual encoder trained on pretraining-world crops"
+                 if self.grounder is not None else "foundation CLIP cosine(region, template(phrase))")
+        return {"backend": "clip", "profile": self.profile, "weights": self.weights, "model": model,
+                "template": self.template, "clip": self.source, "threshold": round(self.threshold, 6),
                 "calibration": asdict(self.calibration) if self.calibration else "user threshold"}
 
     # -- features ----------------------------------------------------------------------------------
-    def image_features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def region_features(self, image: np.ndarray, boxes: Sequence[Box | None]) -> np.ndarray:
+        """L2-normalised features of ``boxes`` of ``image`` (None: the whole image), one batch."""
         import torch
         import torch.nn.functional as F
 
-        from urbanln_bench.embed import preprocess
+        if not boxes:
+            dim = (self.grounder.config.embed_dim if self.grounder is not None else self.model.visual.output_dim)
+            return np.zeros((0, dim), np.float32)
+        if self.grounder is None:
+            from urbanln_bench.embed import preprocess
 
-        if not images:
-            return np.zeros((0, self.model.visual.output_dim), np.float32)
-        pixels = preprocess(list(images), self.preprocess.image_size, self.preprocess.mean, self.preprocess.std)
+            pixels = preprocess([crop(image, b) for b in boxes], self.preprocess.image_size, self.preprocess.mean,
+                                self.preprocess.std)
+            with torch.no_grad():
+                return F.normalize(self.model.encode_image(pixels.to(self.device)).float(), dim=-1).cpu().numpy()
+        from urbanln_bench.captions.grounding import to_tensor
+
+        height, width = image.shape[:2]
+        for box in boxes:
+            crop(image, box)  # an empty box is an error here too
+        rows = torch.tensor([[0, *(b if b is not None else (0, 0, width, height))] for b in boxes], dtype=torch.float32)
         with torch.no_grad():
-            return F.normalize(self.model.encode_image(pixels.to(self.device)).float(), dim=-1).cpu().numpy()
+            return F.normalize(self.grounder.model.image(to_tensor(image)[None], rows), dim=-1).numpy()
 
     def text_features(self, phrases: Sequence[str]) -> np.ndarray:
+        """L2-normalised phrase features, cached per phrase string."""
         import torch
         import torch.nn.functional as F
-
-        from urbanln_bench.backbones.clip import encode_text_trimmed
 
         missing = [p for p in dict.fromkeys(phrases) if p not in self._text_cache]
         if missing:
-            tokens = self.tokenizer([self.template.format(phrase=p) for p in missing])
-            length = int((tokens != 0).sum(dim=1).max())
             with torch.no_grad():
-                features = F.normalize(encode_text_trimmed(self.model, tokens[:, :length].to(self.device)).float(),
-                                       dim=-1).cpu().numpy()
+                if self.grounder is not None:
+                    from urbanln_bench.captions.grounding import tokenize
+
+                    features = F.normalize(self.grounder.model.text(tokenize(missing, self._word_index)), dim=-1).numpy()
+                else:
+                    from urbanln_bench.backbones.clip import encode_text_trimmed
+
+                    tokens = self.tokenizer([self.template.format(phrase=p) for p in missing])
+                    length = int((tokens != 0).sum(dim=1).max())
+                    features = F.normalize(encode_text_trimmed(self.model, tokens[:, :length].to(self.device)).float(),
+                                           dim=-1).cpu().numpy()
             self._text_cache.update(zip(missing, features, strict=True))
-        dim = self.model.text_projection.shape[-1] if self.model.text_projection is not None else 0
-        return np.stack([self._text_cache[p] for p in phrases]) if phrases else np.zeros((0, dim), np.float32)
+        if not phrases:
+            dim = next(iter(self._text_cache.values())).shape[0] if self._text_cache else 0
+            return np.zeros((0, dim), np.float32)
+        return np.stack([self._text_cache[p] for p in phrases])
+
+    def _scores(self, text: np.ndarray, region: np.ndarray) -> np.ndarray:
+        cosine = text @ region
+        if self.grounder is None:
+            return cosine
+        model = self.grounder.model
+        logits = float(model.scale.detach().exp()) * cosine.astype(np.float64) + float(model.bias.detach())
+        return 1.0 / (1.0 + np.exp(-logits))
 
     # -- protocol ----------------------------------------------------------------------------------
     def score(self, image: np.ndarray, query_sets: Sequence[QuerySet]) -> list[np.ndarray]:
-        """Cosine(crop of the set's box, template(phrase)) for every phrase of every set."""
+        """The score of every phrase of every set against its set's region (the whole image for box None)."""
         if self._image is not image:  # region features are reused while the same image array is scored
             self._image, self._region_features = image, {}
         features = self._region_features
         boxes = [b for b in dict.fromkeys(q.box for q in query_sets if q.phrases) if b not in features]
-        features.update(zip(boxes, self.image_features([crop(image, b) for b in boxes]), strict=True))
+        features.update(zip(boxes, self.region_features(image, boxes), strict=True))
         out = []
         for query in query_sets:
             if not query.phrases:
                 out.append(np.zeros(0, np.float32))
                 continue
-            out.append(self.text_features(list(query.phrases)) @ features[query.box])
+            out.append(self._scores(self.text_features(list(query.phrases)), features[query.box]))
         return out
 
 
-def _world_regions(graph: dict, image_shape: tuple[int, ...], boxes: Sequence[Box],
-                   rng: np.random.Generator, vocabulary: Sequence[str], attributes: Sequence[str]
-                   ) -> list[tuple[Box | None, list[str], list[str]]]:
-    """(region, true phrases, hallucinated phrases) for the whole image and each crop.
+def _world_regions(graph: dict, boxes: Sequence[Box], rng: np.random.Generator, vocabulary: Sequence[str],
+                   attributes: Sequence[str]) -> list[tuple[Box | None, list[str], list[str], list[str], list[str]]]:
+    """(region, true phrases, hallucinated phrases, true kinds, hallucinated kinds) for the whole image and each crop.
 
-    True: kinds the region shows (for crops: the object overlaps it the way a local caption would
-    name it). Hallucinated: kinds of ``vocabulary`` nowhere in the region. Half the phrases carry an
-    adjective (true ones their own, hallucinated ones a random one), as captions' phrases do.
+    True: kinds the region shows (for crops: ``grounding.region_kinds``, the rule a local caption
+    names objects by). Hallucinated: kinds of ``vocabulary`` nowhere in the region. Half the phrases
+    carry an adjective (true ones their own, hallucinated ones a random one), as captions' phrases do.
     """
-    out: list[tuple[Box | None, list[str], list[str]]] = []
+    from urbanln_bench.captions.grounding import region_kinds
+
+    out: list[tuple[Box | None, list[str], list[str], list[str], list[str]]] = []
     objects = graph.get("objects", ())
     for box in [None, *boxes]:
-        shown, touched = {}, set()
-        for obj in objects:
-            name = str(obj["name"])
-            x0, y0, x1, y1 = obj["bbox"]
-            if box is None:
-                shown.setdefault(name, tuple(obj.get("attributes", ())))
-                continue
-            bx0, by0, bx1, by1 = box
-            overlap = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
-            if overlap > 0:
-                touched.add(name)
-            area, box_area = max(1e-9, (x1 - x0) * (y1 - y0)), max(1e-9, (bx1 - bx0) * (by1 - by0))
-            if overlap / area >= 0.5 or overlap / box_area >= 0.25:
-                shown.setdefault(name, tuple(obj.get("attributes", ())))
-        excluded = shown.keys() if box is None else touched
-        absent = [v for v in vocabulary if v not in excluded]
+        shown, touched = region_kinds(objects, box)
+        absent = [v for v in vocabulary if v not in touched]
 
         def phrase(name: str, own: Sequence[str]) -> str:
             if rng.random() < 0.5:
@@ -268,36 +334,48 @@ def _world_regions(graph: dict, image_shape: tuple[int, ...], boxes: Sequence[Bo
         true = [phrase(n, a) for n, a in shown.items()]
         false = [phrase(n, ()) for n in absent]
         if true and false:
-            out.append((box, true, false))
+            out.append((box, true, false, list(shown), absent))
     return out
+
+
+def _holdout_fraction(profile: str) -> float:
+    from urbanln_bench.captions.grounding import GROUNDING_PROFILES
+
+    config = GROUNDING_PROFILES.get(profile)
+    return config.holdout_fraction if config is not None else 0.15
 
 
 def _calibration_path(scorer: ClipPhraseScorer, world_manifests: Sequence[str], target_recall: float) -> Path:
     from urbanln_bench.cache import cache_root, config_hash
 
-    key = config_hash({"clip": scorer.source, "profile": scorer.profile, "template": scorer.template,
-                       "world": list(world_manifests), "target_recall": target_recall, "version": CALIBRATION_VERSION})
-    return cache_root() / "calibration" / f"clip-phrase-threshold-{scorer.profile}-{key}.json"
+    key = config_hash({"clip": scorer.source, "profile": scorer.profile, "weights": scorer.weights,
+                       "template": scorer.template, "world": list(world_manifests), "target_recall": target_recall,
+                       "holdout": _holdout_fraction(scorer.profile), "version": CALIBRATION_VERSION})
+    stem = "grounding" if scorer.weights == "grounding" else "clip"
+    return cache_root() / "calibration" / f"{stem}-phrase-threshold-{scorer.profile}-{key}.json"
 
 
 def calibrate_clip_threshold(scorer: ClipPhraseScorer, progress: Progress | None = None,
                              max_images: int = 400, target_recall: float = TARGET_RECALL) -> ClipCalibration:
-    """The keep threshold of ``scorer`` from the pretraining world (cached JSON; see module docstring).
+    """The keep threshold of ``scorer`` from held-out pretraining-world images (cached JSON; module docstring).
 
-    Regions are each world image and its refinement crops (same segmenter and crop pipeline as the
-    refinement); hallucinated kinds are drawn from the same vocabularies the simulated captioners
-    hallucinate from (``fidelity.SCENE_VOCABULARY`` and ``PLAUSIBLE_ABSENT``).
+    Images: the world images the grounder never trains on (``grounding.is_holdout``), at most
+    ``max_images`` of them; regions: each image and its refinement crops (the refinement's segmenter,
+    maximal rectangles and dilation). Hallucinated kinds come from the vocabularies the simulated
+    captioners hallucinate from (``fidelity.SCENE_VOCABULARY`` and ``PLAUSIBLE_ABSENT``).
     """
     from urbanln_bench.backbones.world_data import world_scale_for
     from urbanln_bench.cache import atomic_write_text, file_lock
     from urbanln_bench.captions import fidelity
-    from urbanln_bench.captions.rectangles import crops_from_masks
+    from urbanln_bench.captions.grounding import is_holdout
+    from urbanln_bench.captions.rectangles import crops_from_masks, dilate_box
     from urbanln_bench.captions.segment import ColourRegionSegmenter
     from urbanln_bench.data.loader import CityData
     from urbanln_bench.specs import pretraining_world
     from urbanln_bench.synth.twin import ensure_twin
 
-    cities = [CityData.open(ensure_twin(spec, world_scale_for(scorer.profile))) for spec in pretraining_world()]
+    specs = pretraining_world()
+    cities = [CityData.open(ensure_twin(spec, world_scale_for(scorer.profile))) for spec in specs]
     manifests = [c.manifest_hash for c in cities]
     path = _calibration_path(scorer, manifests, target_recall)
     if path.exists():
@@ -305,8 +383,10 @@ def calibrate_clip_threshold(scorer: ClipPhraseScorer, progress: Progress | None
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
             return ClipCalibration(**json.loads(path.read_text()))
-        items = [(c, image_id, graph) for c in cities for imagery in ("SI", "SV")
-                 for image_id, graph in sorted(c.scene_graphs(imagery).items())]
+        fraction = _holdout_fraction(scorer.profile)
+        items = [(c, image_id, graph) for spec, c in zip(specs, cities, strict=True) for imagery in ("SI", "SV")
+                 for image_id, graph in sorted(c.scene_graphs(imagery).items())
+                 if is_holdout(f"{spec.name}/{image_id}", fraction)]
         rng = np.random.default_rng(CALIBRATION_VERSION)
         if len(items) > max_images:
             items = [items[i] for i in sorted(rng.choice(len(items), max_images, replace=False).tolist())]
@@ -314,28 +394,59 @@ def calibrate_clip_threshold(scorer: ClipPhraseScorer, progress: Progress | None
         segmenter = ColourRegionSegmenter()
         true_scores: list[float] = []
         false_scores: list[float] = []
-        advance = progress(f"calibrating the CLIP '{scorer.profile}' phrase threshold on the pretraining world",
+        false_rendered: list[bool] = []
+        true_kinds: list[str] = []
+        false_kinds: list[str] = []
+        advance = progress(f"calibrating the '{scorer.name}' phrase threshold on held-out pretraining-world images",
                            len(items)) if progress else None
         for city, image_id, graph in items:
             image = city.load_image(image_id)
             kind = str(graph.get("kind", "satellite"))
-            vocabulary = sorted(set(fidelity.SCENE_VOCABULARY[kind]) | set(fidelity.PLAUSIBLE_ABSENT[kind]))
-            boxes = crops_from_masks(segmenter.masks(image), image.shape)
-            regions = _world_regions(graph, image.shape, boxes, rng, vocabulary, attributes)
-            sets = [QuerySet(tuple(t + f), box) for box, t, f in regions]
-            for (_, t, _), scores in zip(regions, scorer.score(image, sets), strict=True):
+            scene = set(fidelity.SCENE_VOCABULARY[kind])
+            vocabulary = sorted(scene | set(fidelity.PLAUSIBLE_ABSENT[kind]))
+            height, width = image.shape[:2]
+            boxes = [b for b in (dilate_box(tuple(int(v) for v in box), width, height)
+                                 for box in crops_from_masks(segmenter.masks(image), image.shape)) if b is not None]
+            regions = _world_regions(graph, boxes, rng, vocabulary, attributes)
+            sets = [QuerySet(tuple(t + f), box) for box, t, f, _, _ in regions]
+            for (_, t, _, true_names, names), scores in zip(regions, scorer.score(image, sets), strict=True):
                 true_scores += scores[:len(t)].tolist()
                 false_scores += scores[len(t):].tolist()
+                false_rendered += [name in scene for name in names]
+                true_kinds += true_names
+                false_kinds += names
             if advance:
                 advance(1)
         t, f = np.asarray(true_scores), np.asarray(false_scores)
+        rendered = np.asarray(false_rendered, bool)
         threshold, j = recall_floor_threshold(t, f, target_recall)
         kept_true, kept_false = int((t > threshold).sum()), int((f > threshold).sum())
+
+        def split(mask: np.ndarray) -> tuple[float | None, float | None]:
+            if not mask.any():
+                return None, None
+            return _auc(t, f[mask]), float((f[mask] <= threshold).mean())
+
+        auc_scene, rejected_scene = split(rendered)
+        auc_never, rejected_never = split(~rendered)
+        per_kind = {}
+        true_kind, false_kind = np.asarray(true_kinds), np.asarray(false_kinds)
+        for name in sorted(set(true_kinds)):
+            k_true, k_false = t[true_kind == name], f[false_kind == name]
+            if len(k_true) >= 20 and len(k_false) >= 20:
+                per_kind[name] = {"auc": round(_auc(k_true, k_false), 4), "n_true": len(k_true),
+                                  "n_hallucinated": len(k_false), "kept_true": round(float((k_true > threshold).mean()), 4),
+                                  "kept_hallucinated": round(float((k_false > threshold).mean()), 4)}
         calibration = ClipCalibration(
             threshold=threshold, precision=kept_true / max(1, kept_true + kept_false), recall=kept_true / len(t),
-            hallucinated_rejected=1.0 - kept_false / len(f), youden_j=j, target_recall=target_recall, auc=_auc(t, f), n_true=len(t),
-            n_hallucinated=len(f), n_images=len(items), profile=scorer.profile, template=scorer.template,
-            clip_source=scorer.source, world_manifests=manifests,
+            hallucinated_rejected=1.0 - kept_false / len(f), youden_j=j, target_recall=target_recall, auc=_auc(t, f),
+            n_true=len(t), n_hallucinated=len(f), n_images=len(items), profile=scorer.profile,
+            template=scorer.template, clip_source=scorer.source, world_manifests=manifests,
+            auc_scene_kinds=auc_scene, auc_never_rendered=auc_never, hallucinated_rejected_scene_kinds=rejected_scene,
+            hallucinated_rejected_never_rendered=rejected_never, n_hallucinated_scene_kinds=int(rendered.sum()),
+            n_hallucinated_never_rendered=int((~rendered).sum()),
+            auc_within_kind_mean=float(np.mean([v["auc"] for v in per_kind.values()])) if per_kind else None,
+            per_kind=per_kind,
         )
         atomic_write_text(path, json.dumps(asdict(calibration), indent=1) + "\n")
     return calibration

@@ -30,7 +30,8 @@ import numpy as np
 from urbanln_bench.captions.captioners import DEFAULT_CAPTIONS_PER_IMAGE, PAPER_CAPTIONERS, build_captioner
 from urbanln_bench.errors import UserError
 
-PIPELINE_VERSION = 1  # bump when the pipeline's output changes for the same settings
+PIPELINE_VERSION = 2  # bump when the pipeline's output changes for the same settings
+# 2: the offline phrase scorer is the phrase grounder; torch runs on one thread while captioning
 IMAGERY = ("SI", "SV")
 FILES = ("raw", "refined", "selected")
 
@@ -41,8 +42,10 @@ Progress = Callable[[str, int], Callable[[int], None]]
 class PipelineConfig:
     """Every setting of the caption pipeline; all of it goes into the cache key.
 
-    ``phrase_scorer``: ``"clip:PROFILE"`` (offline default; calibrated threshold) or ``"owlv2:DIR"``;
-    ``threshold`` overrides the scorer's own (calibrated for CLIP, 0.01 for OWLv2). ``refinement``
+    ``phrase_scorer``: ``"clip:PROFILE"`` (offline default: the phrase grounder of ``grounding.py``,
+    threshold calibrated on held-out pretraining-world images), ``"clip:PROFILE@foundation"`` (the
+    foundation CLIP's cosine, for comparison) or ``"owlv2:DIR"``; ``threshold`` overrides the scorer's
+    own (calibrated for CLIP, 0.01 for OWLv2). ``refinement``
     False is "w/o Refinement"; ``consensus`` False is "w/o Consensus" (seeded random choice).
     ``limit`` keeps only the first N images (sorted ids): quick looks and tests.
     """
@@ -212,7 +215,9 @@ def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress:
     with file_lock(captions_root(city) / f".{key}.lock"):
         if (folder / "config.json").is_file() and not force:
             return CaptionRun(folder, key, True, json.loads((folder / "config.json").read_text()))
-        with atomic_directory(folder) as tmp:
+        from urbanln_bench.captions.grounding import one_torch_thread
+
+        with atomic_directory(folder) as tmp, one_torch_thread():
             info = _write_caption_set(city, config, ids, backends, tmp, key, progress)
     return CaptionRun(folder, key, False, info)
 
