@@ -35,3 +35,13 @@ class RandomFeatures(TorchImageEncoder):
         model = build_resnet18()
         model.fc = torch.nn.Identity()
         self.model = model.eval()
+
+    def architecture(self):
+        import torch
+
+        from urbanln_bench.backbones.resnet import build_resnet18
+        from urbanln_bench.profiling import Architecture
+
+        model = build_resnet18()
+        model.fc = torch.nn.Identity()
+        return Architecture(model, sum(p.numel() for p in model.parameters()), 0, "random init, frozen")

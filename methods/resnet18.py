@@ -60,3 +60,14 @@ class ResNet18(TorchImageEncoder):
 
         model.fc = torch.nn.Identity()
         self.model = model.eval()
+
+    def architecture(self):
+        import torch
+
+        from urbanln_bench.backbones.resnet import build_resnet18
+        from urbanln_bench.profiling import Architecture
+
+        model = build_resnet18()
+        model.fc = torch.nn.Identity()
+        total = sum(p.numel() for p in model.parameters())
+        return Architecture(model, total, 0, "frozen; no city pretraining")

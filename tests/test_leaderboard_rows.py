@@ -9,11 +9,13 @@ from urbanln_bench.leaderboard import render_leaderboard
 
 
 def write_record(results: Path, slug: str, display: str, task: str, imagery: str, r2: float, rmse: float,
-                 *, native=("SI",), ours=False, role="method") -> None:
+                 *, native=("SI",), ours=False, role="method", ablation_of="", overrides=None,
+                 variant=None) -> None:
     record = {
         "schema": 1, "key": f"{slug}-{task}-{imagery}", "harness_version": "test",
-        "method": {"name": slug, "display_name": display, "variant": display, "slug": slug, "version": "1",
-                   "config": {}, "overrides": {}, "role": role, "ours": ours, "native_imagery": list(native),
+        "method": {"name": slug, "display_name": display, "variant": variant or display, "slug": slug, "version": "1",
+                   "config": {}, "overrides": overrides or {}, "role": role, "ours": ours, "ablation_of": ablation_of,
+                   "native_imagery": list(native),
                    "weight_source": "none", "uses_aux": []},
         "cell": {"id": f"NY/{task}/{imagery}", "city": "NY", "task": task, "imagery": imagery},
         "fit_city": "NY",
@@ -41,3 +43,20 @@ def test_improvement_rows_and_missing_cells(tmp_path: Path):
     assert "0.900" not in main and "0.900 ± 0.010" in text  # the non-native SV row only in the extended table
     assert "| ResNet-18 | SI | none | 0.400 ± 0.010 | 1.000 ± 0.010 | 0.500 ± 0.010 | 0.200 ± 0.010 |" in main
     assert render_leaderboard(tmp_path) == text
+
+
+def test_ablations_and_overrides_get_their_own_table(tmp_path: Path):
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SI", 0.40, 1.00)
+    write_record(tmp_path, "urbanln", "UrbanLN", "Pop", "SI", 0.50, 0.80, native=("SV", "SI"), ours=True)
+    write_record(tmp_path, "urbanln-no-ipsi", "UrbanLN w/o IPSI", "Pop", "SI", 0.45, 0.90, native=("SV", "SI"),
+                 ours=True, ablation_of="urbanln")
+    write_record(tmp_path, "urbanln__mu=0.3", "UrbanLN", "Pop", "SI", 0.52, 0.79, native=("SV", "SI"), ours=True,
+                 overrides={"mu": 0.3}, variant="UrbanLN [mu=0.3]")
+    text = render_leaderboard(tmp_path)
+    main = text.split("### NY — ablations")[0]
+    assert "UrbanLN+SI w/o IPSI" not in main and "mu=0.3" not in main  # the paper table: full method only
+    assert "| Improvement (UrbanLN+SI) |" in main and "Improvement (UrbanLN+SI w/o IPSI)" not in main
+    ablations = text.split("### NY — ablations")[1].split("### NY — every imagery variant")[0]
+    assert "| UrbanLN+SI w/o IPSI | SI | 0.450 ± 0.010 | — | — | -0.050 | — | — |" in ablations
+    assert "| UrbanLN+SI [mu=0.3] | SI | 0.520 ± 0.010 | — | — | +0.020 | — | — |" in ablations
+    assert "| UrbanLN+SI | SI | 0.500 ± 0.010 | — | — | — | — | — |" in ablations

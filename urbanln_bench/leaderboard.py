@@ -22,6 +22,7 @@ PAPER_METRIC = {"r2": "R2", "rmse": "RMSE", "mae": "MAE"}
 PAPER_ORDER = ("ResNet-18", "Tile2Vec", "PG-SimCLR", "RemoteCLIP", "UrbanCLIP", "MuseCL", "UrbanVLP")
 ROLE_ORDER = {"method": 0, "floor": 2, "oracle": 3}
 CITY_ORDER = ("BJ", "SH", "SZ", "NY")
+NOTE_MARK = " †"  # a cell whose record carries notes (a task derived from the method's auxiliary data)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class Row:
     weights: str
     strategy: str
     native: bool  # the method's native imagery (the paper-shaped table shows only these)
+    ablation: bool = False  # an ablation or a settings override of an "ours" method: the ablation table
+
+
+def is_ablation(method: dict) -> bool:
+    return bool(method.get("ours")) and bool(method.get("ablation_of") or method.get("overrides"))
 
 
 def row_label(record: dict) -> str:
@@ -40,8 +46,9 @@ def row_label(record: dict) -> str:
     imagery = record["cell"]["imagery"]
     label = method["variant"]
     if len(method["native_imagery"]) > 1 or imagery not in method["native_imagery"]:
-        if method["ours"] and "[" not in label:
-            return f"{label}+{imagery}"
+        if method["ours"]:  # the paper's naming: UrbanLN+SV, UrbanLN+SV w/o IPSI, UrbanLN+SV [mu=0.3]
+            head, space, rest = label.partition(" ")
+            return f"{head}+{imagery}{space}{rest}"
         return f"{label} ({imagery})"
     return label
 
@@ -76,8 +83,9 @@ def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict
             continue  # transfer records have their own section
         row = Row(row_label(record), cell["imagery"], method["role"], bool(method["ours"]),
                   _short_weights(method["weight_source"]), record["split"]["strategy"],
-                  cell["imagery"] in method["native_imagery"])
-        tables[(city, record["data"]["tag"])][row][cell["task"]] = record["metrics"]
+                  cell["imagery"] in method["native_imagery"], is_ablation(method))
+        metrics = {**record["metrics"], "notes": record["notes"]} if record.get("notes") else record["metrics"]
+        tables[(city, record["data"]["tag"])][row][cell["task"]] = metrics
     return tables
 
 
@@ -109,10 +117,12 @@ def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: l
                  native_only: bool) -> list[str]:
     header = ["Method", "Imagery", "Weights", *(f"{t} {METRIC_LABELS[m]}" for t in tasks for m in METRICS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
-    chosen = {r: v for r, v in rows.items() if r.native and r.strategy == "random"} if native_only else rows
+    chosen = ({r: v for r, v in rows.items() if r.native and r.strategy == "random" and not r.ablation}
+              if native_only else rows)
     for row in sorted(chosen, key=_sort_key):
         metrics = chosen[row]
-        cells = [_fmt(metrics.get(t, {}).get(m)) if t in metrics else MISSING for t in tasks for m in METRICS]
+        cells = [_fmt(metrics.get(t, {}).get(m)) + (NOTE_MARK if m == "r2" and metrics.get(t, {}).get("notes") else "")
+                 if t in metrics else MISSING for t in tasks for m in METRICS]
         role = {"floor": " *(floor)*", "oracle": " *(ceiling)*"}.get(row.role, "")
         imagery = row.imagery if native_only else f"{row.imagery}, {row.strategy}"
         lines.append("| " + " | ".join([row.label + role, imagery, row.weights, *cells]) + " |")
@@ -127,6 +137,72 @@ def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: l
                         value = paper.value(model, t, PAPER_METRIC[m]) if t in paper.tasks else None
                         cells.append(MISSING if value is None else f"{value:.3f}")
                 lines.append("| " + " | ".join([f"{model} *(paper-reported)*", "real", "paper", *cells]) + " |")
+    if any(v.get("notes") for metrics in chosen.values() for v in metrics.values()):
+        lines += ["", f"{NOTE_MARK.strip()} The method trains on the auxiliary data this task is derived from; "
+                      "reported because the paper reports it."]
+    return lines
+
+
+def ablation_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
+    """The paper's ablation table: every "ours" row (full method, ablations, overrides) per imagery, R² per
+    task with the change against the full method on the same imagery."""
+    ours = {r: v for r, v in rows.items() if r.ours and r.role == "method" and r.strategy == "random"}
+    if not any(r.ablation for r in ours):
+        return []
+    full = {r.imagery: v for r, v in ours.items() if not r.ablation}
+    header = ["Variant", "Imagery", *(f"{t} R²" for t in tasks), *(f"Δ {t}" for t in tasks)]
+    lines = [f"### {city} — ablations (`{tag}`)", "",
+             "R² mean ± std over probe seeds; Δ = variant − full UrbanLN on the same imagery.", "",
+             "| " + " | ".join(header) + " |", "|---|---|" + "|".join(["---:"] * (len(header) - 2)) + "|"]
+    for row in sorted(ours, key=lambda r: (r.imagery, r.ablation, r.label)):
+        metrics = ours[row]
+        base = full.get(row.imagery, {})
+        cells = [_fmt(metrics.get(t, {}).get("r2")) for t in tasks]
+        deltas = [f"{metrics[t]['r2']['mean'] - base[t]['r2']['mean']:+.3f}" if row.ablation and t in metrics
+                  and t in base else MISSING for t in tasks]
+        lines.append("| " + " | ".join([row.label, row.imagery, *cells, *deltas]) + " |")
+    return lines + [""]
+
+
+TRANSFER_TASK = "Pop"
+
+
+def transfer_section(results_dir: Path) -> list[str]:
+    """Source rows × target columns, Pop R² per imagery, from records whose fit city differs from the cell's
+    (``run --pretrain-city``). In-city records of the same method fill the diagonal when they exist."""
+    entries: dict[tuple[str, str, str], dict[tuple[str, str], dict]] = defaultdict(dict)
+    targets: dict[tuple[str, str], set[str]] = defaultdict(set)
+    transfer_methods = set()
+    records = [record for _, record in iter_records(results_dir) if record["cell"]["task"] == TRANSFER_TASK]
+    for record in records:
+        if record.get("fit_city", record["cell"]["city"]) != record["cell"]["city"]:
+            transfer_methods.add((record["method"]["variant"], record["data"]["tag"]))
+    for record in records:
+        cell, method = record["cell"], record["method"]
+        if (method["variant"], record["data"]["tag"]) not in transfer_methods:
+            continue
+        source = record.get("fit_city", cell["city"])
+        key = (method["variant"], record["data"]["tag"], cell["imagery"])
+        entries[key][(source, cell["city"])] = record["metrics"]["r2"]
+        targets[key[:2]].add(cell["city"])
+    if not entries:
+        return []
+    lines = ["## Transfer — pretrain on one city, probe another", "",
+             f"{TRANSFER_TASK} R² (mean ± std over probe seeds). Rows: the city the method was pretrained on "
+             "(`run --pretrain-city`); columns: the city embedded and probed. The diagonal is in-city pretraining.", ""]
+    for variant, tag, imagery in sorted(entries):
+        cities = sorted(targets[(variant, tag)] | {s for s, _ in entries[(variant, tag, imagery)]},
+                        key=lambda c: (CITY_ORDER.index(c) if c in CITY_ORDER else len(CITY_ORDER), c))
+        grid = entries[(variant, tag, imagery)]
+        lines += [f"### {variant}, {imagery} (`{tag}`)", "",
+                  "| pretrained on ↓, probed on → | " + " | ".join(cities) + " |",
+                  "|---|" + "|".join(["---:"] * len(cities)) + "|"]
+        for source in cities:
+            if not any((source, target) in grid for target in cities):
+                continue
+            cells = [_fmt(grid.get((source, target))) for target in cities]
+            lines.append(f"| {source} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -161,9 +237,13 @@ def render_leaderboard(results_dir: Path) -> str:
         lines += [f"## {city} — {kind} (`{tag}`)", "",
                   f"{data_note}. Methods on their native imagery, random 6:2:2 split.", ""]
         lines += city_section(city, tag, rows, tasks, native_only=True)
+        ablations = ablation_section(city, tag, rows, tasks)
+        if ablations:
+            lines += [""] + ablations[:-1]
         lines += ["", f"### {city} — every imagery variant and split strategy (`{tag}`)", ""]
         lines += city_section(city, tag, rows, tasks, native_only=False)
         lines.append("")
+    lines += transfer_section(results_dir)
     if not tables:
         lines += ["No result records yet: run `urbanln-bench run --method resnet18 --city NY`.", ""]
     return "\n".join(lines).rstrip("\n") + "\n"

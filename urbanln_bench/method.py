@@ -16,6 +16,7 @@ entry-point group a third-party package uses (``urbanln_bench.methods``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +47,12 @@ class MethodMeta:
     description: str
     citation: str = ""
     uses_aux: tuple[str, ...] = ()  # auxiliary modalities it trains on; cells derived from them show "—"
+    requires: tuple[str, ...] = ()  # auxiliary modalities it cannot run without; a city lacking one shows "—"
+    report_derived_cells: bool = False  # run the cells derived from uses_aux anyway (the paper reports them), flagged
     role: str = "method"  # "floor" and "oracle" rows frame the leaderboard
     synthetic_only: bool = False  # needs a twin's truth (the oracle)
     ours: bool = False  # UrbanLN variants: the improvement rows compare these with the best baseline
+    ablation_of: str = ""  # an ablation of another registered method (its own row in the ablation table)
     default_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +63,13 @@ class MethodMeta:
         allowed = {"fused": {"SV+SI"}, "SV": {"SV"}, "SI": {"SI"}, "either": {"SV", "SI"}}[self.imagery]
         if not self.native_imagery or not set(self.native_imagery) <= allowed:
             raise ValueError(f"method '{self.name}': native_imagery {self.native_imagery} does not fit imagery {self.imagery}")
+        from urbanln_bench.specs import AUX_MODALITIES
+
+        for what, names in (("uses_aux", self.uses_aux), ("requires", self.requires)):
+            unknown = [n for n in names if n not in AUX_MODALITIES]
+            if unknown:
+                raise ValueError(f"method '{self.name}': {what} names unknown modality {unknown[0]!r}; "
+                                 f"known: {', '.join(AUX_MODALITIES)}")
 
     def runnable_imagery(self) -> tuple[str, ...]:
         return {"fused": ("SV+SI",), "SV": ("SV",), "SI": ("SI",), "either": ("SV", "SI")}[self.imagery]
@@ -116,6 +127,27 @@ class Method:
     def encode_regions(self, city: UnlabelledCity, region_ids: list[str], context: FitContext) -> np.ndarray:
         raise NotImplementedError(f"method '{self.meta.name}' is fused but has no encode_regions hook")
 
+    def caption_settings(self, imagery: str) -> dict[str, dict[str, Any]]:
+        """Caption sets ``fit`` needs, as {caption imagery: pipeline settings} (default: none).
+
+        The harness runs the caption pipeline (``captions/pipeline.py``) on the fit city with these
+        settings over the pipeline's defaults and hands ``fit`` the selected captions in
+        ``context.extras["captions"][imagery]`` (image id → caption). Captioners play MLLMs looking at
+        the images; they never see labels.
+        """
+        return {}
+
+    def architecture(self):
+        """``profiling.Architecture`` (encoder with random weights, total / trainable parameters) or None.
+
+        ``urbanln-bench profile`` uses it; nothing is pretrained or loaded for it.
+        """
+        return None
+
+    def fit_report(self) -> dict[str, Any]:
+        """What pretraining measured (steps, losses, parameter counts, seconds); stored with the embeddings."""
+        return {}
+
     def modules(self) -> list[torch.nn.Module]:
         """Torch modules the harness moves to the device and puts in eval mode before embedding."""
         return []
@@ -125,12 +157,14 @@ class Method:
         """Row label: display name plus overrides, e.g. ``UrbanLN [mu=0.3]``."""
         if not self.overrides:
             return self.meta.display_name
-        return f"{self.meta.display_name} [{', '.join(f'{k}={v}' for k, v in self.overrides.items())}]"
+        return f"{self.meta.display_name} [{', '.join(f'{k}={_show(v)}' for k, v in self.overrides.items())}]"
 
     def variant_slug(self) -> str:
+        """A folder name: ``name__key=value_key=value`` with only path-safe characters."""
         if not self.overrides:
             return self.meta.name
-        return self.meta.name + "__" + "_".join(f"{k}={v}" for k, v in self.overrides.items())
+        text = "_".join(f"{k}={_show(v, '+')}" for k, v in self.overrides.items())
+        return self.meta.name + "__" + re.sub(r"[^A-Za-z0-9._=+-]", "-", text)
 
     def identity(self) -> dict[str, Any]:
         """Everything about the method that can change its numbers (goes into every cache key)."""
@@ -151,6 +185,13 @@ class TorchImageEncoder(Method):
         return self.model(pixels)
 
 
+def _show(value: Any, sep: str = ",") -> str:
+    """A setting as a user typed it: lists joined (``a,b``), scalars as str."""
+    if isinstance(value, (list, tuple)):
+        return sep.join(str(v) for v in value)
+    return str(value)
+
+
 def coerce_setting(method: str, key: str, value: Any, default: Any) -> Any:
     """Convert a ``--set key=value`` string to the type of the default."""
     if not isinstance(value, str) or isinstance(default, str):
@@ -164,6 +205,8 @@ def coerce_setting(method: str, key: str, value: Any, default: Any) -> Any:
             return int(value)
         if isinstance(default, float):
             return float(value)
+        if isinstance(default, list) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]  # a,b → ["a", "b"]
         return json.loads(value)
     except (ValueError, json.JSONDecodeError):
         raise UserError(f"method '{method}': setting {key}={value!r} is not a {type(default).__name__}") from None

@@ -28,6 +28,7 @@ from urbanln_bench.records import (
 from urbanln_bench.registry import suggest
 from urbanln_bench.specs import CitySpec, get_task
 
+TINY_CAPTIONERS = 2  # captioners asked under the tiny profile (see caption_configs)
 FIT_SEED = 0  # pretraining seed of every method (probe seeds vary; pretraining runs once per cell group)
 
 
@@ -51,6 +52,7 @@ class RunOptions:
     batch_size: int = 64
     embeddings_file: Path | None = None  # eval: probe embeddings made elsewhere instead of a method
     embeddings_label: str | None = None
+    pretrain_city: str | None = None  # transfer: pretrain on this city, embed and probe the target city
 
 
 @dataclass
@@ -115,34 +117,122 @@ def select_cells(spec: CitySpec, method: Method, tasks: list[str] | None, imager
     return [(t, i) for i in chosen_imagery for t in spec.tasks if not tasks or t in tasks]
 
 
-def embedding_cache_path(method: Method, data: CityData, imagery: str, fit_city: str) -> Path:
+def caption_configs(method: Method, imagery: str, profile: str) -> dict[str, Any]:
+    """{caption imagery: PipelineConfig} of the caption sets the method's ``fit`` needs (none for most).
+
+    The pipeline's defaults overridden by the method's own settings. The ``tiny`` profile (tests, CI,
+    ``check-method``) scores phrases with the tiny models and, unless the method names its captioners,
+    asks two of the five captioners for two candidates each (4 instead of 10): the same pipeline, a
+    fifth of the CAPTURE pairs. Records carry the configuration either way.
+    """
+    requests = method.caption_settings(imagery)
+    if not requests:
+        return {}
+    from urbanln_bench.captions.pipeline import PipelineConfig
+
+    out = {}
+    for caption_imagery, settings in requests.items():
+        defaults: dict[str, Any] = {}
+        if profile == "tiny":
+            default = PipelineConfig()
+            if ":" in default.phrase_scorer:
+                defaults["phrase_scorer"] = default.phrase_scorer.rsplit(":", 1)[0] + ":tiny"
+            defaults["captioners"] = default.captioners[:TINY_CAPTIONERS]
+        out[caption_imagery] = PipelineConfig(imagery=caption_imagery, **{**defaults, **settings})
+    return out
+
+
+def caption_identity(method: Method, imagery: str, profile: str) -> dict[str, Any] | None:
+    """What the method's caption sets depend on besides the data (goes into cache and record keys)."""
+    configs = caption_configs(method, imagery, profile)
+    if not configs:
+        return None
+    from urbanln_bench.captions.pipeline import PIPELINE_VERSION
+
+    return {"version": PIPELINE_VERSION, "code": captions_code_fingerprint(),
+            "configs": {k: dataclasses.asdict(v) for k, v in configs.items()}}
+
+
+def captions_code_fingerprint() -> str:
+    """Hash of the caption pipeline's source (every module of ``urbanln_bench.captions``, styles included).
+
+    The caption set's own key also covers the trained scorer it loads, but computing it means loading
+    the backends; records and embedding caches are keyed before anything loads, so any change of the
+    pipeline's code retrains the methods that read captions rather than serving stale embeddings.
+    """
+    import hashlib
+    from importlib import resources
+
+    digest = hashlib.sha256()
+    package = resources.files("urbanln_bench.captions")
+    for entry in sorted(package.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".py"):
+            digest.update(entry.name.encode() + entry.read_bytes())
+    styles = package.joinpath("styles")
+    for entry in sorted(styles.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            digest.update(entry.name.encode() + entry.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def method_captions(method: Method, data: CityData, imagery: str, profile: str,
+                    progress: Callable | None) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    """Run (or reuse) the caption pipeline on ``data`` for the method; (captions, provenance)."""
+    from urbanln_bench.captions.pipeline import run_pipeline
+
+    captions, info = {}, {}
+    for caption_imagery, config in caption_configs(method, imagery, profile).items():
+        run_ = run_pipeline(data, config, progress)
+        captions[caption_imagery] = {r["image_id"]: r["caption"] for r in run_.read("selected")}
+        info[caption_imagery] = {"city": data.name, "key": run_.key, "reused": run_.reused,
+                                 "images": len(captions[caption_imagery]),
+                                 "seconds": run_.info.get("seconds_total")}
+    return captions, info
+
+
+def embedding_cache_path(method: Method, data: CityData, imagery: str, fit_data: CityData, profile: str) -> Path:
     key = config_hash({"method": method.identity(), "data": data.manifest_hash, "imagery": imagery,
-                       "fit_seed": FIT_SEED, "fit_city": fit_city, "harness": HARNESS_VERSION,
+                       "fit_seed": FIT_SEED, "fit_city": fit_data.name, "fit_data": fit_data.manifest_hash,
+                       "captions": caption_identity(method, imagery, profile), "harness": HARNESS_VERSION,
                        "pooling": "mean-capped"}, length=20)
-    return cache_root() / "embeddings" / method.variant_slug() / f"{data.name}-{imagery.replace('+', '')}-{key}.npz"
+    slug = method.variant_slug() + (f"__from-{fit_data.name}" if fit_data.name != data.name else "")
+    return cache_root() / "embeddings" / slug / f"{data.name}-{imagery.replace('+', '')}-{key}.npz"
 
 
 def compute_embeddings(method: Method, data: CityData, imagery: str, options: RunOptions,
-                       progress: Callable | None):
+                       progress: Callable | None, fit_data: CityData | None = None):
+    """Fit the method on ``fit_data`` (default: ``data``) and embed ``data``; cached per key."""
     from urbanln_bench.embed import Embeddings, embed_city
 
-    path = embedding_cache_path(method, data, imagery, data.name)
+    fit_data = fit_data or data
+    path = embedding_cache_path(method, data, imagery, fit_data, options.profile)
     if path.exists():
         return Embeddings.load(path), True
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
             return Embeddings.load(path), True
-        extras = {}
+        extras: dict[str, Any] = {}
         if method.meta.role == "oracle":
             names, matrix = data.latents()
             extras["latents"] = dict(zip(data.regions.ids, matrix, strict=True))
+        captions, caption_info = method_captions(method, fit_data, imagery, options.profile, progress)
+        if captions:
+            extras["captions"] = captions
         context = FitContext(seed=FIT_SEED, device=options.device, scale=options.scale, profile=options.profile,
                              work_dir=path.parent / (path.stem + "-work"), progress=progress, extras=extras)
+        import time
+
         import torch
 
         torch.manual_seed(FIT_SEED)
-        method.fit(data.unlabelled(), imagery, context)
+        started = time.perf_counter()
+        method.fit(fit_data.unlabelled(), imagery, context)
+        fit_seconds = time.perf_counter() - started
         embeddings = embed_city(method, data, imagery, context, batch_size=options.batch_size, progress=progress)
+        embeddings.meta["fit"] = {"city": fit_data.name, "data_manifest": fit_data.manifest_hash,
+                                  "seconds": round(fit_seconds, 1), "report": method.fit_report()}
+        if caption_info:
+            embeddings.meta["captions"] = caption_info
         embeddings.save(path)
     return embeddings, False
 
@@ -230,6 +320,25 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
         (lambda total: progress(f"rendering {spec.name} twin ({options.scale})", total)) if progress else None))
     if method.meta.synthetic_only and data.source != "synthetic":
         raise UserError(f"method '{method.meta.name}' needs a synthetic twin's truth; {data.root} is real data")
+    fit_data = data
+    if options.pretrain_city and options.pretrain_city != spec.name:
+        if options.data_root is not None:
+            raise UserError("--pretrain-city with --data-root: give the pretraining city's data through "
+                            "$URBANLN_BENCH_DATA_ROOT/<CITY> (one --data-root names one city)")
+        if method.meta.role != "method":
+            raise UserError(f"--pretrain-city: '{method.meta.name}' is a {method.meta.role}, it has no pretraining")
+        fit_spec = get_city(options.pretrain_city)
+        fit_data = open_city(fit_spec, scale=options.scale, progress_factory=(
+            (lambda total: progress(f"rendering {fit_spec.name} twin ({options.scale})", total)) if progress else None))
+        for _, imagery in cells:
+            if imagery != "SV+SI" and imagery not in fit_spec.imagery:
+                raise UserError(f"--pretrain-city {fit_spec.name} has no {imagery} imagery")
+    missing = missing_aux(method.meta, fit_data)
+    if missing:
+        note = f"excluded: {method.meta.display_name} needs {' and '.join(missing)}, which {fit_data.name}'s data lacks"
+        return [CellOutcome(f"{spec.name}/{t}/{i}", None, note=note) for t, i in cells]
+    transfer = fit_data is not data
+    slug = method.variant_slug() + (f"__from-{fit_data.name}" if transfer else "")
     tag = data_tag(data.source, options.scale, data.manifest_hash)
     grid_by_id = {rid: (r, c) for rid, r, c in zip(data.regions.ids, data.regions.row, data.regions.col, strict=True)}
     identity = method.identity()
@@ -241,15 +350,20 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
         for task, _ in [(t, i) for t, i in cells if i == imagery]:
             cell_id = f"{spec.name}/{task}/{imagery}"
             task_spec = get_task(task)
-            if task_spec.derived_from_aux and task_spec.derived_from_aux in meta.uses_aux:
+            if task_spec.derived_from_aux in meta.uses_aux and not meta.report_derived_cells:
                 outcomes.append(CellOutcome(cell_id, None, note=f"excluded: {meta.display_name} trains on "
                                             f"{task_spec.derived_from_aux}, from which {task} is derived"))
                 continue
-            key = record_key({"method": identity, "cell": cell_id, "data": data.manifest_hash,
-                              "split": [options.strategy, list(options.seeds)], "probe": [ProbeConfig().digest, PROBE_VERSION],
-                              "tune": options.tune, "fit_city": spec.name})
-            path = RecordPath(options.results_dir, tag, spec.name, method.variant_slug(), task,
-                              imagery, options.strategy).path
+            key_parts = {"method": identity, "cell": cell_id, "data": data.manifest_hash,
+                         "split": [options.strategy, list(options.seeds)], "probe": [ProbeConfig().digest, PROBE_VERSION],
+                         "tune": options.tune, "fit_city": fit_data.name}
+            captions = caption_identity(method, imagery, options.profile)
+            if captions is not None:
+                key_parts["captions"] = captions
+            if transfer:
+                key_parts["fit_data"] = fit_data.manifest_hash
+            key = record_key(key_parts)
+            path = RecordPath(options.results_dir, tag, spec.name, slug, task, imagery, options.strategy).path
             stored = reusable(path, key, options.overwrite)
             if stored is not None:
                 outcomes.append(CellOutcome(cell_id, stored, reused=True))
@@ -257,7 +371,7 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
                 todo.append((task, cell_id, key, path))
         if not todo:
             continue
-        embeddings, cached = compute_embeddings(method, data, imagery, options, progress)
+        embeddings, cached = compute_embeddings(method, data, imagery, options, progress, fit_data)
         log(f"{'reused cached' if cached else 'computed'} {imagery} embeddings of {spec.name}: "
             f"{len(embeddings.region_ids)} regions × {embeddings.vectors.shape[1]}")
         for task, cell_id, key, path in todo:
@@ -265,20 +379,58 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
             record = {
                 "schema": 1, "key": key,
                 "method": {"name": meta.name, "display_name": meta.display_name, "variant": method.variant_label(),
-                           "slug": method.variant_slug(), "version": meta.version, "config": method.config,
-                           "overrides": method.overrides, "role": meta.role, "ours": meta.ours,
+                           "slug": slug, "version": meta.version, "config": method.config,
+                           "overrides": method.overrides, "role": meta.role, "ours": meta.ours, "ablation_of": meta.ablation_of,
                            "native_imagery": list(meta.native_imagery), "weight_source": method.weight_source(),
                            "uses_aux": list(meta.uses_aux)},
                 "cell": {"id": cell_id, "city": spec.name, "task": task, "imagery": imagery},
-                "fit_city": spec.name,
+                "fit_city": fit_data.name,
                 "data": {"source": data.source, "manifest": data.manifest_hash, "scale": options.scale
                          if data.source == "synthetic" else None, "tag": tag},
                 "split": split_info, "probe": probe_info, "per_seed": per_seed, "metrics": metrics,
                 "embedding": {"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
                               "pooling": embeddings.meta.get("pooling"),
                               "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region")},
+                "pretraining": _pretraining_summary(embeddings.meta),
+                "notes": aux_notes(meta, task),
                 "harness_version": HARNESS_VERSION, "git_revision": revision,
             }
             write_record(path, record)
             outcomes.append(CellOutcome(cell_id, record))
     return outcomes
+
+
+AUX_PRESENT: dict[str, Callable[[CityData], bool]] = {
+    "poi_counts": lambda data: data.poi is not None,
+    "mobility": lambda data: data.mobility is not None,
+}
+
+
+def missing_aux(meta, data: CityData) -> list[str]:
+    """The auxiliary modalities a method ``requires`` that the city's data does not have."""
+    return [name for name in meta.requires if not AUX_PRESENT[name](data)]
+
+
+def aux_notes(meta, task: str) -> list[str]:
+    """A record's notes: the cell is derived from an auxiliary modality the method trains on (run only
+    for methods the paper reports there anyway, ``report_derived_cells``)."""
+    derived = get_task(task).derived_from_aux
+    if derived and derived in meta.uses_aux:
+        return [f"{meta.display_name} trains on {derived}, from which {task} is derived; reported as the paper does"]
+    return []
+
+
+def _pretraining_summary(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's view of the fit: city, seconds, the method's report (steps, parameters) and captions."""
+    fit = meta.get("fit")
+    if not fit:
+        return None
+    out = {"city": fit["city"], "data_manifest": fit["data_manifest"], "seconds": fit["seconds"]}
+    report = fit.get("report") or {}
+    for key in ("steps", "epochs", "pairs", "batch_size", "context_length", "captions_filling_context",
+                "parameters", "loss", "loss_first_last", "ipsi", "weights"):
+        if key in report:
+            out[key] = report[key]
+    if meta.get("captions"):
+        out["captions"] = {k: {"key": v["key"], "images": v["images"]} for k, v in meta["captions"].items()}
+    return out

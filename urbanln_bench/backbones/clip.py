@@ -329,6 +329,23 @@ def resolve_clip_weights(profile: str, weights: str = "", progress: Progress | N
     return ClipWeights(label, read_clip_checkpoint(path), path)
 
 
+def weight_source_label(profile: str, weights: str = "", device: str = "cpu") -> str:
+    """The label ``resolve_clip_weights`` would give, without training the foundation when it is not cached.
+
+    Cache keys and records need the weight source before anything is fitted.
+    """
+    weights = weights.strip()
+    if weights and weights != "foundation":
+        return resolve_clip_weights(profile, weights, device=device).source
+    if not weights:
+        for candidate in hub_candidates(profile):
+            found = _hub_weights(candidate)
+            if found is not None:
+                return found.source
+    key, _ = foundation_key(_foundation_config(profile), device)
+    return foundation_label(profile, key)
+
+
 def load_clip(profile: str, weights: str = "", progress: Progress | None = None, device: str = "cpu"):
     """(model in eval mode on ``device``, tokenizer, ClipPreprocess, weight-source label)."""
     resolved = resolve_clip_weights(profile, weights, progress=progress, device=device)

@@ -107,12 +107,15 @@ class MomentumDistiller(torch.nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp().clamp(0.001, 0.5)  # ALBEF's clamp on a learnable τ
 
-    def loss(self, student: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor) -> MSDLosses:
-        v = F.normalize(student.encode_image(images), dim=-1)
-        t = F.normalize(student.encode_text(texts), dim=-1)
+    def loss(self, student: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor,
+             encode_text=None) -> MSDLosses:
+        """One batch. ``encode_text(model, tokens)`` replaces ``model.encode_text`` (e.g. trimmed padding)."""
+        encode_text = encode_text or (lambda model, tokens: model.encode_text(tokens))
+        v = F.normalize(student.encode_image(images).float(), dim=-1)
+        t = F.normalize(encode_text(student, texts).float(), dim=-1)
         with torch.no_grad():
-            v_m = F.normalize(self.teacher.encode_image(images), dim=-1)
-            t_m = F.normalize(self.teacher.encode_text(texts), dim=-1)
+            v_m = F.normalize(self.teacher.encode_image(images).float(), dim=-1)
+            t_m = F.normalize(encode_text(self.teacher, texts).float(), dim=-1)
         losses = msd_loss(v, t, v_m, t_m, self.image_queue.current(), self.text_queue.current(),
                           self.temperature, self.mu)
         self.image_queue.push(v_m)
