@@ -1,0 +1,150 @@
+"""Tile2Vec, PG-SimCLR and MuseCL as plugins (issue 6): metadata, profiles, end-to-end tiny runs, the POI
+exclusion, MuseCL's reported POI cell and its exclusion on a city without mobility flows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from urbanln_bench.leaderboard import render_leaderboard
+from urbanln_bench.method import METHODS, FitContext, MethodMeta, get_method
+from urbanln_bench.runner import RunOptions, run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models on a shared 2-core machine: one intra-op thread is faster and steadier."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_run(results: Path, method: str, city: str = "NY", **kw):
+    return run(RunOptions(method=method, city=city, scale="tiny", seeds=[0], results_dir=results, profile="tiny",
+                          **kw), log=lambda m: None)
+
+
+def test_registered_as_plugins_with_the_papers_imagery():
+    assert {"tile2vec", "pg-simclr", "musecl"} <= set(METHODS.names())
+    tile2vec, pg, muse = (get_method(n).meta for n in ("tile2vec", "pg-simclr", "musecl"))
+    assert tile2vec.imagery == "SI" and tile2vec.native_imagery == ("SI",) and tile2vec.uses_aux == ()
+    assert pg.imagery == "SI" and pg.uses_aux == ("poi_counts",) and not pg.report_derived_cells
+    assert muse.imagery == "fused" and muse.native_imagery == ("SV+SI",)
+    assert muse.requires == ("poi_counts", "mobility") and muse.report_derived_cells
+
+
+def test_aux_names_are_checked():
+    with pytest.raises(ValueError, match="unknown modality 'poi'"):
+        MethodMeta(name="x", display_name="X", version="1", imagery="SI", native_imagery=("SI",),
+                   description="", uses_aux=("poi",))
+
+
+def test_profiles_resolve_and_overrides_win():
+    method = get_method("tile2vec")({"epochs": "3"})
+    assert method.config["epochs"] == 3 and method.input_size == 64 and method.config["width"] == 32
+    cpu_identity = method.identity()
+    method.run_profile = "tiny"
+    assert method.input_size == 32 and method.config["epochs"] == 3  # the user's setting beats the profile
+    assert method.identity() != cpu_identity and "tiny profile" in method.weight_source()
+    assert method.variant_slug() == "tile2vec__epochs=3"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_ny) -> tuple[Path, dict]:
+    results = tmp_path_factory.mktemp("pairs") / "results"
+    tile2vec = tiny_run(results, "tile2vec")
+    pg = tiny_run(results, "pg-simclr")
+    muse = tiny_run(results, "musecl")
+    return results, {"tile2vec": tile2vec, "pg-simclr": pg, "musecl": muse}
+
+
+def test_tile2vec_end_to_end(store):
+    results, outcomes = store
+    cells = sorted(o.cell for o in outcomes["tile2vec"])
+    assert cells == ["NY/Crime/SI", "NY/POI/SI", "NY/Pop/SI"] and all(o.record for o in outcomes["tile2vec"])
+    record = json.loads((results / "synthetic-tiny/NY/tile2vec/Pop_SI_random.json").read_text())
+    assert record["method"]["config"]["input_size"] == 32 and record["embedding"]["dim"] == 128
+    assert record["pretraining"]["steps"] == 4 and record["pretraining"]["parameters"] > 0
+    assert record["notes"] == [] and np.isfinite(record["metrics"]["r2"]["mean"])
+
+
+def test_pg_simclr_excludes_the_poi_cell(store):
+    results, outcomes = store
+    by_cell = {o.cell: o for o in outcomes["pg-simclr"]}
+    assert by_cell["NY/POI/SI"].record is None and "poi_counts" in by_cell["NY/POI/SI"].note
+    assert by_cell["NY/Pop/SI"].record is not None and by_cell["NY/Crime/SI"].record is not None
+    assert not (results / "synthetic-tiny/NY/pg-simclr/POI_SI_random.json").exists()
+    record = by_cell["NY/Pop/SI"].record
+    assert record["embedding"]["dim"] == 2 * 128  # [h_POI, h_geo]
+    assert set(record["pretraining"]["loss_first_last"]) == {"poi_model", "geo_model"}
+
+
+def test_musecl_reports_the_poi_cell_with_a_note(store):
+    results, outcomes = store
+    assert sorted(o.cell for o in outcomes["musecl"]) == ["NY/Crime/SV+SI", "NY/POI/SV+SI", "NY/Pop/SV+SI"]
+    poi = json.loads((results / "synthetic-tiny/NY/musecl/POI_SV+SI_random.json").read_text())
+    assert poi["notes"] and "poi_counts" in poi["notes"][0] and "paper" in poi["notes"][0]
+    pop = json.loads((results / "synthetic-tiny/NY/musecl/Pop_SV+SI_random.json").read_text())
+    assert pop["notes"] == [] and pop["embedding"]["dim"] == 384 and pop["embedding"]["regions"] == 100
+    assert set(pop["pretraining"]["loss_first_last"]) == {"rs_encoder", "sv_encoder", "fusion"}
+    board = render_leaderboard(results)
+    main = board.split("### NY — every imagery variant")[0]
+    muse_row = next(line for line in main.splitlines() if line.startswith("| MuseCL |"))
+    cells = muse_row.split(" | ")
+    assert sum("†" in c for c in cells) == 1 and "† The method trains on the auxiliary data" in main
+    pg_row = next(line for line in main.splitlines() if line.startswith("| PG-SimCLR |"))
+    assert pg_row.rstrip(" |").endswith("— | — | —")  # POI is the last task: excluded, shown as "—"
+
+
+def test_musecl_is_excluded_on_a_city_without_mobility(tmp_path: Path):
+    outcomes = tiny_run(tmp_path / "results", "musecl", city="SZ")
+    assert outcomes and all(o.record is None for o in outcomes)
+    assert all("needs mobility" in o.note and "SZ" in o.note for o in outcomes)
+    assert not list((tmp_path / "results").rglob("*.json"))
+
+
+def test_musecl_fit_refuses_a_city_without_mobility(tiny_ny, tmp_path: Path):
+    from urbanln_bench.data.loader import CityData
+    from urbanln_bench.errors import UserError
+
+    data = CityData.open(tiny_ny)
+    data.mobility = None
+    method = get_method("musecl")()
+    method.run_profile = "tiny"
+    context = FitContext(seed=0, device="cpu", work_dir=tmp_path, scale="tiny", profile="tiny")
+    with pytest.raises(UserError, match="mobility flows"):
+        method.fit(data.unlabelled(), "SV+SI", context)
+
+
+def test_same_seed_same_embeddings(tiny_ny, tmp_path: Path):
+    from urbanln_bench.data.loader import CityData
+    from urbanln_bench.embed import preprocess
+
+    view = CityData.open(tiny_ny).unlabelled()
+    pixels = None
+    out = []
+    for k in range(2):
+        method = get_method("tile2vec")()
+        method.run_profile = "tiny"
+        method.fit(view, "SI", FitContext(seed=0, device="cpu", work_dir=tmp_path / f"fit{k}", scale="tiny",
+                                          profile="tiny"))
+        if pixels is None:
+            images = [view.load_image(i) for i in view.satellite_ids()[:8]]
+            pixels = preprocess(images, method.input_size, method.mean, method.std)
+        with torch.no_grad():
+            out.append(method.encode_images(pixels))
+    assert torch.equal(out[0], out[1])
+
+
+def test_architectures_for_the_profile_command():
+    counts = {name: get_method(name)().architecture() for name in ("tile2vec", "pg-simclr", "musecl")}
+    assert counts["tile2vec"].total == 2_798_880  # half-width ResNet-18 (cpu profile), no head
+    assert counts["pg-simclr"].total == 2 * (2_798_880 + 256 * 256 + 256 * 64)  # two models with projectors
+    assert all(a.total == a.trainable > 0 for a in counts.values())  # everything trains from scratch
+    pixels = torch.zeros(2, 3, 32, 32)
+    assert counts["pg-simclr"].encoder.eval()(pixels).shape == (2, 512)

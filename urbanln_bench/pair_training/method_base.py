@@ -1,0 +1,58 @@
+"""What the pair-trained baselines share as harness methods: settings per run profile, the input size,
+the weight-source label and the fit report.
+
+Settings are data (``PROFILES``: ``tiny`` for tests, ``cpu`` for a laptop, ``paper`` for the paper's
+hyper-parameters), not code branches. ``default_config`` is the ``cpu`` profile, so ``--set key=value``
+knows every key and its type; the run's profile (``run_profile``, set by the harness) chooses the base
+and the user's ``--set`` overrides win. ``self.config`` is always the resolved settings, so records and
+cache keys carry exactly what was trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from urbanln_bench.method import Method
+
+
+class PairTrainedMethod(Method):
+    """Base of Tile2Vec, PG-SimCLR and MuseCL: an encoder trained from scratch on the city by the shared
+    pair-sampling trainer."""
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]]
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self._report: dict[str, Any] = {}
+        self.run_profile = "cpu"
+
+    @property
+    def run_profile(self) -> str:
+        return self._run_profile
+
+    @run_profile.setter
+    def run_profile(self, profile: str) -> None:
+        self._run_profile = profile
+        base = self.PROFILES.get(profile, self.PROFILES["cpu"])
+        self.config = {**base, **self.overrides}
+
+    @property
+    def input_size(self) -> int:  # the harness resizes every image to this; training sees the same
+        return int(self.config["input_size"])
+
+    def weight_source(self) -> str:
+        return f"from scratch (self-supervised on the fit city, {self.run_profile} profile)"
+
+    def fit_report(self) -> dict[str, Any]:
+        return dict(self._report)
+
+    @staticmethod
+    def summarise(logs: dict[str, dict]) -> dict[str, Any]:
+        """The fit report: per encoder the trainer's log, plus totals the record keeps."""
+        return {
+            "steps": sum(log["steps"] for log in logs.values()),
+            "parameters": sum(log["parameters"] for log in logs.values()),
+            "loss_first_last": {name: [round(log["epoch_loss"][0], 4), round(log["epoch_loss"][-1], 4)]
+                                for name, log in logs.items() if log["epoch_loss"]},
+            "encoders": logs,
+        }

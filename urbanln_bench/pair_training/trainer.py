@@ -1,0 +1,204 @@
+"""The shared pair-sampling trainer (DESIGN §6): sample (anchor, positive[, negative]) regions, turn each
+into one of its images, augment, embed in one forward pass, apply the objective, step.
+
+Deterministic by construction: the model is initialised under ``torch.manual_seed(seed)`` inside a
+forked RNG (the global state is left as it was), and every sampling and augmentation draw comes from
+one ``torch.Generator`` seeded with the same seed. Same seed, same machine → same weights.
+
+One epoch = one pass over the anchor regions in a random order (``pairs_per_epoch`` > 0 instead draws
+that many anchors with replacement, as MuseCL's fixed 10,000-triplet file and Tile2Vec's 100k triplets
+do). There is no validation split: the paper-faithful stopping rules (MuseCL restores the best
+validation-loss weights) would need held-out pairs that a few-hundred-region city cannot spare; the
+last epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from urbanln_bench.pair_training.augment import AUGMENTATIONS
+from urbanln_bench.pair_training.samplers import Candidates
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    optimiser: str = "adam"  # adam | adamw
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+    augment: str = "none"  # see augment.AUGMENTATIONS
+    pairs_per_epoch: int = 0  # 0: every anchor region once per epoch
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimiser not in ("adam", "adamw"):
+            raise ValueError(f"optimiser must be 'adam' or 'adamw', got {self.optimiser!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.epochs < 0 or self.batch_size < 2:
+            raise ValueError("epochs must be ≥ 0 and batch_size ≥ 2")
+
+
+@dataclass
+class ImageSet:
+    """Preprocessed images of one imagery with the region each belongs to."""
+
+    pixels: torch.Tensor  # (N, 3, S, S), normalised as the harness does at embedding time
+    owner: np.ndarray  # (N,) region index of each image
+    n_regions: int
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.owner, kind="stable")
+        bounds = np.searchsorted(self.owner[order], np.arange(self.n_regions + 1))
+        self.by_region: list[np.ndarray] = [order[bounds[r]:bounds[r + 1]] for r in range(self.n_regions)]
+
+    def has_images(self) -> np.ndarray:
+        return np.asarray([len(i) > 0 for i in self.by_region])
+
+    def sample(self, regions: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        """One image index per region, uniformly among the region's images."""
+        counts = np.asarray([len(self.by_region[r]) for r in regions])
+        u = torch.rand(len(regions), generator=generator, dtype=torch.float64).numpy()
+        pick = np.minimum((u * counts).astype(np.int64), counts - 1)
+        return np.asarray([self.by_region[r][k] for r, k in zip(regions, pick, strict=True)], dtype=np.int64)
+
+
+def load_image_set(city, imagery: str, size: int, mean: Sequence[float], std: Sequence[float],
+                   max_per_region: int | None = None) -> ImageSet:
+    """Every ``SI`` tile, or every ``SV`` image (at most ``max_per_region`` per region, file order),
+    preprocessed exactly like the harness's sealed embedding (``embed.preprocess``)."""
+    from urbanln_bench.embed import preprocess
+
+    index = city.regions.index()
+    if imagery == "SI":
+        image_ids = city.satellite_ids()
+        owners = [index[i] for i in image_ids]
+    elif imagery == "SV":
+        image_ids, owners = [], []
+        for rid in city.regions.ids:
+            views = city.streetview_ids(rid)[:max_per_region] if max_per_region else city.streetview_ids(rid)
+            image_ids += views
+            owners += [index[rid]] * len(views)
+    else:
+        raise ValueError(f"imagery must be 'SI' or 'SV', got {imagery!r}")
+    chunks = [preprocess(batch.images, size, mean, std) for batch in city.iter_images(image_ids, 256)]
+    pixels = torch.cat(chunks) if chunks else torch.zeros(0, 3, size, size)
+    return ImageSet(pixels, np.asarray(owners, dtype=np.int64), len(city.regions.ids))
+
+
+@dataclass
+class TrainLog:
+    epoch_loss: list[float]
+    steps: int
+    seconds: float
+    anchors: int
+    images: int
+    parameters: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def init_model(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """Build a model with weights drawn from ``seed``, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _optimiser(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimiser == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+                                 amsgrad=config.amsgrad)
+    return torch.optim.Adam(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+                            amsgrad=config.amsgrad)
+
+
+def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: Candidates, negatives,
+                config: TrainConfig, *, device: str = "cpu", progress: Callable | None = None,
+                description: str = "pair training") -> TrainLog:
+    """Train ``model`` in place on sampled pairs/triplets and return the log.
+
+    ``objective``: callable(list of embeddings, list of region-id tensors) → loss, with ``arity`` 2
+    (anchor, positive) or 3 (anchor, positive, negative). ``positives``: :class:`Candidates` over regions;
+    ``negatives``: an object with ``sample(anchors, generator)`` (needed for arity 3). Anchors are the
+    regions with images and at least one positive that has images.
+    """
+    has_images = images.has_images()
+    positives = positives.restrict(has_images)
+    anchors = positives.anchors()
+    if len(anchors) < 2:
+        raise ValueError(f"{description}: fewer than two regions have both images and a positive to pair with")
+    if objective.arity == 3 and negatives is None:
+        raise ValueError(f"{description}: a triplet objective needs a negative sampler")
+    augment = AUGMENTATIONS[config.augment]
+    generator = torch.Generator().manual_seed(config.seed)
+    optimiser = _optimiser(model, config)
+    per_epoch = config.pairs_per_epoch or len(anchors)
+    batches = (per_epoch + config.batch_size - 1) // config.batch_size
+    advance = progress(description, config.epochs * batches) if progress else None
+    model.to(device).train()
+    started = time.perf_counter()
+    epoch_loss: list[float] = []
+    steps = 0
+    for _ in range(config.epochs):
+        if config.pairs_per_epoch:
+            order = anchors[torch.randint(len(anchors), (per_epoch,), generator=generator).numpy()]
+        else:
+            order = anchors[torch.randperm(len(anchors), generator=generator).numpy()]
+        total, count = 0.0, 0
+        for start in range(0, per_epoch, config.batch_size):
+            batch = order[start:start + config.batch_size]
+            if len(batch) < 2:  # a batch of one has no in-batch negatives and breaks batch norm
+                continue
+            regions = [batch, positives.sample(batch, generator)]
+            if objective.arity == 3:
+                regions.append(negatives.sample(batch, generator))
+            image_index = np.concatenate([images.sample(r, generator) for r in regions])
+            pixels = augment(images.pixels[torch.from_numpy(image_index)], generator).to(device)
+            embeddings = list(model(pixels).split(len(batch)))
+            loss = objective(embeddings, [torch.from_numpy(r) for r in regions])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+            steps += 1
+            if advance:
+                advance(1)
+        epoch_loss.append(total / max(count, 1))
+    model.eval()
+    return TrainLog(epoch_loss, steps, time.perf_counter() - started, int(len(anchors)), int(len(images.pixels)),
+                    sum(p.numel() for p in model.parameters()))
+
+
+def cached_state(path: Path, model: torch.nn.Module, train: Callable[[], dict]) -> dict:
+    """Load ``model``'s weights from ``path`` when a previous fit saved them there; otherwise run ``train``
+    (which returns a JSON-able log) and save weights + log atomically. ``path`` lives in the fit's private
+    work folder, whose key covers the method config, data and seed."""
+    log_path = path.with_suffix(".json")
+    if path.exists() and log_path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.eval()
+        return json.loads(log_path.read_text())
+    log = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    from urbanln_bench.cache import atomic_write_text
+
+    atomic_write_text(log_path, json.dumps(log, indent=1, sort_keys=True) + "\n")
+    return log
