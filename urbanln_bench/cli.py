@@ -225,31 +225,66 @@ def list_cells(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
     typer.echo("\n".join(cells))
 
 
-def _print_run_table(outcomes, city: str) -> None:
+def _print_run_table(outcomes, city: str, results: Path) -> None:
+    """A table shaped like the paper's Table 3: R² per task, methods on their native imagery, with the
+    floor and oracle rows and any other records of this city and data set in the store."""
     from rich.table import Table
 
-    tasks = list(dict.fromkeys(o.cell.split("/")[1] for o in outcomes))
-    rows: dict[str, dict[str, dict]] = {}
-    from urbanln_bench.leaderboard import row_label
+    from urbanln_bench.leaderboard import collect, row_label
+    from urbanln_bench.reference.paper import paper_cities, paper_table
 
-    for o in outcomes:
-        if o.record is None:
-            continue
-        rows.setdefault(row_label(o.record), {})[o.record["cell"]["task"]] = o.record["metrics"]
-    sources = sorted({o.record["data"]["tag"] for o in outcomes if o.record is not None})
-    table = Table(title=f"{city} ({', '.join(sources)} data): test metrics on ln(y+1), mean ± std over seeds")
+    records = [o.record for o in outcomes if o.record is not None]
+    if not records:
+        return
+    tag = records[0]["data"]["tag"]
+    tasks = list(dict.fromkeys(r["cell"]["task"] for r in records))
+    try:
+        from urbanln_bench.specs import get_city
+
+        tasks = [t for t in get_city(city).tasks if t in tasks] or tasks
+    except Exception:  # a user's city given by file: keep the order of the records
+        pass
+    mine = {row_label(r) for r in records}
+    rows = collect(results).get((city, tag), {})
+    shown = {row: metrics for row, metrics in rows.items()
+             if row.strategy == "random" and (row.label in mine or (row.native and not row.ablation))}
+    order = {"method": 0, "floor": 1, "oracle": 2}
+    table = Table(title=f"{city} ({tag}): test R² on ln(y+1), mean ± std over seeds "
+                        f"({'synthetic twin' if tag.startswith('synthetic') else 'real data'})")
     table.add_column("Method")
+    table.add_column("Imagery")
     for t in tasks:
-        for m in ("R²", "RMSE", "MAE"):
-            table.add_column(f"{t} {m}", justify="right")
-    for label, by_task in rows.items():
+        table.add_column(f"{t} R²", justify="right")
+    for row in sorted(shown, key=lambda r: (order[r.role], r.label not in mine, r.label, r.imagery)):
+        role = {"floor": " (floor)", "oracle": " (ceiling)"}.get(row.role, "")
         cells = []
         for t in tasks:
-            for m in ("r2", "rmse", "mae"):
-                e = by_task.get(t, {}).get(m)
-                cells.append("—" if e is None else f"{e['mean']:.3f}±{e['std']:.3f}")
-        table.add_row(label, *cells)
+            e = shown[row].get(t, {}).get("r2")
+            cells.append("—" if e is None else f"{e['mean']:.3f}±{e['std']:.3f}")
+        table.add_row(("[bold]" + row.label + "[/]" if row.label in mine else row.label) + role, row.imagery, *cells)
+    if city in paper_cities():
+        paper = paper_table(city)
+        for model in paper.models:
+            if any(model == label or model.split("+")[0] == label.split("+")[0] for label in mine):
+                cells = []
+                for t in tasks:
+                    value = paper.value(model, t, "R2") if t in paper.tasks else None
+                    cells.append("—" if value is None else f"{value:.3f}")
+                table.add_row(f"{model} (paper-reported, real data)", "", *cells)
     _console(stderr=False).print(table)
+
+
+def _run_frame(options, console) -> None:
+    """The floor and ceiling rows of the printed table: colour histogram and the oracle on the same cells."""
+    import dataclasses
+
+    from urbanln_bench.runner import run
+
+    for name in ("color-histogram", "oracle-latents"):
+        if name == options.method:
+            continue
+        framed = dataclasses.replace(options, method=name, settings={}, pretrain_city=None)
+        run(framed, log=lambda m: None)
 
 
 @app.command("run")
@@ -269,6 +304,11 @@ def run_command(
     data_root: DataRootOpt = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")] = None,
     cell: Annotated[str | None, typer.Option("--cell", help="One cell, e.g. NY/Pop/SV (sets city, task, imagery).")] = None,
+    pretrain_city: Annotated[str | None, typer.Option(
+        "--pretrain-city", help="Transfer: pretrain on this city, then embed and probe --city.")] = None,
+    frame: Annotated[bool, typer.Option(
+        "--frame/--no-frame", help="On a twin, also run the floor (colour histogram) and the oracle on the same "
+        "cells for the printed table (seconds; reused when present).")] = True,
 ) -> None:
     """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table."""
     from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run
@@ -280,7 +320,7 @@ def run_command(
     options = RunOptions(method=method, city=city, city_file=city_file, tasks=task or None,
                          imagery=imagery or None, scale=scale, seeds=parse_seeds(seeds), strategy=split,
                          overwrite=overwrite, tune=tune, device=device, profile=profile, results_dir=results,
-                         data_root=data_root, settings=parse_settings(setting or []))
+                         data_root=data_root, settings=parse_settings(setting or []), pretrain_city=pretrain_city)
     console = _console()
     outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
     for o in outcomes:
@@ -289,7 +329,10 @@ def run_command(
     reused = sum(o.reused for o in outcomes)
     written = sum(1 for o in outcomes if o.record is not None and not o.reused)
     console.print(f"{written} record(s) written, {reused} reused, under {results}", highlight=False)
-    _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city))
+    records = [o.record for o in outcomes if o.record is not None]
+    if frame and records and records[0]["data"]["source"] == "synthetic" and not options.pretrain_city:
+        _run_frame(options, console)
+    _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
 
 
 def _progress_factory_named():
@@ -328,7 +371,7 @@ def eval_command(
                          embeddings_file=embeddings, embeddings_label=name)
     console = _console()
     outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
-    _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city))
+    _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
 
 
 @app.command("export")
@@ -421,6 +464,98 @@ def regress_command(
     typer.echo(f"OK {counts['OK']}, WARN {counts['WARN']}, FAIL {counts['FAIL']}")
     if counts["FAIL"]:
         raise typer.Exit(1)
+
+
+@app.command("check-method")
+def check_method_command(
+    names: Annotated[list[str] | None, typer.Argument(help="Method name(s) (see `urbanln-bench list methods`).")] = None,
+    all_methods: Annotated[bool, typer.Option("--all", help="Check every registered method.")] = False,
+    city: Annotated[str, typer.Option("--city", help="City whose tiny twin the checks run on.")] = "NY",
+    imagery: Annotated[list[str] | None, typer.Option("--imagery", help="Only this imagery (repeatable); with --all, "
+                                                      "where a method runs on it.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+    setting: Annotated[list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")] = None,
+) -> None:
+    """Check that a method keeps the harness's contract on a tiny twin (tiny profile): output shape and
+    finiteness, determinism, batch-size invariance, no access to labels. Exit 1 naming any failing check."""
+    from rich.table import Table
+
+    from urbanln_bench.check_method import FAIL, PASS, check_method
+    from urbanln_bench.method import method_names
+    from urbanln_bench.runner import parse_settings
+
+    if all_methods == bool(names):
+        raise UserError("check-method: name one or more methods, or pass --all")
+    if all_methods and setting:
+        raise UserError("check-method: --set applies to named methods, not to --all")
+    console = _console()
+    reports = []
+    for name in method_names() if all_methods else names:
+        console.print(f"checking {name} on the {city} tiny twin ...", highlight=False)
+        reports.append(check_method(name, city=city, imagery=imagery or None, settings=parse_settings(setting or []),
+                                    strict_imagery=not all_methods))
+    if json_out:
+        typer.echo(json.dumps([r.as_dict() for r in reports], indent=1))
+    else:
+        out = _console(stderr=False)
+        colour = {PASS: "green", FAIL: "red"}
+        for report in reports:
+            table = Table(title=f"check-method {report.method} ({report.city} tiny twin, tiny profile, "
+                                f"{report.seconds:.1f} s)")
+            for column in ("check", "imagery", "result", "detail"):
+                table.add_column(column)
+            for r in report.results:
+                status = f"[{colour[r.status]}]{r.status}[/]" if r.status in colour else r.status
+                table.add_row(r.check, r.imagery or "—", status, r.detail)
+            out.print(table)
+        if len(reports) > 1:
+            summary = Table(title="check-method summary")
+            for column in ("method", "result", "seconds", "failing checks"):
+                summary.add_column(column)
+            for report in reports:
+                summary.add_row(report.method, "[green]PASS[/]" if report.ok else "[red]FAIL[/]",
+                                f"{report.seconds:.1f}",
+                                ", ".join(f"{r.check} ({r.imagery})" if r.imagery else r.check
+                                          for r in report.failed()) or "—")
+            out.print(summary)
+    failed = [(report.method, r) for report in reports for r in report.failed()]
+    for method, r in failed:
+        console.print(f"[red]FAIL[/red] {method}: {r.check}{f' ({r.imagery})' if r.imagery else ''}: {r.detail}",
+                      highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("profile")
+def profile_command(
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names, or 'all'.")] = "all",
+    profile: Annotated[str, typer.Option("--profile", help="Backbone profile: tiny, cpu or paper.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    batches: Annotated[int, typer.Option("--batches", help="Timed batches after one warm-up.")] = 4,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Total and trainable parameters and inference images/s per method (the paper's Figure 4)."""
+    from rich.table import Table
+
+    from urbanln_bench.method import method_names
+    from urbanln_bench.profiling import profile_methods
+
+    names = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    rows = profile_methods(names, profile=profile, device=device, batch_size=batch_size, batches=batches)
+    if json_out:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"profile ({profile} profile, {device}, batch {batch_size}; random weights)")
+    for column in ("method", "input", "total params", "trainable params", "images/s", "note"):
+        table.add_column(column, justify="right" if column in ("input", "total params", "trainable params",
+                                                               "images/s") else "left")
+    for r in rows:
+        def fmt(value, spec=","):
+            return "—" if value is None else format(value, spec)
+        table.add_row(r["method"], f"{r['input_size']} px", fmt(r["total"]), fmt(r["trainable"]),
+                      fmt(r["images_per_second"], ",.1f"), r["note"])
+    _console(stderr=False).print(table)
 
 
 # -- captions: the caption pipeline (DESIGN §5 data level) -----------------------------------------
