@@ -87,7 +87,10 @@ def test_third_party_method_runs_end_to_end(plugin_env, tmp_path: Path):
     assert methods["resnet18"]["builtin"] is True and methods["resnet18"]["display_name"] == "ResNet-18"
     result = run_tiny("mean-colour", tmp_path / "results", plugin_env)
     assert result.returncode == 0, result.stderr
-    records = sorted((tmp_path / "results").rglob("*.json"))
+    records = sorted((tmp_path / "results").rglob("mean-colour/*.json"))
+    # beside them, on the same cells only: the floor and oracle rows of the printed table
+    framed = sorted(p.name for p in (tmp_path / "results").rglob("*.json") if p.parent.name != "mean-colour")
+    assert framed == sorted(["Crime_SI_random.json", "POI_SI_random.json", "Pop_SI_random.json"] * 2)
     assert [p.name for p in records] == ["Crime_SI_random.json", "POI_SI_random.json", "Pop_SI_random.json"]
     record = json.loads(records[0].read_text())
     assert record["method"]["display_name"] == "Mean colour" and record["embedding"]["dim"] == 3

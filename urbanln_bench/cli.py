@@ -274,16 +274,20 @@ def _print_run_table(outcomes, city: str, results: Path) -> None:
     _console(stderr=False).print(table)
 
 
-def _run_frame(options, console) -> None:
-    """The floor and ceiling rows of the printed table: colour histogram and the oracle on the same cells."""
+def _run_frame(options, records, console) -> None:
+    """The floor and ceiling rows of the printed table: colour histogram and the oracle on the same cells
+    (a fused method's SV+SI cells are framed by both imageries)."""
     import dataclasses
 
     from urbanln_bench.runner import run
 
+    imagery = sorted({i for r in records for i in r["cell"]["imagery"].split("+")})
+    tasks = list(dict.fromkeys(r["cell"]["task"] for r in records))
     for name in ("color-histogram", "oracle-latents"):
         if name == options.method:
             continue
-        framed = dataclasses.replace(options, method=name, settings={}, pretrain_city=None)
+        framed = dataclasses.replace(options, method=name, settings={}, pretrain_city=None, imagery=imagery,
+                                     tasks=tasks)
         run(framed, log=lambda m: None)
 
 
@@ -331,7 +335,7 @@ def run_command(
     console.print(f"{written} record(s) written, {reused} reused, under {results}", highlight=False)
     records = [o.record for o in outcomes if o.record is not None]
     if frame and records and records[0]["data"]["source"] == "synthetic" and not options.pretrain_city:
-        _run_frame(options, console)
+        _run_frame(options, records, console)
     _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
 
 
