@@ -585,7 +585,7 @@ def image_to_text_recall(model, images: list[np.ndarray], captions: list[str], t
     texts = sorted(set(captions))
     position = {t: i for i, t in enumerate(texts)}
     truth = torch.tensor([position[c] for c in captions])
-    tokens = _trim(tokenizer(texts))
+    tokens = trim_tokens(tokenizer(texts))
     image_features, text_features = encode_world(model, images, tokens, preprocess, device)
     similarity = image_features @ text_features.T
     rank = (similarity > similarity.gather(1, truth[:, None])).sum(1)
@@ -596,7 +596,7 @@ def image_to_text_recall(model, images: list[np.ndarray], captions: list[str], t
     return out
 
 
-def _trim(tokens):
+def trim_tokens(tokens):
     """Drop all-padding columns (see ``encode_text_trimmed``)."""
     used = int((tokens != 0).sum(1).max())
     return tokens[:, :max(used, 1)]
@@ -635,7 +635,7 @@ def train_foundation(config: FoundationConfig, path: Path, progress: Progress | 
     n_holdout = max(16, int(round(config.holdout_fraction * n)))
     holdout, train = sorted(order[:n_holdout].tolist()), sorted(order[n_holdout:].tolist())
     train_images = [pairs.images[i] for i in train]
-    tokens = _trim(tokenizer([pairs.captions[i] for i in train]))
+    tokens = trim_tokens(tokenizer([pairs.captions[i] for i in train]))
     loaded = time.perf_counter()
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -663,7 +663,7 @@ def train_foundation(config: FoundationConfig, path: Path, progress: Progress | 
                 pixels = _pixels([train_images[i] for i in idx.tolist()], preprocess)
                 flip = torch.rand(len(idx), generator=generator) < 0.5
                 pixels = torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels).to(device_t)
-                text = _trim(tokens[idx]).to(device_t)
+                text = trim_tokens(tokens[idx]).to(device_t)
                 with _autocast(device_t):
                     image_features = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
                     text_features = torch.nn.functional.normalize(encode_text_trimmed(model, text).float(), dim=-1)

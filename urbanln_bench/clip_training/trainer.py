@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from urbanln_bench.backbones.clip import trim_tokens
 from urbanln_bench.errors import UserError
 from urbanln_bench.registry import Registry
 
@@ -182,12 +183,6 @@ def parameter_groups(params: Sequence[tuple[str, Any]], weight_decay: float) -> 
                 or "positional_embedding" in name or "temperature" in name)
         (no_decay if skip else decay).append(param)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-
-
-def trim_tokens(tokens):
-    """Drop all-padding columns (the causal mask makes them irrelevant to the pooled feature)."""
-    used = int((tokens != 0).sum(1).max())
-    return tokens[:, :max(used, 1)]
 
 
 def train_clip(model, images: Sequence[np.ndarray], captions: Sequence[str], tokenize: Callable[[list[str]], Any],
