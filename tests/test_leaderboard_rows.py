@@ -10,7 +10,7 @@ from urbanln_bench.leaderboard import render_leaderboard
 
 def write_record(results: Path, slug: str, display: str, task: str, imagery: str, r2: float, rmse: float,
                  *, native=("SI",), ours=False, role="method", ablation_of="", overrides=None,
-                 variant=None) -> None:
+                 variant=None, street_view_cap=None) -> None:
     record = {
         "schema": 1, "key": f"{slug}-{task}-{imagery}", "harness_version": "test",
         "method": {"name": slug, "display_name": display, "variant": variant or display, "slug": slug, "version": "1",
@@ -24,6 +24,8 @@ def write_record(results: Path, slug: str, display: str, task: str, imagery: str
         "metrics": {"r2": {"mean": r2, "std": 0.01, "n": 2}, "rmse": {"mean": rmse, "std": 0.01, "n": 2},
                     "mae": {"mean": rmse / 2, "std": 0.01, "n": 2}},
     }
+    if street_view_cap:
+        record["data"]["street_view_cap"] = street_view_cap
     path = results / "synthetic-small" / "NY" / slug / f"{task}_{imagery}_random.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
@@ -60,3 +62,11 @@ def test_ablations_and_overrides_get_their_own_table(tmp_path: Path):
     assert "| UrbanLN+SI w/o IPSI | SI | 0.450 ± 0.010 | — | — | -0.050 | — | — |" in ablations
     assert "| UrbanLN+SI [mu=0.3] | SI | 0.520 ± 0.010 | — | — | +0.020 | — | — |" in ablations
     assert "| UrbanLN+SI | SI | 0.500 ± 0.010 | — | — | — | — | — |" in ablations
+
+
+def test_street_view_cap_is_stated_under_the_city_heading(tmp_path: Path):
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SI", 0.40, 1.00)
+    assert "street view" not in render_leaderboard(tmp_path)
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SV", 0.40, 1.00, street_view_cap=2)
+    text = render_leaderboard(tmp_path)
+    assert "(NY twin, scale `small`), at most 2 street views per region (`max_street_views` in its city file)." in text

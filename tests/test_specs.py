@@ -113,3 +113,15 @@ def test_cli_unknown_city_and_bad_file_exit_nonzero(tmp_path: Path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "unknown key 'rowz'" in result.stderr
+
+
+def test_street_view_cap_is_checked(tmp_path: Path):
+    path = _user_city(tmp_path / "cap.toml", **{'kind = "benchmark"\n': 'kind = "benchmark"\nmax_street_views = { small = 2 }\n'})
+    assert load_city_file(path).max_street_views == {"small": 2}
+    path = _user_city(tmp_path / "bad.toml", **{'kind = "benchmark"\n': 'kind = "benchmark"\nmax_street_views = { smal = 2 }\n'})
+    with pytest.raises(SpecError, match=r"bad.toml: max_street_views names unknown scale 'smal'"):
+        load_city_file(path)
+    path = _user_city(tmp_path / "zero.toml", **{'kind = "benchmark"\n': 'kind = "benchmark"\nmax_street_views = { small = 0 }\n'})
+    with pytest.raises(SpecError, match=r"max_street_views.small must be at least 1"):
+        load_city_file(path)
+    assert get_city("SZ").max_street_views == {"small": 2}

@@ -84,3 +84,22 @@ def test_pretraining_world_is_disjoint_from_benchmark_twins(tmp_path: Path, tiny
     assert data.scene_graphs("SV")
     images = {h for rel, h in compute_manifest(out).items() if rel.endswith(".png")}
     assert images and not images & benchmark
+
+
+def test_city_file_street_view_cap_only_lowers_counts():
+    import dataclasses
+
+    from urbanln_bench.synth.latents import LATENT_NAMES
+    from urbanln_bench.synth.twin import streetview_counts
+
+    spec = get_city("NY")
+    rng = np.random.default_rng(0)
+    latents = rng.random((300, len(LATENT_NAMES)))
+    cells = np.stack([np.arange(300) // 20, np.arange(300) % 20], axis=1)
+    small = get_scale("small")
+    free = streetview_counts(spec, cells, latents, small)
+    capped = streetview_counts(dataclasses.replace(spec, max_street_views={"small": 2}), cells, latents, small)
+    assert free.max() == 4 and (free == 0).any() and (free > 2).any()
+    assert np.array_equal(capped, np.minimum(free, 2))  # the same draws, clipped; no region gains or loses all views
+    other_scale = streetview_counts(dataclasses.replace(spec, max_street_views={"full": 1}), cells, latents, small)
+    assert np.array_equal(other_scale, free)

@@ -72,6 +72,12 @@ def _fmt(entry: dict | None) -> str:
     return f"{entry['mean']:.3f}"
 
 
+def street_view_caps(results_dir: Path) -> dict[tuple[str, str], int]:
+    """(city, data tag) → at most this many street views per region (the twin's ``max_street_views``)."""
+    return {(r["cell"]["city"], r["data"]["tag"]): int(r["data"]["street_view_cap"])
+            for _, r in iter_records(results_dir) if r["data"].get("street_view_cap")}
+
+
 def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict]]]:
     """(city, data tag) → row → task → metrics."""
     tables: dict[tuple[str, str], dict[Row, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
@@ -210,6 +216,7 @@ def render_leaderboard(results_dir: Path) -> str:
     from urbanln_bench.specs import get_city
 
     tables = collect(results_dir)
+    caps = street_view_caps(results_dir)
     lines = [
         "# urbanln-bench leaderboard",
         "",
@@ -234,6 +241,9 @@ def render_leaderboard(results_dir: Path) -> str:
         kind = "synthetic twin" if tag.startswith("synthetic") else "real data"
         data_note = (f"**Synthetic data** ({city} twin, scale `{tag.split('-', 1)[1]}`)" if kind == "synthetic twin"
                      else f"Real data (manifest `{tag.split('-', 1)[1]}`)")
+        cap = caps.get((city, tag))
+        if cap:
+            data_note += f", at most {cap} street view{'s' if cap > 1 else ''} per region (`max_street_views` in its city file)"
         lines += [f"## {city} — {kind} (`{tag}`)", "",
                   f"{data_note}. Methods on their native imagery, random 6:2:2 split.", ""]
         lines += city_section(city, tag, rows, tasks, native_only=True)

@@ -264,7 +264,10 @@ def probe_cell(embeddings, data: CityData, task: str, imagery: str, options: Run
             config, summary = tune_probe(X, y, indices, options.tune, seed, base, region_ids=embeddings.region_ids)
             tuned = {"n_trials": options.tune, "best_params": summary.best_params}
         result = fit_probe(X, y, indices, config, seed, region_ids=embeddings.region_ids)
+        t_val = np.log1p(y[indices.val])
         per_seed.append({"seed": seed, **{k: float(v) for k, v in result.metrics.items()},
+                         # validation scores, for choosing recipes and settings without looking at test
+                         "val_mse": float(result.val_mse), "val_r2": float(1.0 - result.val_mse / np.var(t_val)),
                          "best_epoch": result.best_epoch, "n_train": len(indices.train), "n_val": len(indices.val),
                          "n_test": len(indices.test)})
         splits[str(seed)] = restricted.digest
@@ -386,7 +389,8 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
                 "cell": {"id": cell_id, "city": spec.name, "task": task, "imagery": imagery},
                 "fit_city": fit_data.name,
                 "data": {"source": data.source, "manifest": data.manifest_hash, "scale": options.scale
-                         if data.source == "synthetic" else None, "tag": tag},
+                         if data.source == "synthetic" else None, "tag": tag,
+                         **_street_view_cap(data)},
                 "split": split_info, "probe": probe_info, "per_seed": per_seed, "metrics": metrics,
                 "embedding": {"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
                               "pooling": embeddings.meta.get("pooling"),
@@ -418,6 +422,12 @@ def aux_notes(meta, task: str) -> list[str]:
     if derived and derived in meta.uses_aux:
         return [f"{meta.display_name} trains on {derived}, from which {task} is derived; reported as the paper does"]
     return []
+
+
+def _street_view_cap(data) -> dict:
+    """The twin's per-region street-view cap (a city file's ``max_street_views``), when it has one."""
+    cap = (data.meta.get("counts") or {}).get("max_streetviews_per_region")
+    return {"street_view_cap": int(cap)} if cap else {}
 
 
 def _pretraining_summary(meta: dict[str, Any]) -> dict[str, Any] | None:

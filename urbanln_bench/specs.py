@@ -93,6 +93,9 @@ class CitySpec:
     paper: PaperStats | None = None
     regions: int = 0  # number of regions of the twin at scale small/full; 0 = paper.regions
     street_views_per_region: float = 0.0  # full-scale mean; 0 = paper.street_views / paper.regions
+    # per-scale cap on street views per region, e.g. {small = 2}: a big city's twin stays affordable on a
+    # CPU; the cap is part of the city file, so of the twin's key, and the leaderboard states it
+    max_street_views: dict[str, int] = field(default_factory=dict)
     source_file: str = ""
     digest: str = field(default="", compare=False)  # sha256 of the file's bytes (twin provenance)
 
@@ -109,6 +112,13 @@ class CitySpec:
             for task in self.paper.labelled:
                 if task not in self.tasks:
                     raise ValueError(f"paper.labelled names task '{task}' that is not in tasks")
+        for scale_name, cap in self.max_street_views.items():
+            from urbanln_bench.synth.scales import SCALES
+
+            if scale_name not in SCALES:
+                raise ValueError(f"max_street_views names unknown scale '{scale_name}'; known: {', '.join(SCALES)}")
+            if cap < 1:
+                raise ValueError(f"max_street_views.{scale_name} must be at least 1, got {cap}")
         if self.n_regions > self.geo.rows * self.geo.cols:
             raise ValueError(
                 f"{self.n_regions} regions do not fit a {self.geo.rows}×{self.geo.cols} grid"

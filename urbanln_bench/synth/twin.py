@@ -99,7 +99,8 @@ def streetview_counts(spec: CitySpec, cells: np.ndarray, latents: np.ndarray, sc
 
     P(no street view) = clip(0.03 + 0.45·water + 0.25·max(0, greenery − density), 0, 0.9); the draw
     is shared by all scales, so a region without street views has none at every scale. At ``full``
-    scale counts are Poisson around the paper's mean, weighted by density and road density.
+    scale counts are Poisson around the paper's mean, weighted by density and road density. A city
+    file's ``max_street_views = {scale = N}`` caps the count at that scale (the draws stay the same).
     """
     col = {name: latents[:, i] for i, name in enumerate(LATENT_NAMES)}
     p_none = np.clip(0.03 + 0.45 * col["water"] + 0.25 * np.maximum(0.0, col["greenery"] - col["density"]), 0, 0.9)
@@ -117,7 +118,8 @@ def streetview_counts(spec: CitySpec, cells: np.ndarray, latents: np.ndarray, sc
         else:
             mean = spec.mean_street_views / max(1e-6, 1.0 - p_none.mean()) * weight[i]
             counts[i] = max(scale.min_street_views, int(rng.poisson(mean)))
-    return counts
+    cap = spec.max_street_views.get(scale.name)
+    return np.minimum(counts, cap) if cap else counts
 
 
 def _render_regions(job: tuple) -> list[tuple[str, str, dict]]:
@@ -247,7 +249,8 @@ def generate_twin(spec: CitySpec, scale: Scale, out_dir: Path, *, workers: int |
         "twin": twin_config(spec, scale),
         "harness_version": HARNESS_VERSION,
         "counts": {"regions": len(ids), "satellite_images": len(ids), "streetview_images": int(n_sv.sum()),
-                   "regions_without_streetview": int((~has_sv).sum())},
+                   "regions_without_streetview": int((~has_sv).sum()),
+                   "max_streetviews_per_region": spec.max_street_views.get(scale.name)},
     }
     (out_dir / layout.CITY_META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     write_manifest(out_dir)
