@@ -132,3 +132,19 @@ def test_tune_and_spatial_block_are_recorded(tmp_path: Path, tiny_ny):
     assert block.record["split"]["strategy"] == "spatial-block"
     assert (results / "synthetic-tiny/NY/oracle-latents/Pop_SI_spatial-block.json").exists()
     assert block.record["key"] != record["key"]
+
+
+def test_dry_run_names_stale_and_missing_records_and_writes_nothing(store: Path):
+    before = {p: p.read_bytes() for p in store.rglob("*.json")}
+    outcomes = run(options(store, dry_run=True), log=lambda m: None)
+    assert outcomes and all(o.reused for o in outcomes)
+    outcomes = run(options(store, seeds=[0, 1, 2], dry_run=True), log=lambda m: None)  # another key: stale
+    assert all(o.record is None and "would compute: a stored record has another key (stale)" in o.note for o in outcomes)
+    outcomes = run(options(store, method="random-features", dry_run=True), log=lambda m: None)
+    assert all(o.note.startswith("would compute: no stored record") for o in outcomes)
+    assert {p: p.read_bytes() for p in store.rglob("*.json")} == before
+    result = cli("run", "--method", "oracle-latents", "--city", "NY", "--scale", "tiny", "--seeds", "0,1,2",
+                 "--results", str(store), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "dry run: 0 cell(s) would be reused, 6 computed" in result.stdout + result.stderr
+    assert {p: p.read_bytes() for p in store.rglob("*.json")} == before

@@ -313,6 +313,9 @@ def run_command(
     frame: Annotated[bool, typer.Option(
         "--frame/--no-frame", help="On a twin, also run the floor (colour histogram) and the oracle on the same "
         "cells for the printed table (seconds; reused when present).")] = True,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Fit nothing: say per cell whether its stored record is reused or would be computed "
+        "(a record whose key no longer matches the code, data or settings is stale).")] = False,
 ) -> None:
     """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table."""
     from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run
@@ -324,7 +327,8 @@ def run_command(
     options = RunOptions(method=method, city=city, city_file=city_file, tasks=task or None,
                          imagery=imagery or None, scale=scale, seeds=parse_seeds(seeds), strategy=split,
                          overwrite=overwrite, tune=tune, device=device, profile=profile, results_dir=results,
-                         data_root=data_root, settings=parse_settings(setting or []), pretrain_city=pretrain_city)
+                         data_root=data_root, settings=parse_settings(setting or []), pretrain_city=pretrain_city,
+                         dry_run=dry_run)
     console = _console()
     outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
     for o in outcomes:
@@ -332,6 +336,10 @@ def run_command(
             console.print(f"{o.cell}: {o.note}", highlight=False)
     reused = sum(o.reused for o in outcomes)
     written = sum(1 for o in outcomes if o.record is not None and not o.reused)
+    if dry_run:
+        todo = sum(1 for o in outcomes if o.note.startswith("would compute"))
+        console.print(f"dry run: {reused} cell(s) would be reused, {todo} computed, under {results}", highlight=False)
+        raise typer.Exit(0)
     console.print(f"{written} record(s) written, {reused} reused, under {results}", highlight=False)
     records = [o.record for o in outcomes if o.record is not None]
     if frame and records and records[0]["data"]["source"] == "synthetic" and not options.pretrain_city:

@@ -53,6 +53,7 @@ class RunOptions:
     embeddings_file: Path | None = None  # eval: probe embeddings made elsewhere instead of a method
     embeddings_label: str | None = None
     pretrain_city: str | None = None  # transfer: pretrain on this city, embed and probe the target city
+    dry_run: bool = False  # only say, per cell, whether a stored record would be reused or the cell computed
 
 
 @dataclass
@@ -370,6 +371,9 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
             stored = reusable(path, key, options.overwrite)
             if stored is not None:
                 outcomes.append(CellOutcome(cell_id, stored, reused=True))
+            elif options.dry_run:
+                why = "a stored record has another key (stale)" if path.exists() else "no stored record"
+                outcomes.append(CellOutcome(cell_id, None, note=f"would compute: {why} ({path})"))
             else:
                 todo.append((task, cell_id, key, path))
         if not todo:
