@@ -148,3 +148,20 @@ def test_dry_run_names_stale_and_missing_records_and_writes_nothing(store: Path)
     assert result.returncode == 0, result.stderr
     assert "dry run: 0 cell(s) would be reused, 6 computed" in result.stdout + result.stderr
     assert {p: p.read_bytes() for p in store.rglob("*.json")} == before
+
+
+def test_verify_keys_names_records_the_current_code_would_not_reuse(store: Path, tmp_path: Path):
+    import shutil
+
+    from urbanln_bench.verify import stale_records
+
+    copy = tmp_path / "results"
+    shutil.copytree(store, copy)
+    assert stale_records(copy, profile="tiny") == []
+    path = next(copy.rglob("Pop_SI_random.json"))
+    record = json.loads(path.read_text())
+    record["key"] = "0" * 64  # as if made by other code
+    path.write_text(json.dumps(record))
+    assert stale_records(copy, profile="tiny") == [f"{path}: would compute: a stored record has another key (stale)"]
+    result = cli("leaderboard", "--results", str(copy), "--out", str(tmp_path / "lb.md"), "--verify-keys")
+    assert result.returncode == 1 and "1 stale record(s)" in result.stdout + result.stderr

@@ -411,11 +411,22 @@ def leaderboard_command(
     results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
     out: Annotated[Path, typer.Option("--out", help="Markdown file to write.")] = Path("leaderboard.md"),
     check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file is stale instead of writing it.")] = False,
+    verify_keys: Annotated[bool, typer.Option(
+        "--verify-keys", help="Also replay every stored twin cell as `run --dry-run` and exit 1 if the current "
+        "code would not reuse its record (made by other code or settings).")] = False,
 ) -> None:
     """Regenerate leaderboard.md from result records only."""
     from urbanln_bench.cache import atomic_write_text
     from urbanln_bench.leaderboard import render_leaderboard
 
+    if verify_keys:
+        from urbanln_bench.verify import stale_records
+
+        stale = stale_records(results, log=lambda m: _console().print(m, highlight=False))
+        if stale:
+            _console().print(f"[red]{len(stale)} stale record(s)[/red] (re-run their cells):\n  " + "\n  ".join(stale))
+            raise typer.Exit(1)
+        typer.echo(f"every record under {results} matches the current code")
     text = render_leaderboard(results)
     if check:
         current = out.read_text() if out.exists() else ""

@@ -1,0 +1,72 @@
+"""Are the stored records still what the current code would compute? (`leaderboard --verify-keys`)
+
+A record's key covers everything that can move its number: the method's identity and settings, the
+data's manifest, the split, the probe and — for caption-trained methods — the caption configuration
+and a fingerprint of the caption code. A record made by other code (an uncommitted edit, an older
+version) keeps its numbers but no longer matches its key; re-running the cell would recompute it.
+This module replays every stored cell as a ``run --dry-run`` (nothing is fitted or written) and names
+the stale ones, so a committed leaderboard cannot silently drift from the code that is said to make it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from urbanln_bench.records import iter_records
+
+
+@dataclass(frozen=True)
+class Replay:
+    method: str
+    settings: tuple[tuple[str, str], ...]
+    city: str
+    fit_city: str
+    scale: str
+    strategy: str
+    seeds: tuple[int, ...]
+    tune: int
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def stale_records(results_dir: Path, *, profile: str = "cpu",
+                  log: Callable[[str], None] = lambda m: None) -> list[str]:
+    """One line per stored synthetic-twin cell whose record the current code would not reuse."""
+    from urbanln_bench.runner import RunOptions, run
+
+    groups: dict[Replay, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    paths: dict[tuple[Replay, str, str], Path] = {}
+    problems: list[str] = []
+    for path, record in iter_records(results_dir):
+        if record["data"]["source"] != "synthetic":
+            log(f"{path}: real data, not replayed (needs its --data-root)")
+            continue
+        method, cell = record["method"], record["cell"]
+        replay = Replay(method["name"], tuple(sorted((k, _setting_text(v)) for k, v in method["overrides"].items())),
+                        cell["city"], record.get("fit_city", cell["city"]), record["data"]["scale"],
+                        record["split"]["strategy"], tuple(record["split"]["seeds"]),
+                        int(record["probe"].get("tune_trials") or 0))
+        groups[replay][cell["imagery"]].add(cell["task"])
+        paths[(replay, cell["task"], cell["imagery"])] = path
+    for replay, by_imagery in groups.items():
+        for imagery, tasks in by_imagery.items():
+            options = RunOptions(method=replay.method, city=replay.city, tasks=sorted(tasks), imagery=[imagery],
+                                 scale=replay.scale, seeds=list(replay.seeds), strategy=replay.strategy,
+                                 tune=replay.tune, profile=profile, results_dir=results_dir,
+                                 settings=dict(replay.settings), dry_run=True,
+                                 pretrain_city=replay.fit_city if replay.fit_city != replay.city else None)
+            for outcome in run(options, log=lambda m: None):
+                if outcome.record is None:
+                    city, task, imagery_ = outcome.cell.split("/")
+                    path = paths.get((replay, task, imagery_), outcome.cell)
+                    problems.append(f"{path}: {outcome.note.rsplit(' (', 1)[0]}")
+    return problems
