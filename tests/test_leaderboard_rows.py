@@ -70,3 +70,22 @@ def test_street_view_cap_is_stated_under_the_city_heading(tmp_path: Path):
     write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SV", 0.40, 1.00, street_view_cap=2)
     text = render_leaderboard(tmp_path)
     assert "(NY twin, scale `small`), at most 2 street views per region (`max_street_views` in its city file)." in text
+
+
+def test_summary_names_winners_gaps_to_the_ceiling_and_rank_agreement(tmp_path: Path):
+    from urbanln_bench.leaderboard import spearman
+
+    assert spearman([1, 2, 3], [10, 20, 30]) == 1.0 and spearman([1, 2, 3], [3, 2, 1]) == -1.0
+    assert spearman([1, 2], [1, 2]) is None and abs(spearman([1, 1, 2, 3], [1, 2, 3, 4]) - 0.9487) < 1e-4
+    # paper NY Pop R²: ResNet-18 -0.079 < Tile2Vec 0.096 < UrbanCLIP 0.448 < UrbanLN+SI 0.725
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SI", 0.40, 1.0)
+    write_record(tmp_path, "tile2vec", "Tile2Vec", "Pop", "SI", 0.50, 1.0)
+    write_record(tmp_path, "urbanclip", "UrbanCLIP", "Pop", "SI", 0.45, 1.0)
+    write_record(tmp_path, "urbanln", "UrbanLN", "Pop", "SI", 0.55, 1.0, native=("SV", "SI"), ours=True)
+    write_record(tmp_path, "oracle", "Oracle", "Pop", "SI", 0.80, 0.5, native=("SV", "SI"), role="oracle")
+    write_record(tmp_path, "hist", "Colour histogram", "Pop", "SI", 0.42, 1.0, native=("SV", "SI"), role="floor")
+    text = render_leaderboard(tmp_path)
+    # ours: ResNet 0.40 < UrbanCLIP 0.45 < Tile2Vec 0.50 < UrbanLN 0.55 → ranks 1,3,2,4 vs paper 1,2,3,4: ρ = 0.8
+    assert ("| Pop | UrbanLN+SI (0.550) | Tile2Vec (0.500) | Colour histogram (SI) (0.420) | 0.250 | "
+            "UrbanLN+SI (0.725) | +0.80 (4) |") in text
+    assert "| ResNet-18 | SI | 0.400 |" in text and "| UrbanLN+SI | SI | 0.250 |" in text

@@ -170,6 +170,96 @@ def ablation_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], task
     return lines + [""]
 
 
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's ρ (average ranks for ties); None for fewer than 3 pairs or a constant side."""
+    if len(a) < 3:
+        return None
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return None if va == 0 or vb == 0 else cov / (va * vb) ** 0.5
+
+
+def paper_name(label: str) -> str:
+    """Our row label as the paper names the model ("RemoteCLIP (surrogate)" → "RemoteCLIP")."""
+    return label.replace(" (surrogate)", "")
+
+
+def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
+    """Per task: who wins among the methods of the paper-shaped table, the best floor, the ceiling, every
+    method's distance to the ceiling of its imagery, and how our ranking agrees with the paper's."""
+    methods = {r: v for r, v in rows.items() if r.role == "method" and r.native and r.strategy == "random"
+               and not r.ablation}
+    oracle = {r.imagery: v for r, v in rows.items() if r.role == "oracle" and r.strategy == "random"}
+    floors = {r: v for r, v in rows.items() if r.role == "floor" and r.strategy == "random"}
+    if len(methods) < 2:
+        return []
+
+    def r2(metrics: dict, task: str) -> float | None:
+        return metrics[task]["r2"]["mean"] if task in metrics else None
+
+    def ceiling(imagery: str, task: str) -> float | None:
+        source = oracle.get("SI" if imagery == "SV+SI" else imagery, {})
+        return r2(source, task)
+
+    paper = paper_table(city) if city in paper_cities() else None
+    lines = [f"### {city} — summary (`{tag}`)", "",
+             "Winner = highest mean test R² among the methods above (native imagery; floors and the ceiling "
+             "excluded). Gap = the ceiling of the method's imagery (the oracle row; SI for fused SV+SI) − its R². "
+             "ρ = Spearman rank correlation of our R² with the paper-reported R² over the models in both.", "",
+             "| Task | Winner | Runner-up | Best floor | Winner's gap to ceiling | Paper's winner | ρ vs paper (n) |",
+             "|---|---|---|---|---:|---|---:|"]
+    for task in tasks:
+        scored = sorted(((r2(v, task), r) for r, v in methods.items() if r2(v, task) is not None),
+                        key=lambda x: (-x[0], x[1].label))
+        if not scored:
+            continue
+        (best, winner), runner = scored[0], scored[1] if len(scored) > 1 else None
+        floor = max(((r2(v, task), r) for r, v in floors.items() if r2(v, task) is not None),
+                    key=lambda x: x[0], default=None)
+        top = ceiling(winner.imagery, task)
+        mark = NOTE_MARK if methods[winner][task].get("notes") else ""
+        cells = [task, f"{winner.label} ({best:.3f}){mark}", f"{runner[1].label} ({runner[0]:.3f})" if runner else MISSING,
+                 f"{floor[1].label} ({floor[0]:.3f})" if floor else MISSING,
+                 f"{top - best:.3f}" if top is not None else MISSING]
+        if paper is not None and task in paper.tasks:
+            reported = {m: paper.value(m, task, "R2") for m in paper.models}
+            reported = {m: v for m, v in reported.items() if v is not None}
+            paper_winner = max(reported, key=reported.get) if reported else None
+            pairs = [(b, reported[paper_name(r.label)]) for b, r in scored if paper_name(r.label) in reported]
+            rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+            cells += [f"{paper_winner} ({reported[paper_winner]:.3f})" if paper_winner else MISSING,
+                      f"{rho:+.2f} ({len(pairs)})" if rho is not None else f"{MISSING} ({len(pairs)})"]
+        else:
+            cells += [MISSING, MISSING]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Distance to the ceiling (oracle R² − method R², lower is better):", "",
+              "| Method | Imagery | " + " | ".join(f"{t} gap" for t in tasks) + " |",
+              "|---|---|" + "|".join(["---:"] * len(tasks)) + "|"]
+    for row in sorted(methods, key=_sort_key):
+        gaps = []
+        for task in tasks:
+            value, top = r2(methods[row], task), ceiling(row.imagery, task)
+            gaps.append(f"{top - value:.3f}" if value is not None and top is not None else MISSING)
+        lines.append("| " + " | ".join([row.label, row.imagery, *gaps]) + " |")
+    return lines + [""]
+
+
 TRANSFER_TASK = "Pop"
 
 
@@ -247,6 +337,9 @@ def render_leaderboard(results_dir: Path) -> str:
         lines += [f"## {city} — {kind} (`{tag}`)", "",
                   f"{data_note}. Methods on their native imagery, random 6:2:2 split.", ""]
         lines += city_section(city, tag, rows, tasks, native_only=True)
+        summary = summary_section(city, tag, rows, tasks)
+        if summary:
+            lines += [""] + summary[:-1]
         ablations = ablation_section(city, tag, rows, tasks)
         if ablations:
             lines += [""] + ablations[:-1]
