@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from urbanln_bench.synth import libm
 from urbanln_bench.synth.latents import LATENT_NAMES
 
 # Fixed sub-stream constants (see synth.fields for the others); the module is not named `aux`, a reserved file name on Windows.
@@ -75,7 +76,7 @@ def sample_poi_counts(
     latents: np.ndarray, rng: np.random.Generator, replicas: int | None = None
 ) -> np.ndarray:
     """POI counts, shape (n, 14) (or (replicas, n, 14)), int64."""
-    means = np.exp(poi_log_means(latents))
+    means = libm.exp(poi_log_means(latents))
     dispersion = np.array([category.dispersion for category in POI_MODEL])
     n = 1.0 / dispersion
     size = means.shape if replicas is None else (replicas, *means.shape)
@@ -105,7 +106,7 @@ def simulate_mobility(
     outflow = trips_per_region * len(latents) * production / production.sum()
     cells_f = cells.astype(np.float64)
     distance = np.hypot(cells_f[:, None, 0] - cells_f[None, :, 0], cells_f[:, None, 1] - cells_f[None, :, 1])
-    weight = attraction[None, :] * np.exp(-distance / decay_cells)
+    weight = attraction[None, :] * libm.exp(-distance / decay_cells)
     np.fill_diagonal(weight, 0.0)
     expected = outflow[:, None] * weight / weight.sum(axis=1, keepdims=True)
     trips = np.random.default_rng([seed, MOBILITY_STREAM]).poisson(expected)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from urbanln_bench.errors import SpecError
+from urbanln_bench.synth import libm
 from urbanln_bench.synth.latents import LATENT_NAMES
 
 
@@ -179,7 +180,7 @@ def _rng(seed: int, stream: int, k: int = 0) -> np.random.Generator:
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-filtered white noise, standardised to mean 0 and sd 1 over the grid."""
-    field = _ndimage().gaussian_filter(rng.standard_normal(shape), sigma=sigma, mode="reflect")
+    field = libm.gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
     return (field - field.mean()) / (field.std() + 1e-12)
 
 
@@ -196,7 +197,7 @@ def _blob_field(blobs: tuple[Blob, ...], rows: int, cols: int, profile: float) -
     total = np.zeros((rows, cols))
     for blob in blobs:
         d = np.hypot(r - blob.row * rows, c - blob.col * cols) / side
-        total += blob.strength * np.exp(-((d / blob.radius) ** profile))
+        total += blob.strength * libm.exp(-libm.power(d / blob.radius, profile))
     return total
 
 
@@ -222,7 +223,7 @@ def _river_field(river: River, rows: int, cols: int) -> np.ndarray:
         length2 = dr * dr + dc * dc
         t = np.zeros_like(r) if length2 == 0 else np.clip(((r - r0) * dr + (c - c0) * dc) / length2, 0, 1)
         dist = np.minimum(dist, np.hypot(r - (r0 + t * dr), c - (c0 + t * dc)))
-    return np.exp(-((dist / river.width) ** 2))
+    return libm.exp(-((dist / river.width) ** 2))
 
 
 def _sea_mask(params: TwinParams, rows: int, cols: int) -> np.ndarray:
@@ -233,7 +234,7 @@ def _sea_mask(params: TwinParams, rows: int, cols: int) -> np.ndarray:
     r, c = _grid(rows, cols)
     along_rows = coast.side in ("north", "south")
     length = cols if along_rows else rows
-    wiggle = _ndimage().gaussian_filter1d(
+    wiggle = libm.gaussian_filter1d(
         _rng(params.seed, _COAST_STREAM).standard_normal(length), sigma=max(length / 12, 1.0), mode="reflect"
     )
     wiggle = coast.wiggle * wiggle / (wiggle.std() + 1e-12)
@@ -258,7 +259,7 @@ def _outline_score(params: TwinParams, rows: int, cols: int) -> np.ndarray:
     fray = _smooth_noise(_rng(params.seed, _OUTLINE_STREAM), (rows, cols), params.correlation_length)
     centrality = _blob_field(params.centres, rows, cols, params.density_profile)
     # the noise stretches the radius (not the score), so it frays the boundary without punching holes
-    return 1.0 - rho * np.exp(-o.roughness * fray) + 0.3 * centrality / (centrality.max() + 1e-12)
+    return 1.0 - rho * libm.exp(-o.roughness * fray) + 0.3 * centrality / (centrality.max() + 1e-12)
 
 
 def _city_mask_and_order(spec: CitySpec) -> tuple[np.ndarray, np.ndarray]:
@@ -321,13 +322,13 @@ def generate_latents(spec: CitySpec) -> np.ndarray:
     water = np.zeros(shape)
     if sea.any():
         d_sea = _ndimage().distance_transform_edt(~sea)
-        water = np.where(sea, 1.0, np.exp(-(d_sea - 0.5) / 1.0))
+        water = np.where(sea, 1.0, libm.exp(-(d_sea - 0.5) / 1.0))
     for river in p.rivers:
         water = 1.0 - (1.0 - water) * (1.0 - _river_field(river, rows, cols))
     if p.lakes:
         water = 1.0 - (1.0 - water) * (1.0 - _disc_field(p.lakes, rows, cols))
     water = np.clip(water * (1.0 + 0.15 * noise["water"]), 0.0, 1.0)
-    near_water = np.clip(_ndimage().gaussian_filter(water, sigma=1.5, mode="reflect") * 2.0 - water, 0.0, None)
+    near_water = np.clip(libm.gaussian_filter(water, 1.5, mode="reflect") * 2.0 - water, 0.0, None)
     z_near_water = _standardise(near_water, mask)
 
     # density: centrality + correlated noise, dropping on water
@@ -358,7 +359,7 @@ def generate_latents(spec: CitySpec) -> np.ndarray:
     s_open = p.open_land_bias - 1.2 * z_density + 2.5 * parks + 0.5 * open_noise
     scores = np.stack([s_res, s_com, s_ind, s_open])
     scores -= scores.max(axis=0)
-    shares = np.exp(scores) / np.exp(scores).sum(axis=0)
+    shares = libm.exp(scores) / libm.exp(scores).sum(axis=0)
     residential, commercial, industrial = shares[0], shares[1], shares[2]
     z_com, z_ind = _zlogit(commercial, mask), _zlogit(industrial, mask)
 

@@ -23,6 +23,7 @@ watery regions, like real grids where sources are thin.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from urbanln_bench.errors import SpecError
+from urbanln_bench.synth import libm
 from urbanln_bench.synth.auxiliary import (
     POI_CATEGORIES,
     negative_binomial,
@@ -138,8 +140,8 @@ def sample_indicator(
     """Raw indicator values (≥ 0) for linear predictor ``eta``; shape (n,) or (replicas, n)."""
     shape = eta.shape if replicas is None else (replicas, *eta.shape)
     if model.noise == "lognormal":
-        return np.expm1(np.maximum(eta + model.noise_sd * rng.standard_normal(shape), 0.0))
-    return negative_binomial(rng, np.broadcast_to(np.exp(eta), shape), model.dispersion).astype(np.float64)
+        return libm.expm1(np.maximum(eta + model.noise_sd * rng.standard_normal(shape), 0.0))
+    return negative_binomial(rng, np.broadcast_to(libm.exp(eta), shape), model.dispersion).astype(np.float64)
 
 
 def _censored_normal_moments(mean: np.ndarray, sd: float) -> tuple[np.ndarray, np.ndarray]:
@@ -165,15 +167,15 @@ def _negative_binomial_log_moments(eta: np.ndarray, dispersion: float) -> tuple[
     n = 1.0 / dispersion
     means, variances = np.empty_like(nodes), np.empty_like(nodes)
     for i, node in enumerate(nodes):
-        mean = float(np.exp(node))
+        mean = math.exp(float(node))
         p = n / (n + mean)
         top = int(_stats().nbinom.ppf(1.0 - 1e-12, n, p))
         step = max(1, int(np.sqrt(mean + dispersion * mean**2) / 100))
         k = np.arange(0, top + step, step, dtype=np.float64)
-        log_pmf = gammaln(k + n) - gammaln(n) - gammaln(k + 1) + n * np.log(p) + k * np.log1p(-p)
-        pmf = np.exp(log_pmf - log_pmf.max())
+        log_pmf = gammaln(k + n) - gammaln(n) - gammaln(k + 1) + n * math.log(p) + k * math.log1p(-p)
+        pmf = libm.exp(log_pmf - log_pmf.max())
         pmf /= pmf.sum()
-        log_y = np.log1p(k)
+        log_y = libm.log1p(k)
         means[i] = pmf @ log_y
         variances[i] = pmf @ (log_y - means[i]) ** 2
     if len(nodes) == 1:
@@ -191,7 +193,7 @@ def conditional_log_moments(model: IndicatorModel, eta: np.ndarray) -> tuple[np.
 def _poi_total_log_moments(latents: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """E and Var of ln(total POI + 1) per region by Monte Carlo with a fixed seed."""
     rng = np.random.default_rng([seed, _MONTE_CARLO_STREAM, _task_key("poi_counts")])
-    log_total = np.log1p(sample_poi_counts(latents, rng, replicas=_MONTE_CARLO_REPLICAS).sum(axis=2))
+    log_total = libm.log1p(sample_poi_counts(latents, rng, replicas=_MONTE_CARLO_REPLICAS).sum(axis=2))
     return log_total.mean(axis=0), log_total.var(axis=0, ddof=1)
 
 
@@ -288,4 +290,4 @@ def cell_ceiling(tables: TwinTables, task: str) -> float:
     """The analytic ceiling of one task over its labelled regions."""
     values = tables.indicators[task]
     labelled = ~np.isnan(values)
-    return analytic_ceiling(np.log1p(values[labelled]), tables.conditional_log_variance[task][labelled])
+    return analytic_ceiling(libm.log1p(values[labelled]), tables.conditional_log_variance[task][labelled])

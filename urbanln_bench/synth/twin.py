@@ -24,13 +24,14 @@ from urbanln_bench.cache import atomic_directory, cache_root, config_hash, file_
 from urbanln_bench.data import layout
 from urbanln_bench.data.manifest import write_manifest
 from urbanln_bench.specs import CitySpec, get_task
+from urbanln_bench.synth import libm
 from urbanln_bench.synth.latents import LATENT_NAMES
 from urbanln_bench.synth.scales import Scale, get_scale
 
 Progress = Callable[[int], None]
 
 # The modules whose code decides a twin's bytes (their source is hashed into every twin key).
-GENERATOR_MODULES = ("latents", "fields", "indicators", "auxiliary", "scene", "style", "render_satellite",
+GENERATOR_MODULES = ("latents", "fields", "libm", "indicators", "auxiliary", "scene", "style", "render_satellite",
                      "render_streetview", "scales", "twin")
 
 # Sub-stream tags: every random draw of a region comes from default_rng([seed, TAG, row, col, ...]).
@@ -226,7 +227,7 @@ def generate_twin(spec: CitySpec, scale: Scale, out_dir: Path, *, workers: int |
             mask = ~np.isnan(y) & (has_sv if imagery == "SV" else True)
             entry = {"n": int(mask.sum())}
             if mask.sum() >= 3:
-                entry["ceiling"] = round(float(analytic_ceiling(np.log1p(y[mask]), cond_var[mask])), 6)
+                entry["ceiling"] = round(float(analytic_ceiling(libm.log1p(y[mask]), cond_var[mask])), 6)
             cells_oracle[f"{spec.name}/{task}/{imagery}"] = entry
     oracle = {
         "definition": "analytic ceiling 1 - mean Var(ln(y+1) | latents) / Var(ln(y+1)) over the cell's regions",
