@@ -50,3 +50,40 @@ def test_moved_reference_without_changelog_is_refused(suite: Path):
     path.write_text(path.read_text().replace('"mean": 0.', '"mean": 0.1', 1))
     with pytest.raises(UserError, match="changed without a line in"):
         regress(suite, methods=("oracle-latents",), log=lambda m: None)
+
+
+def _perturbed(reference: Path, out: Path, shifts: dict[str, float]) -> Path:
+    """A copy of the reference records with the mean R² of every cell of some methods shifted."""
+    import json
+
+    shutil.copytree(reference, out)
+    for path in out.rglob("*.json"):
+        record = json.loads(path.read_text())
+        shift = shifts.get(record["method"]["slug"])
+        if shift:
+            record["metrics"]["r2"]["mean"] += shift
+            path.write_text(json.dumps(record))
+    return out
+
+
+def test_tolerance_follows_what_the_number_depends_on(suite: Path, tmp_path: Path):
+    """A floor or the oracle is held to the probe's rounding; a trained method to [tolerance]."""
+    from urbanln_bench.regress import compare, load_suite
+
+    loaded = load_suite(suite)
+    results = _perturbed(suite / "reference", tmp_path / "results",
+                         {"oracle-latents": 5e-6, "color-histogram": 5e-7, "resnet18": 5e-3})
+    grades = {(r.method, r.metric): r.grade for r in compare(loaded, suite / "reference", results)}
+    assert grades[("oracle-latents", "r2")] == "FAIL"  # 5e-6 is far past float32 rounding
+    assert grades[("color-histogram", "r2")] == "OK"
+    assert grades[("resnet18", "r2")] == "OK"  # a trained method: within ok = .01
+    assert grades[("oracle-latents", "rmse")] == "OK"
+
+
+def test_method_tolerance_for_a_method_outside_the_suite_is_refused(suite: Path):
+    from urbanln_bench.regress import load_suite
+
+    toml = suite / "suite.toml"
+    toml.write_text(toml.read_text() + 'tile2vec = { ok = 1e-6, warn = 1e-6 }\n')
+    with pytest.raises(UserError, match="not in the suite: tile2vec"):
+        load_suite(suite)

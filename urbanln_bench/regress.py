@@ -4,6 +4,10 @@ cell with committed reference records under graded tolerances (OK / WARN / FAIL)
 References live in ``regress/reference/``; ``regress/CHANGELOG.md`` must end with a line naming the
 hash of the current references, so a reference number cannot move without a changelog line
 (``urbanln-bench regress --update --reason "..."`` writes both).
+
+Tolerances are graded by what a cell's number depends on (docs/identity.md): a method without
+trained weights (the floors, the oracle, a random network) reproduces across CPUs to the probe's
+float32 rounding, so ``[method_tolerance]`` holds it to that; a trained method gets ``[tolerance]``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import shutil
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from urbanln_bench.errors import UserError
@@ -31,6 +35,11 @@ class Suite:
     seeds: str
     methods: tuple[str, ...]
     tolerance: dict[str, dict[str, float]]
+    method_tolerance: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def tolerance_for(self, method: str, metric: str) -> dict[str, float]:
+        """``[method_tolerance]`` (one bound for every metric) where the suite gives one, else ``[tolerance]``."""
+        return self.method_tolerance.get(method) or self.tolerance[metric]
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,15 @@ def load_suite(folder: Path) -> Suite:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: missing (the regression suite)") from None
-    return Suite(data["city"], data["scale"], data["profile"], data["seeds"], tuple(data["methods"]),
-                 data["tolerance"])
+    try:
+        suite = Suite(data["city"], data["scale"], data["profile"], data["seeds"], tuple(data["methods"]),
+                      data["tolerance"], data.get("method_tolerance", {}))
+    except KeyError as exc:
+        raise UserError(f"{path}: missing key {exc}") from None
+    unknown = sorted(set(suite.method_tolerance) - set(suite.methods))
+    if unknown:
+        raise UserError(f"{path}: [method_tolerance] names methods not in the suite: {', '.join(unknown)}")
+    return suite
 
 
 def references_hash(reference_dir: Path) -> str:
@@ -106,7 +122,7 @@ def compare(suite: Suite, reference_dir: Path, results: Path, methods: tuple[str
             if ref is None or val is None:
                 out.append(Comparison(cell, slug, metric, ref, val, "FAIL"))
             else:
-                out.append(Comparison(cell, slug, metric, ref, val, grade(abs(val - ref), suite.tolerance[metric])))
+                out.append(Comparison(cell, slug, metric, ref, val, grade(abs(val - ref), suite.tolerance_for(slug, metric))))
     return out
 
 

@@ -14,7 +14,6 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,12 @@ from urbanln_bench.synth.scales import Scale, get_scale
 
 Progress = Callable[[int], None]
 
-# The modules whose code decides a twin's bytes (their source is hashed into every twin key).
-GENERATOR_MODULES = ("latents", "fields", "libm", "indicators", "auxiliary", "scene", "style", "render_satellite",
-                     "render_streetview", "scales", "twin")
+# The twin generator's version: part of every twin key (docs/identity.md). Bump it whenever the bytes a
+# twin renders change (latents, indicators, images, scene graphs, aux tables); tests/test_twin_golden.py
+# fails until you do, and until TWIN_GOLDEN names the new version's digest.
+TWIN_GENERATOR_VERSION = 1
+# Digest of the NY twin at scale tiny (decoded pixels, scene graphs, tables) per generator version.
+TWIN_GOLDEN = {1: "e3bc4fd10d28ef54910c4f495b7d2fb0fa0c63a0931b021aac011c240e1614d9"}
 
 # Sub-stream tags: every random draw of a region comes from default_rng([seed, TAG, row, col, ...]).
 _STREAM_STREETVIEW_COUNT = 11
@@ -40,16 +42,31 @@ _STREAM_SATELLITE = 21
 _STREAM_STREETVIEW = 22
 
 
-def generator_fingerprint() -> str:
-    """Hash of the generator's source files and the image library version (part of every twin key)."""
+def generator_identity() -> dict[str, str | int]:
+    """What decides a twin's bytes besides its city file, seed and scale: the generator's version and
+    the image library's (Pillow draws the shapes; pyproject.toml bounds it to versions that draw alike)."""
     import PIL
 
-    digest = hashlib.sha256(f"numpy={np.__version__};pillow={PIL.__version__}".encode())
-    package = resources.files("urbanln_bench.synth")
-    for name in GENERATOR_MODULES:
-        digest.update(name.encode())
-        digest.update(package.joinpath(f"{name}.py").read_bytes())
-    return digest.hexdigest()[:16]
+    return {"version": TWIN_GENERATOR_VERSION, "pillow": PIL.__version__}
+
+
+def twin_content_digest(root: Path) -> str:
+    """sha256 over a twin's decoded pixels (not PNG bytes, which depend on the compressor), scene
+    graphs, latents and tables: what the golden test pins for each generator version."""
+    from PIL import Image
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in ("city.json", "manifest.json") or rel.startswith("captions/"):
+            continue
+        digest.update(rel.encode() + b"\0")
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                digest.update(f"{image.mode}{image.size}".encode() + image.tobytes())
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def with_seed(spec: CitySpec, seed: int | None) -> CitySpec:
@@ -71,7 +88,7 @@ def twin_config(spec: CitySpec, scale: Scale) -> dict:
         "seed": spec.twin.seed,
         "scale": scale.name,
         "tasks": tasks,
-        "generator": generator_fingerprint(),
+        "generator": generator_identity(),
     }
 
 
