@@ -414,11 +414,19 @@ def leaderboard_command(
     verify_keys: Annotated[bool, typer.Option(
         "--verify-keys", help="Also replay every stored twin cell as `run --dry-run` and exit 1 if the current "
         "code would not reuse its record (made by other code or settings).")] = False,
+    rekey: Annotated[bool, typer.Option(
+        "--rekey", help="Rewrite each stale record's key to the current code's. Only right after a change that "
+        "moves identities and no numbers, on records --verify-keys passed before it (docs/identity.md).")] = False,
 ) -> None:
     """Regenerate leaderboard.md from result records only."""
     from urbanln_bench.cache import atomic_write_text
     from urbanln_bench.leaderboard import render_leaderboard
 
+    if rekey:
+        from urbanln_bench.verify import rekey_records
+
+        rewritten = rekey_records(results, log=lambda m: _console().print(m, highlight=False))
+        typer.echo(f"re-keyed {len(rewritten)} record(s) under {results}")
     if verify_keys:
         from urbanln_bench.verify import stale_records
 

@@ -62,6 +62,7 @@ class CellOutcome:
     record: dict[str, Any] | None  # None when the cell is excluded
     reused: bool = False
     note: str = ""
+    key: str = ""  # the record key the current code computes (set on every dry-run outcome that would compute)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -148,32 +149,10 @@ def caption_identity(method: Method, imagery: str, profile: str) -> dict[str, An
     configs = caption_configs(method, imagery, profile)
     if not configs:
         return None
-    from urbanln_bench.captions.pipeline import PIPELINE_VERSION
+    from urbanln_bench.captions.versions import caption_versions, styles_digest
 
-    return {"version": PIPELINE_VERSION, "code": captions_code_fingerprint(),
+    return {"versions": caption_versions(), "styles": styles_digest(),
             "configs": {k: dataclasses.asdict(v) for k, v in configs.items()}}
-
-
-def captions_code_fingerprint() -> str:
-    """Hash of the caption pipeline's source (every module of ``urbanln_bench.captions``, styles included).
-
-    The caption set's own key also covers the trained scorer it loads, but computing it means loading
-    the backends; records and embedding caches are keyed before anything loads, so any change of the
-    pipeline's code retrains the methods that read captions rather than serving stale embeddings.
-    """
-    import hashlib
-    from importlib import resources
-
-    digest = hashlib.sha256()
-    package = resources.files("urbanln_bench.captions")
-    for entry in sorted(package.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".py"):
-            digest.update(entry.name.encode() + entry.read_bytes())
-    styles = package.joinpath("styles")
-    for entry in sorted(styles.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            digest.update(entry.name.encode() + entry.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def method_captions(method: Method, data: CityData, imagery: str, profile: str,
@@ -373,7 +352,7 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
                 outcomes.append(CellOutcome(cell_id, stored, reused=True))
             elif options.dry_run:
                 why = "a stored record has another key (stale)" if path.exists() else "no stored record"
-                outcomes.append(CellOutcome(cell_id, None, note=f"would compute: {why} ({path})"))
+                outcomes.append(CellOutcome(cell_id, None, note=f"would compute: {why} ({path})", key=key))
             else:
                 todo.append((task, cell_id, key, path))
         if not todo:

@@ -2,7 +2,7 @@
 
 A record's key covers everything that can move its number: the method's identity and settings, the
 data's manifest, the split, the probe and — for caption-trained methods — the caption configuration
-and a fingerprint of the caption code. A record made by other code (an uncommitted edit, an older
+and the caption components' versions (docs/identity.md). A record made by other code (an older
 version) keeps its numbers but no longer matches its key; re-running the cell would recompute it.
 This module replays every stored cell as a ``run --dry-run`` (nothing is fitted or written) and names
 the stale ones, so a committed leaderboard cannot silently drift from the code that is said to make it.
@@ -38,14 +38,13 @@ def _setting_text(value) -> str:
     return str(value)
 
 
-def stale_records(results_dir: Path, *, profile: str = "cpu",
-                  log: Callable[[str], None] = lambda m: None) -> list[str]:
-    """One line per stored synthetic-twin cell whose record the current code would not reuse."""
+def _replay(results_dir: Path, profile: str, log: Callable[[str], None]):
+    """Yield (record path or cell id, dry-run outcome, run options) for every stored twin cell the
+    current code would not reuse."""
     from urbanln_bench.runner import RunOptions, run
 
     groups: dict[Replay, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     paths: dict[tuple[Replay, str, str], Path] = {}
-    problems: list[str] = []
     for path, record in iter_records(results_dir):
         if record["data"]["source"] != "synthetic":
             log(f"{path}: real data, not replayed (needs its --data-root)")
@@ -66,7 +65,37 @@ def stale_records(results_dir: Path, *, profile: str = "cpu",
                                  pretrain_city=replay.fit_city if replay.fit_city != replay.city else None)
             for outcome in run(options, log=lambda m: None):
                 if outcome.record is None:
-                    city, task, imagery_ = outcome.cell.split("/")
-                    path = paths.get((replay, task, imagery_), outcome.cell)
-                    problems.append(f"{path}: {outcome.note.rsplit(' (', 1)[0]}")
-    return problems
+                    _, task, imagery_ = outcome.cell.split("/")
+                    yield paths.get((replay, task, imagery_), outcome.cell), outcome, options
+
+
+def stale_records(results_dir: Path, *, profile: str = "cpu",
+                  log: Callable[[str], None] = lambda m: None) -> list[str]:
+    """One line per stored synthetic-twin cell whose record the current code would not reuse."""
+    return [f"{path}: {outcome.note.rsplit(' (', 1)[0]}" for path, outcome, _ in _replay(results_dir, profile, log)]
+
+
+def rekey_records(results_dir: Path, *, profile: str = "cpu",
+                  log: Callable[[str], None] = lambda m: None) -> list[Path]:
+    """Rewrite every stale record's key to the key the current code computes; returns the files rewritten.
+
+    Only sound right after a change that moves identities and no numbers (docs/identity.md: e.g. keys
+    built from versions instead of source text), made on a tree where ``--verify-keys`` was clean.
+    Besides the key, only the weight-source label (which names the backbone's cache key) is refreshed.
+    """
+    from urbanln_bench.records import load_record, write_record
+    from urbanln_bench.runner import make_method
+
+    rewritten = []
+    for path, outcome, options in list(_replay(results_dir, profile, log)):
+        if not isinstance(path, Path) or not outcome.key:
+            continue
+        record = load_record(path)
+        record["key"] = outcome.key
+        weights = make_method(options).weight_source()
+        record["method"]["weight_source"] = weights
+        if (record.get("pretraining") or {}).get("weights"):
+            record["pretraining"]["weights"] = weights
+        write_record(path, record)
+        rewritten.append(path)
+    return rewritten

@@ -393,9 +393,8 @@ def _short_caption_function() -> tuple[Callable[[Mapping[str, Any], np.random.Ge
     """The short-caption writer and a version string for cache keys.
 
     The synthetic captioners' ``short_caption`` (exported by ``captions.captioners``, defined in
-    ``captions.synthetic_captioner``) when present, else ``_fallback_short_caption``. Without a declared
-    ``SHORT_CAPTION_VERSION`` the version is the digest of the defining module's source: any edit there
-    retrains the foundation rather than serving one trained on other captions.
+    ``captions.synthetic_captioner``) when present, else ``_fallback_short_caption``. The version is
+    the captioners' ``CAPTIONER_VERSION`` (docs/identity.md), never the module's source or path.
     """
     import importlib
 
@@ -409,13 +408,9 @@ def _short_caption_function() -> tuple[Callable[[Mapping[str, Any], np.random.Ge
             break
     if function is None:
         return (lambda graph, rng: _fallback_short_caption(graph)), "fallback-short-caption-1"
-    module = importlib.import_module(function.__module__)
-    version = getattr(module, "SHORT_CAPTION_VERSION", None)
-    if version is None:
-        from urbanln_bench.backbones.resnet import file_digest
+    from urbanln_bench.captions.versions import CAPTIONER_VERSION
 
-        version = file_digest(Path(module.__file__))
-    return function, f"{function.__module__}.short_caption-{version}"
+    return function, f"synthetic-short-caption-{CAPTIONER_VERSION}"
 
 
 def fit_to_context(text: str, tokenizer, context_length: int) -> str:

@@ -51,9 +51,9 @@ from typing import Any
 
 import numpy as np
 
+from urbanln_bench.captions.versions import GROUNDING_VERSION
 from urbanln_bench.errors import UserError
 
-GROUNDING_VERSION = 4  # bump when training or the model changes what the checkpoint computes
 GROUNDER_LABEL = "phrase grounder"
 PAD, UNK = 0, 1
 MAX_WORDS = 8

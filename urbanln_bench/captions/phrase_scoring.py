@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from urbanln_bench.captions.rectangles import Box
+from urbanln_bench.captions.versions import CALIBRATION_VERSION
 from urbanln_bench.errors import UserError
 from urbanln_bench.registry import Registry
 
@@ -42,7 +43,6 @@ OWLV2_THRESHOLD = 0.01
 OWLV2_NMS_IOU = 0.1
 OWLV2_MAX_QUERY_TOKENS = 16
 DEFAULT_TEMPLATE = "a photo of {phrase}"
-CALIBRATION_VERSION = 3  # bump when calibrate_clip_threshold changes what it computes
 TARGET_RECALL = 0.9
 """The calibrated CLIP threshold keeps this share of true phrases on the pretraining world (like OWLv2's
 permissive 0.01, it drops only what the scorer is surest is absent)."""

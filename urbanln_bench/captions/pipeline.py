@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 
 from urbanln_bench.captions.captioners import DEFAULT_CAPTIONS_PER_IMAGE, PAPER_CAPTIONERS, build_captioner
+from urbanln_bench.captions.versions import CAPTIONER_VERSION, PIPELINE_VERSION
 from urbanln_bench.errors import UserError
 
-PIPELINE_VERSION = 2  # bump when the pipeline's output changes for the same settings
-# 2: the offline phrase scorer is the phrase grounder; torch runs on one thread while captioning
 IMAGERY = ("SI", "SV")
 FILES = ("raw", "refined", "selected")
 
@@ -117,6 +116,7 @@ def captioner_identity(spec: str, seed: int) -> dict[str, Any]:
         from urbanln_bench.captions.synthetic_captioner import load_persona
 
         out["persona"] = asdict(load_persona(argument or "qwen2.5-vl-7b"))
+        out["version"] = CAPTIONER_VERSION
     elif backend == "file" and Path(argument).is_file():
         out["sha256"] = _file_digest(Path(argument))
     elif backend == "transformers" and Path(argument).is_dir():

@@ -1,0 +1,41 @@
+"""The caption components' versions: what caption sets, caption-trained records and the synthetic
+foundation are keyed by (docs/identity.md), instead of the components' source text.
+
+Bump a component's version when what it computes changes for the same settings and inputs. Each
+version is guarded by a golden output in tests/test_caption_golden.py, which fails when the output
+moves without a bump (and when a bump comes without a new golden entry), saying which constant to
+change. A refactor that computes the same leaves every key, and so every committed record, valid.
+
+Light on purpose: the runner reads these to key records before any backend loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+
+# The simulated MLLM captioners (synthetic_captioner): long captions, local captions, short captions.
+CAPTIONER_VERSION = 1
+# The data-level pipeline: segmentation, maximal rectangles, phrase extraction, refinement, CAPTURE
+# consensus, and the caption files it writes.
+PIPELINE_VERSION = 2
+# 2: the offline phrase scorer is the phrase grounder; torch runs on one thread while captioning
+# The phrase grounder (grounding): its training and model.
+GROUNDING_VERSION = 4
+# The grounder's threshold calibration (phrase_scoring.calibrate_clip_threshold).
+CALIBRATION_VERSION = 3
+
+
+def caption_versions() -> dict[str, int]:
+    return {"pipeline": PIPELINE_VERSION, "captioners": CAPTIONER_VERSION, "grounding": GROUNDING_VERSION,
+            "calibration": CALIBRATION_VERSION}
+
+
+def styles_digest() -> str:
+    """sha256 of the captioner persona files (``captions/styles/*.toml``): inputs, not code."""
+    digest = hashlib.sha256()
+    styles = resources.files("urbanln_bench.captions").joinpath("styles")
+    for entry in sorted(styles.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            digest.update(entry.name.encode() + entry.read_bytes())
+    return digest.hexdigest()[:16]
