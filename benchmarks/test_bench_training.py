@@ -171,7 +171,8 @@ def _clip_step(model, loss, *, lr: float, weight_decay: float, pixels, tokens):
     Returns (step, parameters in the optimiser — CLIP plus the loss's own, e.g. CoCa's decoder or MSD's
     temperature —, text width after trimming)."""
     from urbanln_bench.backbones.clip import encode_text_trimmed, trim_tokens
-    from urbanln_bench.clip_training.trainer import parameter_groups, set_trainable
+    from urbanln_bench.clip_training.trainer import set_trainable
+    from urbanln_bench.training_loop import parameter_groups
 
     set_trainable(model, "all")
     model.train()
@@ -228,7 +229,7 @@ def test_step_urbanvlp(benchmark):
     from urbanln_bench.backbones.clip import encode_text_trimmed, trim_tokens
     from urbanln_bench.clip_training.filip import filip_loss, pad_token_sets
     from urbanln_bench.clip_training.tokens import image_token_features, text_token_features
-    from urbanln_bench.clip_training.trainer import parameter_groups
+    from urbanln_bench.training_loop import parameter_groups
 
     method = get_method("urbanvlp")()
     c, recipe = method.config, method.recipe()

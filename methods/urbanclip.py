@@ -37,10 +37,9 @@ from __future__ import annotations
 from typing import Any
 
 from urbanln_bench.captions.captioners import SINGLE_CAPTIONER
-from urbanln_bench.clip_training.clip_method import ClipBackedMethod
+from urbanln_bench.clip_training.clip_method import ClipBackedMethod, normalised_image_encoder
 from urbanln_bench.method import FitContext, MethodMeta
-
-CAPTION_CONTEXT = 77
+from urbanln_bench.training_loop import CLIP_CONTEXT
 
 RECIPES: dict[str, dict[str, Any]] = {
     "tiny": {"epochs": 2.0, "max_steps": 8, "batch_size": 16, "lr": 1e-4, "caption_vocabulary": "observed"},
@@ -82,14 +81,6 @@ class UrbanCLIP(ClipBackedMethod):
     )
     RECIPES = RECIPES
 
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
-        self.model = None
-        self.report: dict[str, Any] = {}
-
-    def modules(self) -> list:
-        return [self.model]
-
     def caption_settings(self, imagery: str) -> dict[str, dict[str, Any]]:
         """One captioner, one candidate, no refinement, no consensus: the pipeline only describes."""
         return {imagery: {"captioners": (str(self.config["captioner"]),), "candidates_per_captioner": 1,
@@ -126,7 +117,7 @@ class UrbanCLIP(ClipBackedMethod):
         texts = [sentences[i] for i in ids]
 
         def tokenize(batch: list[str]) -> torch.Tensor:
-            return tokenizer(batch, context_length=CAPTION_CONTEXT)
+            return tokenizer(batch, context_length=CLIP_CONTEXT)
 
         vocabulary = None
         if self._vocabulary_mode() == "observed":
@@ -145,18 +136,10 @@ class UrbanCLIP(ClipBackedMethod):
         self.report["captioner"] = self.config["captioner"]
         self.report["sentences"] = {"images": len(ids), "dropped_for_keyword": len(captioned) - len(ids),
                                     "mean_words": round(sum(len(t.split()) for t in texts) / len(texts), 1)}
-        self.model = model.eval()
-
-    def encode_images(self, pixels):
-        """The frozen CLIP's L2-normalised image features (CoCa's ``encode_image`` default)."""
-        import torch.nn.functional as F
-
-        return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+        self.model = model.eval()  # downstream: L2-normalised image features, CoCa's encode_image default
 
     def architecture(self):
         """The CLIP of the profile plus the caption decoder (full vocabulary): all of it trains."""
-        import torch
-
         from urbanln_bench.backbones.clip import build_clip
         from urbanln_bench.clip_training.coca import CoCaLoss
         from urbanln_bench.profiling import Architecture
@@ -164,19 +147,6 @@ class UrbanCLIP(ClipBackedMethod):
         model, _, _ = build_clip(self.clip_profile())
         decoder = CoCaLoss(decoder_layers=int(self.config["decoder_layers"])).build_decoder(model)
         total = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in decoder.parameters())
-        visual = model.visual
-
-        class ImageEncoder(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.visual = visual
-
-            def forward(self, pixels):
-                return torch.nn.functional.normalize(self.visual(pixels).float(), dim=-1)
-
         note = ("image + text towers + multimodal caption decoder (full vocabulary; tiny/cpu recipes project onto "
                 "the observed tokens only, fewer parameters)")
-        return Architecture(ImageEncoder(), total, total, note)
-
-    def fit_report(self) -> dict[str, Any]:
-        return self.report
+        return Architecture(normalised_image_encoder(model.visual), total, total, note)

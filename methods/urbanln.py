@@ -27,12 +27,11 @@ the queue holds earlier teacher features of the same images — as the paper's o
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from urbanln_bench.method import FitContext, MethodMeta, TorchImageEncoder
-
-CAPTION_CONTEXT = 77
+from urbanln_bench.clip_training.clip_method import ClipBackedMethod, normalised_image_encoder
+from urbanln_bench.method import FitContext, MethodMeta
+from urbanln_bench.training_loop import CLIP_CONTEXT
 
 RECIPES: dict[str, dict[str, Any]] = {
     "tiny": {"epochs": 2.0, "max_steps": 8, "batch_size": 16, "lr": 1e-4},
@@ -65,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class UrbanLN(TorchImageEncoder):
+class UrbanLN(ClipBackedMethod):
     meta = MethodMeta(
         name="urbanln",
         display_name="UrbanLN",
@@ -78,39 +77,7 @@ class UrbanLN(TorchImageEncoder):
         ours=True,
         default_config=DEFAULTS,
     )
-
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
-        self.model = None
-        self.report: dict[str, Any] = {}
-        self._label: str | None = None
-
-    # -- settings ----------------------------------------------------------------------------------
-    def clip_profile(self) -> str:
-        return self.config["clip"] or self.run_profile
-
-    def recipe(self) -> dict[str, Any]:
-        base = RECIPES.get(self.run_profile, RECIPES["cpu"])
-        return {k: (self.config[k] if self.config[k] is not None else base[k]) for k in base}
-
-    @property
-    def input_size(self) -> int:  # the harness resizes to the CLIP's own image size
-        from urbanln_bench.backbones.clip import clip_config
-
-        size = clip_config(self.clip_profile())["vision_cfg"]["image_size"]
-        return int(size if isinstance(size, int) else size[0])
-
-    @property
-    def mean(self):
-        from urbanln_bench.backbones.clip import clip_config
-
-        return tuple(clip_config(self.clip_profile()).get("urbanln", {}).get("mean", (0.48145466, 0.4578275, 0.40821073)))
-
-    @property
-    def std(self):
-        from urbanln_bench.backbones.clip import clip_config
-
-        return tuple(clip_config(self.clip_profile()).get("urbanln", {}).get("std", (0.26862954, 0.26130258, 0.27577711)))
+    RECIPES = RECIPES
 
     def caption_settings(self, imagery: str) -> dict[str, dict[str, Any]]:
         """The caption sets ``fit`` needs: the cell's imagery, with the variant's ablation flags."""
@@ -125,22 +92,10 @@ class UrbanLN(TorchImageEncoder):
             settings["candidates_per_captioner"] = int(self.config["candidates_per_captioner"])
         return {imagery: settings}
 
-    def weight_source(self) -> str:
-        if self._label is None:
-            from urbanln_bench.backbones.clip import weight_source_label
-
-            self._label = weight_source_label(self.clip_profile(), self.config["weights"])
-        return self._label
-
-    def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "clip": self.clip_profile(), "recipe": self.recipe(),
-                "run_profile": self.run_profile}
-
     # -- training ----------------------------------------------------------------------------------
     def fit(self, city, imagery: str, context: FitContext) -> None:
         import torch
 
-        from urbanln_bench.backbones.clip import load_clip
         from urbanln_bench.clip_training.ipsi import apply_ipsi
         from urbanln_bench.clip_training.trainer import ClipTrainConfig, build_clip_loss, train_clip
         from urbanln_bench.errors import UserError
@@ -151,17 +106,13 @@ class UrbanLN(TorchImageEncoder):
         ids = [i for i in city.image_ids(imagery) if i in captions]
         if len(ids) < 2:
             raise UserError(f"{self.meta.name}: {city.name} has {len(ids)} captioned {imagery} images; need >= 2")
-        profile = self.clip_profile()
-        model, tokenizer, preprocess, source = load_clip(profile, self.config["weights"], context.progress,
-                                                         device=context.device)
-        self._label = source
-        context_length = CAPTION_CONTEXT
+        model, tokenizer, preprocess = self.load_clip(context)
+        context_length = CLIP_CONTEXT
         if self.config["ipsi"]:
             context_length = apply_ipsi(model, keep=int(self.config["ipsi_keep"]), ratio=int(self.config["ipsi_ratio"]),
                                         freeze_kept=bool(self.config["freeze_kept"]))
         recipe = self.recipe()
-        steps = min(int(recipe["max_steps"]), max(1, math.ceil(recipe["epochs"] * len(ids) / recipe["batch_size"])))
-        train_config = ClipTrainConfig(steps=steps, batch_size=int(recipe["batch_size"]), lr=float(recipe["lr"]),
+        train_config = ClipTrainConfig(steps=self.steps_for(len(ids)), batch_size=int(recipe["batch_size"]), lr=float(recipe["lr"]),
                                        weight_decay=float(self.config["weight_decay"]), train=self.config["train"],
                                        seed=context.seed)
         if self.config["msd"]:
@@ -179,22 +130,14 @@ class UrbanLN(TorchImageEncoder):
         self.report = train_clip(model, images, texts, tokenize, preprocess, train_config, loss,
                                  device=context.device, progress=context.progress,
                                  description=f"pretraining {self.variant_label()} on {city.name} {imagery}")
-        self.report["weights"] = source
+        self.report["weights"] = self.weight_source()
         self.report["ipsi"] = {"context_length": context_length, "keep": self.config["ipsi_keep"],
                                "frozen_rows": int(self.config["ipsi_keep"]) if self.config["ipsi"] and
                                self.config["freeze_kept"] else 0}
         self.model = model.eval()
 
-    def encode_images(self, pixels):
-        """The CLIP's L2-normalised image features (the space the contrastive loss shapes)."""
-        import torch.nn.functional as F
-
-        return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
-
     def architecture(self):
         """The CLIP of the profile (IPSI-stretched when on): all of it trains, except IPSI's frozen rows."""
-        import torch
-
         from urbanln_bench.backbones.clip import build_clip
         from urbanln_bench.clip_training.ipsi import apply_ipsi
         from urbanln_bench.profiling import Architecture
@@ -206,21 +149,8 @@ class UrbanLN(TorchImageEncoder):
             if self.config["freeze_kept"]:
                 frozen = int(self.config["ipsi_keep"]) * model.positional_embedding.shape[1]
         total = sum(p.numel() for p in model.parameters())
-        visual = model.visual
-
-        class ImageEncoder(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.visual = visual
-
-            def forward(self, pixels):
-                return torch.nn.functional.normalize(self.visual(pixels).float(), dim=-1)
-
         note = "image + text towers; " + ("EMA teacher (same size) not trained" if self.config["msd"] else "no teacher")
-        return Architecture(ImageEncoder(), total, total - frozen, note)
-
-    def fit_report(self) -> dict[str, Any]:
-        return self.report
+        return Architecture(normalised_image_encoder(model.visual), total, total - frozen, note)
 
 
 def _variant(name: str, display: str, description: str, **changes: Any) -> type[UrbanLN]:

@@ -104,7 +104,6 @@ class UrbanVLP(ClipBackedMethod):
         super().__init__(config)
         self.satellite = None
         self.streetview = None
-        self.report: dict[str, Any] = {}
 
     def modules(self) -> list:
         return [self.satellite, self.streetview]
@@ -163,13 +162,13 @@ class UrbanVLP(ClipBackedMethod):
         """Satellite feature + mean street-view feature per region (zero for what a region lacks)."""
         import torch
 
-        from urbanln_bench.embed import _autocast, preprocess
+        from urbanln_bench.embed import inference_autocast, preprocess
 
         def encode(model, image_ids: list[str]) -> np.ndarray:
             chunks = []
             for batch in city.iter_images(image_ids, ENCODE_BATCH):
                 pixels = preprocess(batch.images, self.input_size, self.mean, self.std).to(context.device)
-                with torch.no_grad(), _autocast(context.device):
+                with torch.no_grad(), inference_autocast(context.device):
                     chunks.append(model.encode_image(pixels).float().cpu().numpy())
             return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
@@ -215,9 +214,6 @@ class UrbanVLP(ClipBackedMethod):
                             "two CLIPs (satellite, street view), image + text towers; images/s = regions with one "
                             "street view each")
 
-    def fit_report(self) -> dict[str, Any]:
-        return self.report
-
 
 class _RegionPairs:
     """Per region (same order everywhere): its tile, one satellite sentence, its street views and joined text."""
@@ -245,11 +241,10 @@ def pretrain_towers(satellite, streetview, data: _RegionPairs, preprocess, *, st
     import torch.nn.functional as F
     from open_clip.loss import ClipLoss
 
-    from urbanln_bench.backbones.clip import _autocast, _pixels, count_parameters, encode_text_trimmed
+    from urbanln_bench import training_loop as loop
+    from urbanln_bench.backbones.clip import count_parameters, encode_text_trimmed, trim_tokens
     from urbanln_bench.clip_training.filip import filip_loss, pad_token_sets
     from urbanln_bench.clip_training.tokens import image_token_features, text_token_features
-    from urbanln_bench.clip_training.trainer import parameter_groups, summarise_losses, trim_tokens
-    from urbanln_bench.errors import UserError
 
     started = time.perf_counter()
     device_t = torch.device(device)
@@ -262,67 +257,51 @@ def pretrain_towers(satellite, streetview, data: _RegionPairs, preprocess, *, st
             param.requires_grad_(True)
     named = ([(f"satellite.{k}", p) for k, p in satellite.named_parameters()]
              + [(f"streetview.{k}", p) for k, p in streetview.named_parameters()])
-    fused = {"fused": True} if device_t.type in ("cpu", "cuda") else {}
-    optimiser = torch.optim.AdamW(parameter_groups(named, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6, **fused)
-    warmup = max(1, int(0.1 * steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(
-        (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * max(0, step - warmup) / max(1, steps - warmup)))))
+    optimiser = loop.adamw(loop.parameter_groups(named, weight_decay), lr, device_t)
+    schedule = loop.warmup_cosine(optimiser, steps, max(1, int(0.1 * steps)))
     contrastive = ClipLoss()
     generator = torch.Generator().manual_seed(seed)
-    advance = progress(description, steps) if progress else None
-    history: dict[str, list[float]] = {}
-    step = 0
 
-    def flipped(pixels):
-        flip = torch.rand(len(pixels), generator=generator) < 0.5
-        return torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
+    def batch_loss(batch):
+        idx = batch.tolist()
+        satellite_pixels = loop.random_flips(loop.pixel_batch([data.satellite_images[i] for i in idx], preprocess),
+                                             generator).to(device_t)
+        owners = [j for j, i in enumerate(idx) for _ in data.streetview_images[i]]
+        with_views = [j for j, i in enumerate(idx) if has_views[i]]
+        with loop.autocast(device_t):
+            v_sat = F.normalize(satellite.encode_image(satellite_pixels).float(), dim=-1)
+            t_sat = F.normalize(encode_text_trimmed(satellite, trim_tokens(data.satellite_tokens[idx]).to(device_t))
+                                .float(), dim=-1)
+            v_sv = torch.zeros_like(v_sat)
+            sv_loss = torch.zeros((), device=device_t)
+            if owners:
+                views = loop.random_flips(
+                    loop.pixel_batch([im for i in idx for im in data.streetview_images[i]], preprocess), generator)
+                pooled, view_tokens = image_token_features(streetview, views.to(device_t))
+                owner_t = torch.tensor(owners, device=device_t)
+                sums = torch.zeros_like(v_sat).index_add(0, owner_t, pooled.float())
+                counts = torch.bincount(owner_t, minlength=len(idx)).clamp(min=1).unsqueeze(1)
+                v_sv = F.normalize(sums / counts, dim=-1)  # zero rows stay zero
+                if len(with_views) >= 2:
+                    sets = [view_tokens[owner_t == j].reshape(-1, view_tokens.shape[-1]) for j in with_views]
+                    region_tokens, image_mask = pad_token_sets(sets)
+                    text = data.streetview_tokens[[idx[j] for j in with_views]]
+                    text = (trim_tokens(text) if mask_padding else text).to(device_t)
+                    _, text_tokens = text_token_features(streetview, text)
+                    sv_loss = filip_loss(region_tokens, text_tokens, image_mask,
+                                         text_mask=(text != 0) if mask_padding else None)
+            sat_loss = contrastive(v_sat + v_sv, t_sat, satellite.logit_scale.exp().float())
+            total = satellite_weight * sat_loss + streetview_weight * sv_loss
+        return {"total": total, "satellite": sat_loss, "streetview": sv_loss}
 
-    while step < steps:
-        permutation = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            if step >= steps:
-                break
-            idx = permutation[start:start + batch_size].tolist()
-            satellite_pixels = flipped(_pixels([data.satellite_images[i] for i in idx], preprocess)).to(device_t)
-            owners = [j for j, i in enumerate(idx) for _ in data.streetview_images[i]]
-            with_views = [j for j, i in enumerate(idx) if has_views[i]]
-            with _autocast(device_t):
-                v_sat = F.normalize(satellite.encode_image(satellite_pixels).float(), dim=-1)
-                t_sat = F.normalize(encode_text_trimmed(satellite, trim_tokens(data.satellite_tokens[idx]).to(device_t))
-                                    .float(), dim=-1)
-                v_sv = torch.zeros_like(v_sat)
-                sv_loss = torch.zeros((), device=device_t)
-                if owners:
-                    views = flipped(_pixels([im for i in idx for im in data.streetview_images[i]], preprocess))
-                    pooled, view_tokens = image_token_features(streetview, views.to(device_t))
-                    owner_t = torch.tensor(owners, device=device_t)
-                    sums = torch.zeros_like(v_sat).index_add(0, owner_t, pooled.float())
-                    counts = torch.bincount(owner_t, minlength=len(idx)).clamp(min=1).unsqueeze(1)
-                    v_sv = F.normalize(sums / counts, dim=-1)  # zero rows stay zero
-                    if len(with_views) >= 2:
-                        sets = [view_tokens[owner_t == j].reshape(-1, view_tokens.shape[-1]) for j in with_views]
-                        region_tokens, image_mask = pad_token_sets(sets)
-                        text = data.streetview_tokens[[idx[j] for j in with_views]]
-                        text = (trim_tokens(text) if mask_padding else text).to(device_t)
-                        _, text_tokens = text_token_features(streetview, text)
-                        sv_loss = filip_loss(region_tokens, text_tokens, image_mask,
-                                             text_mask=(text != 0) if mask_padding else None)
-                sat_loss = contrastive(v_sat + v_sv, t_sat, satellite.logit_scale.exp().float())
-                total = satellite_weight * sat_loss + streetview_weight * sv_loss
-            if not torch.isfinite(total):
-                raise UserError(f"{description}: the loss became {float(total)} at step {step}; lower the lr")
-            optimiser.zero_grad(set_to_none=True)
-            total.backward()
-            optimiser.step()
-            schedule.step()
-            with torch.no_grad():
-                for model in (satellite, streetview):
-                    model.logit_scale.clamp_(0, math.log(100))
-            for key, value in (("total", total), ("satellite", sat_loss), ("streetview", sv_loss)):
-                history.setdefault(key, []).append(float(value.detach()))
-            step += 1
-            if advance:
-                advance(1)
+    def clamp_temperatures():
+        with torch.no_grad():
+            for model in (satellite, streetview):
+                model.logit_scale.clamp_(0, math.log(100))
+
+    result = loop.optimise(optimiser, schedule, loop.shuffled_batches(n, batch_size, generator), batch_loss,
+                           steps=steps, description=description, progress=progress, after_step=clamp_temperatures)
+    step = result.steps
     satellite.eval()
     streetview.eval()
     counts = [count_parameters(m) for m in (satellite, streetview)]
@@ -338,7 +317,7 @@ def pretrain_towers(satellite, streetview, data: _RegionPairs, preprocess, *, st
                  "mask_padding": mask_padding},
         "config": {"steps": steps, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
                    "warmup_fraction": 0.1, "flip": True},
-        "loss_first_last": summarise_losses(history),
+        "loss_first_last": loop.summarise_losses(result.history),
         "parameters": {"trainable": sum(c[0] for c in counts), "total": sum(c[1] for c in counts)},
         "seconds": round(time.perf_counter() - started, 1), "device": str(device_t),
     }

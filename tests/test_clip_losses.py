@@ -193,15 +193,16 @@ def test_coca_overfits_a_toy_set_and_trains_its_decoder():
 
 
 def test_coca_gradients_reach_the_decoder_and_through_it_the_image_tower():
-    from urbanln_bench.backbones.clip import _pixels, build_clip, encode_text_trimmed
-    from urbanln_bench.clip_training.trainer import build_clip_loss, parameter_groups, trim_tokens
+    from urbanln_bench.backbones.clip import build_clip, encode_text_trimmed
+    from urbanln_bench.clip_training.trainer import build_clip_loss, trim_tokens
+    from urbanln_bench.training_loop import parameter_groups, pixel_batch
 
     images, captions = _toy_pairs(4)
     torch.manual_seed(0)
     model, tokenizer, preprocess = build_clip("tiny")
     loss = build_clip_loss("coca", contrastive_weight=0.0)  # the caption term alone, full vocabulary
     extra = loss.setup(model, 64)
-    parts = loss.loss(model, _pixels(images, preprocess), trim_tokens(tokenizer(captions)), encode_text_trimmed)
+    parts = loss.loss(model, pixel_batch(images, preprocess), trim_tokens(tokenizer(captions)), encode_text_trimmed)
     assert float(parts["contrastive"]) > 0 and parts["total"] == parts["caption"]
     parts["total"].backward()
     for name, param in extra:

@@ -124,11 +124,11 @@ def _encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str]
     for b, batch in enumerate(view.iter_images(image_ids, batch_size)):
         pixels = preprocess(batch.images, method.input_size, method.mean, method.std).to(device)
         with torch.no_grad():
-            with _autocast(device):
+            with inference_autocast(device):
                 array = _check_output(method, method.encode_images(pixels), len(batch.ids), width, "encode_images")
             if b == 0:  # determinism probe: re-encode a few images of the first batch
                 k = min(DETERMINISM_PROBE, len(batch.ids))
-                with _autocast(device):
+                with inference_autocast(device):
                     again = _check_output(method, method.encode_images(pixels[:k]), k, array.shape[1], "encode_images")
                 if not np.allclose(array[:k], again, rtol=1e-3, atol=1e-4):
                     raise MethodOutputError(
@@ -142,7 +142,8 @@ def _encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str]
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
-def _autocast(device: str):
+def inference_autocast(device: str):
+    """bf16 autocast for inference on CUDA, nothing on CPU (``device`` as a string, e.g. "cuda:0")."""
     import contextlib
 
     import torch

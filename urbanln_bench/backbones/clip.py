@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from urbanln_bench import training_loop as loop
 from urbanln_bench.cache import atomic_write_text, cache_root, config_hash, file_lock
 from urbanln_bench.errors import UserError
 from urbanln_bench.registry import suggest
@@ -538,18 +539,6 @@ def foundation_clip(profile: str, progress: Progress | None = None, device: str 
     return path, label
 
 
-def _autocast(device):
-    import torch
-
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def _pixels(images: list[np.ndarray], preprocess: ClipPreprocess):
-    from urbanln_bench.embed import preprocess as preprocess_images
-
-    return preprocess_images(images, preprocess.image_size, preprocess.mean, preprocess.std)
-
-
 def encode_world(model, images: list[np.ndarray], tokens, preprocess: ClipPreprocess, device,
                  batch_size: int = 256):
     """L2-normalised image and text features (float32, on CPU), in eval mode without gradients."""
@@ -558,9 +547,9 @@ def encode_world(model, images: list[np.ndarray], tokens, preprocess: ClipPrepro
 
     model.eval()
     image_features, text_features = [], []
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), loop.autocast(device):
         for start in range(0, len(images), batch_size):
-            pixels = _pixels(images[start:start + batch_size], preprocess).to(device)
+            pixels = loop.pixel_batch(images[start:start + batch_size], preprocess).to(device)
             image_features.append(F.normalize(model.encode_image(pixels).float(), dim=-1).cpu())
         for start in range(0, len(tokens), batch_size):
             batch = tokens[start:start + batch_size].to(device)
@@ -597,17 +586,6 @@ def trim_tokens(tokens):
     return tokens[:, :max(used, 1)]
 
 
-def _parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
-    """open_clip's rule: no weight decay on gains, biases, norms and the temperature."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        skip = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if skip else decay).append(param)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-
-
 def train_foundation(config: FoundationConfig, path: Path, progress: Progress | None = None,
                      device: str = "cpu", provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain ``config.profile``'s CLIP from scratch on the pretraining world and write it atomically.
@@ -635,44 +613,34 @@ def train_foundation(config: FoundationConfig, path: Path, progress: Progress | 
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
-    warmup = max(1, int(config.warmup_fraction * total_steps))
-    losses: list[float] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model.to(device_t).train()
-        fused = {"fused": True} if device_t.type in ("cpu", "cuda") else {}
-        optimiser = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr,
-                                      betas=(0.9, 0.98), eps=1e-6, **fused)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(
-            (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * max(0, step - warmup) / max(1, total_steps - warmup)))))
+        optimiser = loop.adamw(loop.parameter_groups(list(model.named_parameters()), config.weight_decay,
+                                                     decay_positional=True), config.lr, device_t)
+        schedule = loop.warmup_cosine(optimiser, total_steps, max(1, int(config.warmup_fraction * total_steps)))
         loss_fn = ClipLoss()
         generator = torch.Generator().manual_seed(config.seed)
-        advance = progress(f"pretraining the CLIP '{config.profile}' synthetic foundation", total_steps) if progress else None
-        for _ in range(config.epochs):
-            permutation = torch.randperm(len(train), generator=generator)
-            epoch_losses = []
-            for start in range(0, len(train), config.batch_size):
-                idx = permutation[start:start + config.batch_size]
-                if len(idx) < 2:
-                    continue
-                pixels = _pixels([train_images[i] for i in idx.tolist()], preprocess)
-                flip = torch.rand(len(idx), generator=generator) < 0.5
-                pixels = torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels).to(device_t)
-                text = trim_tokens(tokens[idx]).to(device_t)
-                with _autocast(device_t):
-                    image_features = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
-                    text_features = torch.nn.functional.normalize(encode_text_trimmed(model, text).float(), dim=-1)
-                loss = loss_fn(image_features, text_features, model.logit_scale.exp().float())
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, math.log(100))
-                epoch_losses.append(float(loss.detach()))
-                if advance:
-                    advance(1)
-            losses.append(round(float(np.mean(epoch_losses)), 4))
+
+        def batch_loss(idx):
+            pixels = loop.random_flips(loop.pixel_batch([train_images[i] for i in idx.tolist()], preprocess),
+                                       generator).to(device_t)
+            text = trim_tokens(tokens[idx]).to(device_t)
+            with loop.autocast(device_t):
+                image_features = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
+                text_features = torch.nn.functional.normalize(encode_text_trimmed(model, text).float(), dim=-1)
+            return {"total": loss_fn(image_features, text_features, model.logit_scale.exp().float())}
+
+        def clamp_temperature():
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+
+        result = loop.optimise(
+            optimiser, schedule,
+            loop.shuffled_batches(len(train), config.batch_size, generator, epochs=config.epochs, drop_last=False),
+            batch_loss, steps=total_steps, after_step=clamp_temperature, progress=progress,
+            description=f"pretraining the CLIP '{config.profile}' synthetic foundation")
+    losses = result.epoch_means()
     trained = time.perf_counter()
 
     held = [pairs.images[i] for i in holdout]

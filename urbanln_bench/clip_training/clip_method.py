@@ -1,8 +1,11 @@
-"""What every CLIP-backed method shares: the CLIP profile, its preprocessing, its weight source, recipes.
+"""The base of every CLIP-backed method (UrbanLN, UrbanCLIP, UrbanVLP): the CLIP profile, its
+preprocessing, its weight source, the recipe per run profile and the frozen image encoder.
 
-A subclass sets ``RECIPES`` ({run profile: {epochs, max_steps, batch_size, lr}}) and has the settings
-``clip`` ("" = the run's profile), ``weights`` ("" = a cached hub copy of the profile, else the
-synthetic foundation) and one setting per recipe key (None or "" = the profile's value).
+A subclass sets ``RECIPES`` ({run profile: {epochs, max_steps, batch_size, lr, ...}}) and has the
+settings ``clip`` ("" = the run's profile), ``weights`` ("" = a cached hub copy of the profile, else
+the synthetic foundation) and one setting per recipe key (None or "" = the profile's value). The
+harness sets ``run_profile`` before it asks for anything; the recipe is resolved from it on each
+call, never written back into the config.
 """
 
 from __future__ import annotations
@@ -11,6 +14,23 @@ import math
 from typing import Any, ClassVar
 
 from urbanln_bench.method import Method
+from urbanln_bench.training_loop import CLIP_MEAN, CLIP_STD
+
+
+def normalised_image_encoder(visual):
+    """A module that maps pixels to the L2-normalised features of a CLIP image tower ``visual``: what
+    every CLIP method hands the probe (the space its contrastive loss shapes)."""
+    import torch
+
+    class NormalisedImageEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.visual = visual
+
+        def forward(self, pixels):
+            return torch.nn.functional.normalize(self.visual(pixels).float(), dim=-1)
+
+    return NormalisedImageEncoder()
 
 
 class ClipBackedMethod(Method):
@@ -19,6 +39,20 @@ class ClipBackedMethod(Method):
     def __init__(self, config=None) -> None:
         super().__init__(config)
         self._label: str | None = None
+        self.model = None  # the fitted CLIP (one-tower methods)
+        self.report: dict[str, Any] = {}
+
+    def modules(self) -> list:
+        return [self.model]
+
+    def encode_images(self, pixels):
+        """The frozen CLIP's L2-normalised image features."""
+        import torch.nn.functional as F
+
+        return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+
+    def fit_report(self) -> dict[str, Any]:
+        return self.report
 
     def clip_profile(self) -> str:
         return self.config["clip"] or self.run_profile
@@ -44,11 +78,11 @@ class ClipBackedMethod(Method):
 
     @property
     def mean(self):
-        return tuple(self._clip_meta().get("urbanln", {}).get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        return tuple(self._clip_meta().get("urbanln", {}).get("mean", CLIP_MEAN))
 
     @property
     def std(self):
-        return tuple(self._clip_meta().get("urbanln", {}).get("std", (0.26862954, 0.26130258, 0.27577711)))
+        return tuple(self._clip_meta().get("urbanln", {}).get("std", CLIP_STD))
 
     def weight_source(self) -> str:
         if self._label is None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from urbanln_bench import training_loop as loop
 from urbanln_bench.backbones.clip import trim_tokens
 from urbanln_bench.errors import UserError
 from urbanln_bench.registry import Registry
@@ -172,19 +173,6 @@ def set_trainable(model, train: str) -> None:
             param.requires_grad_(is_text)
 
 
-def parameter_groups(params: Sequence[tuple[str, Any]], weight_decay: float) -> list[dict[str, Any]]:
-    """open_clip's rule (no decay on gains, biases, norms, temperatures), plus the positional tables:
-    decay would move IPSI's frozen rows, whose gradient is masked to zero."""
-    decay, no_decay = [], []
-    for name, param in params:
-        if not param.requires_grad:
-            continue
-        skip = (param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-                or "positional_embedding" in name or "temperature" in name)
-        (no_decay if skip else decay).append(param)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-
-
 def train_clip(model, images: Sequence[np.ndarray], captions: Sequence[str], tokenize: Callable[[list[str]], Any],
                preprocess, config: ClipTrainConfig, loss: ClipLossPlugin, device: str = "cpu",
                progress: Progress | None = None, description: str = "fine-tuning CLIP") -> dict[str, Any]:
@@ -194,7 +182,7 @@ def train_clip(model, images: Sequence[np.ndarray], captions: Sequence[str], tok
     """
     import torch
 
-    from urbanln_bench.backbones.clip import _autocast, _pixels, count_parameters, encode_text_trimmed
+    from urbanln_bench.backbones.clip import count_parameters, encode_text_trimmed
 
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
@@ -215,43 +203,22 @@ def train_clip(model, images: Sequence[np.ndarray], captions: Sequence[str], tok
         named_extra = [(f"loss.{p[0]}", p[1]) if isinstance(p, tuple) else (f"loss.temperature.{i}", p)
                        for i, p in enumerate(extra)]
         named = list(model.named_parameters()) + named_extra
-        fused = {"fused": True} if device_t.type in ("cpu", "cuda") else {}
-        optimiser = torch.optim.AdamW(parameter_groups(named, config.weight_decay), lr=config.lr,
-                                      betas=(0.9, 0.98), eps=1e-6, **fused)
-        warmup = max(1, int(config.warmup_fraction * config.steps))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(
-            (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * max(0, step - warmup) / max(1, config.steps - warmup)))))
+        optimiser = loop.adamw(loop.parameter_groups(named, config.weight_decay), config.lr, device_t)
+        schedule = loop.warmup_cosine(optimiser, config.steps, max(1, int(config.warmup_fraction * config.steps)))
         generator = torch.Generator().manual_seed(config.seed)
-        advance = progress(description, config.steps) if progress else None
-        history: dict[str, list[float]] = {}
-        step, epochs = 0, 0
-        while step < config.steps:
-            permutation = torch.randperm(len(images), generator=generator)
-            epochs += 1
-            for start in range(0, len(images) - batch_size + 1, batch_size):  # full batches only
-                if step >= config.steps:
-                    break
-                idx = permutation[start:start + batch_size]
-                pixels = _pixels([images[i] for i in idx.tolist()], preprocess)
-                if config.flip:
-                    flip = torch.rand(len(idx), generator=generator) < 0.5
-                    pixels = torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
-                text = trim_tokens(tokens[idx]).to(device_t)
-                with _autocast(device_t):
-                    parts = loss.loss(model, pixels.to(device_t), text, encode_text_trimmed)
-                total = parts["total"]
-                if not torch.isfinite(total):
-                    raise UserError(f"{description}: the loss became {float(total)} at step {step}; lower the lr")
-                optimiser.zero_grad(set_to_none=True)
-                total.backward()
-                optimiser.step()
-                schedule.step()
-                loss.after_step(model)
-                for key, value in parts.items():
-                    history.setdefault(key, []).append(float(value.detach() if hasattr(value, "detach") else value))
-                step += 1
-                if advance:
-                    advance(1)
+
+        def batch_loss(idx):
+            pixels = loop.pixel_batch([images[i] for i in idx.tolist()], preprocess)
+            if config.flip:
+                pixels = loop.random_flips(pixels, generator)
+            text = trim_tokens(tokens[idx]).to(device_t)
+            with loop.autocast(device_t):
+                return loss.loss(model, pixels.to(device_t), text, encode_text_trimmed)
+
+        result = loop.optimise(optimiser, schedule, loop.shuffled_batches(len(images), batch_size, generator),
+                               batch_loss, steps=config.steps, description=description, progress=progress,
+                               after_step=lambda: loss.after_step(model))
+    step = result.steps
     model.eval()
     trainable, total_params = count_parameters(model)
     return {
@@ -259,12 +226,8 @@ def train_clip(model, images: Sequence[np.ndarray], captions: Sequence[str], tok
         "batch_size": batch_size, "context_length": int(tokens.shape[1]),
         "captions_filling_context": truncated,
         "loss": loss.settings(), "config": asdict(config),
-        "loss_first_last": summarise_losses(history),
+        "loss_first_last": loop.summarise_losses(result.history),
         "parameters": {"trainable": trainable, "total": total_params},
         "loss_parameters": sum(p.numel() for _, p in named_extra),  # trained with the model, e.g. a decoder
         "seconds": round(time.perf_counter() - started, 1), "device": str(device_t),
     }
-
-
-def summarise_losses(history: Mapping[str, list[float]]) -> dict[str, list[float]]:
-    return {k: [round(float(np.mean(v[:5])), 4), round(float(np.mean(v[-5:])), 4)] for k, v in history.items()}
