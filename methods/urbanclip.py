@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from urbanln_bench.captions.captioners import SINGLE_CAPTIONER
-from urbanln_bench.clip_training.clip_method import ClipBackedMethod, normalised_image_encoder
+from urbanln_bench.clip_training.clip_method import ClipBackedMethod, clip_settings, normalised_image_encoder
 from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.training_loop import CLIP_CONTEXT
 
@@ -48,20 +48,13 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 DEFAULTS: dict[str, Any] = {
-    "clip": "",  # CLIP profile; "" = the run's --profile (tiny / cpu / paper) or an open_clip model name
-    "weights": "",  # a local open_clip CLIP checkpoint or hf-hub entry; "" = cached hub copy, else the foundation
+    **clip_settings(weight_decay=0.01),
     "captioner": SINGLE_CAPTIONER["urbanclip"],
     "exclude_keyword": "ocean",
     "caption_weight": 1.0,
     "contrastive_weight": 1.0,
     "decoder_layers": 0,  # 0 = the text tower's depth
     "caption_vocabulary": "",  # "": the recipe's ("observed" on tiny/cpu, "full" on paper)
-    "epochs": None,  # None: the profile's recipe
-    "max_steps": None,
-    "batch_size": None,
-    "lr": None,
-    "weight_decay": 0.01,
-    "train": "all",
 }
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from urbanln_bench.clip_training.clip_method import ClipBackedMethod, normalised_image_encoder
+from urbanln_bench.clip_training.clip_method import ClipBackedMethod, clip_settings, normalised_image_encoder
 from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.training_loop import CLIP_CONTEXT
 
@@ -40,8 +40,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 DEFAULTS: dict[str, Any] = {
-    "clip": "",  # CLIP profile; "" = the run's --profile (tiny / cpu / paper) or an open_clip name
-    "weights": "",  # a local open_clip checkpoint or hf-hub entry; "" = cached hub copy, else the foundation
+    **clip_settings(weight_decay=0.02),
     "mu": 0.5,
     "momentum": 0.995,
     "queue_size": 4096,
@@ -55,12 +54,6 @@ DEFAULTS: dict[str, Any] = {
     "consensus": True,
     "captioners": [],  # [] = the pipeline's five paper captioners; e.g. ["synthetic:qwen2.5-vl-7b"]
     "candidates_per_captioner": 0,  # 0 = the pipeline's default (2)
-    "epochs": None,  # None: the profile's recipe
-    "max_steps": None,
-    "batch_size": None,
-    "lr": None,
-    "weight_decay": 0.02,
-    "train": "all",
 }
 
 

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from urbanln_bench.captions.captioners import SINGLE_CAPTIONER
-from urbanln_bench.clip_training.clip_method import ClipBackedMethod
+from urbanln_bench.clip_training.clip_method import ClipBackedMethod, clip_settings
 from urbanln_bench.method import FitContext, MethodMeta
 
 CAPTION_CONTEXT = 77
@@ -69,18 +69,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 DEFAULTS: dict[str, Any] = {
-    "clip": "",  # CLIP profile of both towers; "" = the run's --profile
-    "weights": "",  # a local open_clip CLIP checkpoint or hf-hub entry; "" = cached hub copy, else the foundation
+    **clip_settings(weight_decay=0.01, train_part=False),  # "clip": the profile of both towers
     "captioner": SINGLE_CAPTIONER["urbanvlp"],
     "satellite_weight": 0.5,  # its --alpha
     "streetview_weight": 0.5,  # its --beta
     "mask_padding": False,  # True: FILIP's paper (padding positions are not text tokens)
     "max_streetviews": 0,  # 0 = the harness cap (embed.MAX_STREETVIEWS_PER_REGION); its code: 25
-    "epochs": None,
-    "max_steps": None,
-    "batch_size": None,
-    "lr": None,
-    "weight_decay": 0.01,
 }
 
 

@@ -17,6 +17,23 @@ from urbanln_bench.method import Method
 from urbanln_bench.training_loop import CLIP_MEAN, CLIP_STD
 
 
+def clip_settings(weight_decay: float, *, train_part: bool = True) -> dict[str, Any]:
+    """The settings every CLIP-backed method has, with their defaults: which CLIP and weights, the
+    recipe keys (None = the run profile's ``RECIPES`` entry), the weight decay and which tower trains."""
+    settings: dict[str, Any] = {
+        "clip": "",  # CLIP profile; "" = the run's --profile (tiny / cpu / paper) or an open_clip model name
+        "weights": "",  # a local open_clip checkpoint or hf-hub entry; "" = cached hub copy, else the foundation
+        "epochs": None,  # None: the profile's recipe
+        "max_steps": None,
+        "batch_size": None,
+        "lr": None,
+        "weight_decay": weight_decay,
+    }
+    if train_part:
+        settings["train"] = "all"  # all / image / text (clip_training.trainer.set_trainable)
+    return settings
+
+
 def normalised_image_encoder(visual):
     """A module that maps pixels to the L2-normalised features of a CLIP image tower ``visual``: what
     every CLIP method hands the probe (the space its contrastive loss shapes)."""
