@@ -110,8 +110,14 @@ class Method:
         for key, value in config.items():
             default = merged[key]
             merged[key] = coerce_setting(self.meta.name, key, value, default)
-        self.config = merged
+        self._settings = merged
         self.overrides = {k: merged[k] for k in sorted(config)}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The method's settings: its defaults under the user's ``--set`` overrides. A method whose
+        settings depend on the run profile resolves them here from ``run_profile``, on every read."""
+        return self._settings
 
     # -- hooks ------------------------------------------------------------------------------------
     def weight_source(self) -> str:

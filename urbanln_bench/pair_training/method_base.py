@@ -4,8 +4,9 @@ the weight-source label and the fit report.
 Settings are data (``PROFILES``: ``tiny`` for tests, ``cpu`` for a laptop, ``paper`` for the paper's
 hyper-parameters), not code branches. ``default_config`` is the ``cpu`` profile, so ``--set key=value``
 knows every key and its type; the run's profile (``run_profile``, set by the harness) chooses the base
-and the user's ``--set`` overrides win. ``self.config`` is always the resolved settings, so records and
-cache keys carry exactly what was trained.
+and the user's ``--set`` overrides win. ``self.config`` resolves them from ``run_profile`` on every read
+(nothing is rewritten when the harness sets the profile), so records and cache keys carry exactly what
+was trained.
 """
 
 from __future__ import annotations
@@ -24,17 +25,10 @@ class PairTrainedMethod(Method):
     def __init__(self, config=None) -> None:
         super().__init__(config)
         self._report: dict[str, Any] = {}
-        self.run_profile = "cpu"
 
     @property
-    def run_profile(self) -> str:
-        return self._run_profile
-
-    @run_profile.setter
-    def run_profile(self, profile: str) -> None:
-        self._run_profile = profile
-        base = self.PROFILES.get(profile, self.PROFILES["cpu"])
-        self.config = {**base, **self.overrides}
+    def config(self) -> dict[str, Any]:
+        return {**self.PROFILES.get(self.run_profile, self.PROFILES["cpu"]), **self.overrides}
 
     @property
     def input_size(self) -> int:  # the harness resizes every image to this; training sees the same
