@@ -105,3 +105,22 @@ def test_caption_versions_are_what_keys_carry():
     assert identity["versions"] == versions.caption_versions()
     assert identity["styles"] == versions.styles_digest()
     assert "code" not in identity  # never the source text
+
+
+def test_persona_comments_do_not_move_the_styles_digest(tmp_path, monkeypatch):
+    """A persona file is an input: its parsed values count, its comments do not."""
+    from importlib import resources
+
+    source = resources.files("urbanln_bench.captions").joinpath("styles")
+    copy = tmp_path / "captions" / "styles"
+    copy.mkdir(parents=True)
+    for entry in source.iterdir():
+        if entry.name.endswith(".toml"):
+            (copy / entry.name).write_text(entry.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(versions.resources, "files", lambda package: tmp_path / "captions")
+    before = versions.styles_digest()
+    first = sorted(copy.glob("*.toml"))[0]
+    first.write_text("# a new comment\n" + first.read_text(encoding="utf-8"), encoding="utf-8")
+    assert versions.styles_digest() == before
+    first.write_text(first.read_text(encoding="utf-8") + "\n[extra_for_test]\nvalue = 1\n", encoding="utf-8")
+    assert versions.styles_digest() != before

@@ -12,6 +12,8 @@ Light on purpose: the runner reads these to key records before any backend loads
 from __future__ import annotations
 
 import hashlib
+import json
+import tomllib
 from importlib import resources
 
 # The simulated MLLM captioners (synthetic_captioner): long captions, local captions, short captions.
@@ -32,10 +34,9 @@ def caption_versions() -> dict[str, int]:
 
 
 def styles_digest() -> str:
-    """sha256 of the captioner persona files (``captions/styles/*.toml``): inputs, not code."""
-    digest = hashlib.sha256()
+    """sha256 of the captioner persona files' parsed contents (``captions/styles/*.toml``): inputs, not
+    code; their comments and layout do not count."""
     styles = resources.files("urbanln_bench.captions").joinpath("styles")
-    for entry in sorted(styles.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            digest.update(entry.name.encode() + entry.read_bytes())
-    return digest.hexdigest()[:16]
+    parsed = {entry.name: tomllib.loads(entry.read_text(encoding="utf-8"))
+              for entry in sorted(styles.iterdir(), key=lambda e: e.name) if entry.name.endswith(".toml")}
+    return hashlib.sha256(json.dumps(parsed, sort_keys=True).encode()).hexdigest()[:16]
