@@ -1,4 +1,4 @@
-"""CAPTURE speed on CPU: parser captions/s and consensus pairs/s on ~100-word captions (PEERS §6).
+"""CAPTURE speed on CPU: parser captions/s and consensus pairs/s on ~100-word captions (docs/methods.md#capture-metric).
 
 Consensus selection scores 5–10 candidates per image against each other for ~2,000 images, so what
 matters is the cost of one `capture_matrix` call with a cold embedding cache.

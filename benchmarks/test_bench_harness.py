@@ -1,4 +1,4 @@
-"""Harness overheads (issue 3 item 12):
+"""Harness overheads:
 
 - embedding throughput of the sealed embed vs the raw model forward, both from the same files on disk;
 - probe time per cell for 5 seeds;

@@ -1,4 +1,4 @@
-"""Twin generation time (NY and BJ at `small`) and loader throughput (issue 2 item 9).
+"""Twin generation time (NY and BJ at `small`) and loader throughput.
 
     python -m pytest benchmarks/test_bench_twin.py --benchmark-enable
 """

@@ -1,5 +1,5 @@
 """Colour histogram: a joint 4×4×4 RGB histogram plus per-channel mean and std of each image — no
-learning at all. A floor: a twin on which this comes close to the ceiling is too easy (DESIGN §4).
+learning at all. A floor: a twin on which this comes close to the ceiling is too easy (docs/twins.md).
 The features are those of the twin's own difficulty check (``urbanln_bench.synth.floors``)."""
 
 from __future__ import annotations

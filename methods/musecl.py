@@ -1,7 +1,7 @@
 """MuseCL (Yong et al., IJCAI 2024; ``XixianYong/MuseCL``): multi-semantic contrastive learning of
 regions from satellite and street-view imagery, fused with attention guided by the region's POI text.
 
-Pipeline (PEERS §3), each stage from scratch on the fit city:
+Pipeline (docs/methods.md#musecl), each stage from scratch on the fit city:
 1. **Remote-sensing encoder**: ResNet-18 + 128-d linear head, triplets (tile, tile of the region with the
    most similar POI profile, tile of a random other region), ``MarginRankingLoss(margin=5)`` on L2
    distances; Adam (amsgrad), lr 5e-4, batch 32.

@@ -2,7 +2,7 @@
 scratch on satellite tiles, whose positive is a *different* tile — the tile with the nearest POI-category
 vector (POI-guided) or a geographically adjacent tile (geo-guided) — and whose features are fused.
 
-Faithful to the paper and its code (PEERS §8):
+Faithful to the paper and its code (docs/methods.md#pg-simclr):
 - loss: NT-Xent (SimCLR Eq. 1), cosine similarity / τ, τ = 0.5, 2N − 2 in-batch negatives;
 - POI positive: the region whose first-level POI-category count vector is nearest in Euclidean distance
   (ties at random); geo positive: a grid-adjacent region (8-neighbourhood);

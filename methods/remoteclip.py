@@ -4,7 +4,7 @@ pretraining; the region embedding is ``model.encode_image`` of the tile, L2-norm
 own evaluation does it (``clip_benchmark``'s feature extractor normalises image features before its
 linear probe and retrieval; ``--set normalize=false`` gives the raw projection).
 
-Weights (PEERS §9), in this order:
+Weights (docs/methods.md#remoteclip), in this order:
 
 1. ``--set weights=PATH``: an open_clip-format checkpoint, e.g. ``RemoteCLIP-ViT-B-32.pt`` from the
    Hugging Face repo ``chendelong/RemoteCLIP``. The architecture is ``--set arch=NAME`` (``RN50``,

@@ -3,7 +3,7 @@ scratch with a triplet loss on (anchor tile, neighbouring tile, distant tile) �
 training signal. Satellite imagery only: the paper's tables have a single Tile2Vec row, a satellite
 method, so ``native_imagery`` is SI and it does not run on street views.
 
-Faithful to the paper and its code (PEERS §7):
+Faithful to the paper and its code (docs/methods.md#tile2vec):
 - loss: Eq. (1), unsquared L2 distances, margin 10 and embedding penalty l2 = 0.01·(‖Z_a‖_F + ‖Z_n‖_F +
   ‖Z_d‖_F) as in the training notebook (``pair_training.losses.tile2vec_triplet_loss``);
 - neighbour: a region adjacent on the grid (8-neighbourhood); distant: a random region outside that

@@ -1,7 +1,7 @@
 """UrbanCLIP (Yan et al., WWW 2024): a CLIP fine-tuned on one MLLM caption sentence per satellite tile
 with CoCa's contrastive + captioning loss; frozen image encoder downstream.
 
-What it does here (PEERS §1, ``StupidBuluchacha/UrbanCLIP``):
+What it does here (docs/methods.md#urbanclip, ``StupidBuluchacha/UrbanCLIP``):
 
 - **Captions**: one captioner, the simulated LLaMA-Adapter V2 (``synthetic:llama-adapter-v2``; the
   paper's MLLM), one candidate per image, no refinement, no consensus (``caption_settings``). Images

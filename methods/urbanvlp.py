@@ -1,7 +1,7 @@
 """UrbanVLP (AAAI 2025): two CLIP towers, satellite and street view, pretrained together on MLLM
 captions; the region embedding fuses both (one ``SV+SI`` row).
 
-What it does here (PEERS §2, ``CityMind-Lab/UrbanVLP``, ``models/main_urbanvlp.py`` with the default
+What it does here (docs/methods.md#urbanvlp, ``CityMind-Lab/UrbanVLP``, ``models/main_urbanvlp.py`` with the default
 ``MultiGranularity_GeoCLIP``):
 
 - **Captions**: one captioner for both imageries (``caption_settings`` asks for SI and SV sets; the

@@ -1,4 +1,4 @@
-"""Tile2Vec, PG-SimCLR and MuseCL as plugins (issue 6): metadata, profiles, end-to-end tiny runs, the POI
+"""Tile2Vec, PG-SimCLR and MuseCL as plugins: metadata, profiles, end-to-end tiny runs, the POI
 exclusion, MuseCL's reported POI cell and its exclusion on a city without mobility flows."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The caption pipeline (DESIGN §5 data level): caching, keys, consensus, the ablation, the scorer, bad input."""
+"""The caption pipeline (docs/methods.md#urbanln data level): caching, keys, consensus, the ablation, the scorer, bad input."""
 
 from __future__ import annotations
 

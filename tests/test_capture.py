@@ -1,4 +1,4 @@
-"""CAPTURE (PEERS §6) and its offline parser: behaviour a caller relies on, on hand-written captions."""
+"""CAPTURE (docs/methods.md#capture-metric) and its offline parser: behaviour a caller relies on, on hand-written captions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`list`, `paper-table`, `--help` (issue 3 items 2, 8; issue 2 item 1)."""
+"""`list`, `paper-table`, `--help`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Leaderboard rows from hand-made records: improvement rows, native imagery, missing cells (issue 3 item 8)."""
+"""Leaderboard rows from hand-made records: improvement rows, native imagery, missing cells."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""IPSI (Eq. 2) and momentum self-distillation (Eqs. 3–6) — unit level (issue 5 items 1–2)."""
+"""IPSI (Eq. 2) and momentum self-distillation (Eqs. 3–6) — unit level."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shared pair-sampling trainer (issue 6): losses on hand-computed examples, samplers, augmentations,
+"""The shared pair-sampling trainer: losses on hand-computed examples, samplers, augmentations,
 determinism."""
 
 from __future__ import annotations

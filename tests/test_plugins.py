@@ -1,4 +1,4 @@
-"""Methods as plugins: the registry, a third-party package end to end, and bad plugins (issue 3 items 1, 13)."""
+"""Methods as plugins: the registry, a third-party package end to end, and bad plugins."""
 
 from __future__ import annotations
 

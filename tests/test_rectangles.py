@@ -1,4 +1,4 @@
-"""The maximal-rectangle overlap cut and crop helpers (PEERS §10, Stage 2-3)."""
+"""The maximal-rectangle overlap cut and crop helpers (docs/methods.md#caption-pipeline, Stage 2-3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CI regression gate: OK on the committed references, FAIL with a broken probe (issue 3 item 10)."""
+"""The CI regression gate: OK on the committed references, FAIL with a broken probe."""
 
 from __future__ import annotations
 

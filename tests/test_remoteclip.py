@@ -1,4 +1,4 @@
-"""RemoteCLIP: a local open_clip checkpoint, the offline hub cache, the labelled surrogate (PEERS §9)."""
+"""RemoteCLIP: a local open_clip checkpoint, the offline hub cache, the labelled surrogate (docs/methods.md#remoteclip)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`run`, records, re-use, `eval`, the leaderboard (issue 3 items 3, 5–9, 13)."""
+"""`run`, records, re-use, `eval`, the leaderboard."""
 
 from __future__ import annotations
 

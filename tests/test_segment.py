@@ -1,4 +1,4 @@
-"""Segmenters and CAPTURE's box filter / cluster / merge steps (PEERS §10, Stage 2)."""
+"""Segmenters and CAPTURE's box filter / cluster / merge steps (docs/methods.md#caption-pipeline, Stage 2)."""
 
 from __future__ import annotations
 

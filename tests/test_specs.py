@@ -1,4 +1,4 @@
-"""City and task files: the catalogue, user cities, and bad files (issue 2 items 2, 10)."""
+"""City and task files: the catalogue, user cities, and bad files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from urbanln_bench.errors import SpecError
 from urbanln_bench.registry import UnknownNameError
 from urbanln_bench.specs import city_names, get_city, get_task, load_city_file, pretraining_world, task_names
 
-PAPER_TABLE5 = {  # ../shared/paper/dataset_stats.csv
+PAPER_TABLE5 = {  # the paper's Table 5 (urbanln_bench/reference/paper/dataset_stats.csv)
     "BJ": (4584, 29814, {"Pop": 3168, "GDP": 2056, "Night": 3181, "Com": 2188, "CO2": 2704}),
     "SH": (5168, 37469, {"Pop": 3726, "GDP": 2876, "Night": 3730, "CO2": 3513}),
     "SZ": (3383, 33897, {"Pop": 1450, "GDP": 1274, "Night": 1484, "Com": 1052, "CO2": 1444}),

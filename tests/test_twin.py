@@ -1,4 +1,4 @@
-"""The synthetic twin as written to disk: layout, determinism, scales, the pretraining world (issue 2 items 3–6)."""
+"""The synthetic twin as written to disk: layout, determinism, scales, the pretraining world."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A method's view of a city reaches no label, route by route (issue 2 item 8)."""
+"""A method's view of a city reaches no label, route by route."""
 
 from __future__ import annotations
 

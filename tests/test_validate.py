@@ -1,4 +1,4 @@
-"""`data validate` and the loader on bad input: every problem named, non-zero exit (issue 2 item 7, 10)."""
+"""`data validate` and the loader on bad input: every problem named, non-zero exit."""
 
 from __future__ import annotations
 

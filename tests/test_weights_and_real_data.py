@@ -1,4 +1,4 @@
-"""ResNet-18 weight sources and runs on real-data folders (issue 2 item 6, issue 3 item 4)."""
+"""ResNet-18 weight sources and runs on real-data folders."""
 
 from __future__ import annotations
 

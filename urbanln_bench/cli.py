@@ -589,7 +589,7 @@ def profile_command(
     _console(stderr=False).print(table)
 
 
-# -- captions: the caption pipeline (DESIGN §5 data level) -----------------------------------------
+# -- captions: the caption pipeline (docs/methods.md#urbanln data level) -----------------------------------------
 
 captions_app = typer.Typer(help="The caption pipeline: captioners, refinement, consensus, fidelity.", no_args_is_help=True)
 app.add_typer(captions_app, name="captions")

@@ -1,4 +1,4 @@
-"""The sealed embedding (DESIGN §3, torchgeo-bench): the same preprocessing, batching, device
+"""The sealed embedding (docs/architecture.md#core-concepts, torchgeo-bench): the same preprocessing, batching, device
 placement and street-view pooling for every method, around the method's small hook.
 
 - ``SI``: one satellite tile per region → ``encode_images`` → the region's embedding.

@@ -1,4 +1,4 @@
-"""The method interface (DESIGN §3, torchgeo-bench's sealed encoder).
+"""The method interface (docs/architecture.md#core-concepts, torchgeo-bench's sealed encoder).
 
 A method is self-supervised pretraining on a city's *unlabelled* view, then a frozen encoder. It
 implements small hooks; the harness owns everything around them (preprocessing dispatch, batching,

@@ -1,4 +1,4 @@
-"""Result records: one JSON per (method variant, cell), self-describing (DESIGN §3, MTEB-style).
+"""Result records: one JSON per (method variant, cell), self-describing (docs/architecture.md#core-concepts, MTEB-style).
 
 A record carries per-seed and mean ± std metrics, the full config, the cache key, data provenance
 (real or synthetic, manifest hash), backbone provenance (weight source), harness version and git

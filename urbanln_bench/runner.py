@@ -1,5 +1,5 @@
 """``urbanln-bench run``: fit a method on a city, embed once per imagery, probe every task × seed,
-write one record per cell (DESIGN §3, §7: embeddings are shared by all tasks and seeds)."""
+write one record per cell (docs/architecture.md#core-concepts, §7: embeddings are shared by all tasks and seeds)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""City and task files: the declarative catalogue (DESIGN §3, paper Table 5).
+"""City and task files: the declarative catalogue (docs/architecture.md#core-concepts, paper Table 5).
 
 A city file (``cities/NY.toml``) declares the region grid, imagery, tasks and labelled counts of the
 paper's Table 5, and the parameters of its synthetic twin; a task file (``tasks/Pop.toml``) declares
@@ -254,7 +254,7 @@ def city_names(include_worlds: bool = False) -> list[str]:
 
 
 def pretraining_world() -> list[CitySpec]:
-    """The cities of the pretraining world (DESIGN §4): own seeds and styles, never a benchmark twin."""
+    """The cities of the pretraining world (docs/twins.md): own seeds and styles, never a benchmark twin."""
     folder = _builtin_folder("urbanln_bench.builtin.cities") / "pretraining_world"
     specs = [load_city_file(p) for p in sorted(folder.glob("*.toml"))]
     for spec in specs:

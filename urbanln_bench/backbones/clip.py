@@ -1,4 +1,4 @@
-"""CLIP backbones (open_clip) with an explicit weight source (DESIGN §3, STYLE: open_clip).
+"""CLIP backbones (open_clip) with an explicit weight source (docs/architecture.md#core-concepts, STYLE: open_clip).
 
 Architectures are data: ``clip_configs/{paper,cpu,tiny}.json`` are open_clip model configs
 (``paper`` is open_clip's ``ViT-B-16`` exactly); a plain open_clip model name (e.g. ``ViT-B-32``, the

@@ -1,1 +1,1 @@
-"""The caption pipeline (DESIGN §5 data level): captioners, refinement, CAPTURE, consensus."""
+"""The caption pipeline (docs/methods.md#urbanln data level): captioners, refinement, CAPTURE, consensus."""

@@ -1,4 +1,4 @@
-"""Captioner backends behind one protocol and one registry (DESIGN §5, data level).
+"""Captioner backends behind one protocol and one registry (docs/methods.md#urbanln, data level).
 
 A captioner writes long captions for an image (``describe``), short captions for crops
 (``describe_region``, the refinement's local captions) and merges kept local details back into
@@ -36,9 +36,9 @@ PAPER_CAPTIONERS: tuple[str, ...] = (
 """Simulated stand-ins for the five MLLMs the paper captions with (UrbanLN's multi-captioner set)."""
 
 SINGLE_CAPTIONER: dict[str, str] = {
-    # UrbanCLIP's captions came from LLaMA-Adapter V2 (PEERS §1).
+    # UrbanCLIP's captions came from LLaMA-Adapter V2 (docs/methods.md#urbanclip).
     "urbanclip": "synthetic:llama-adapter-v2",
-    # UrbanVLP's street-view texts are long single paragraphs (PEERS §2); its MLLM is not named in
+    # UrbanVLP's street-view texts are long single paragraphs (docs/methods.md#urbanvlp); its MLLM is not named in
     # our notes, so the long, flowing ShareGPT4V-style persona stands in.
     "urbanvlp": "synthetic:sharegpt4v-7b",
 }

@@ -1,4 +1,4 @@
-"""CAPTURE (Dong et al. 2024), the caption-vs-caption metric of PEERS §6, offline and on CPU.
+"""CAPTURE (Dong et al. 2024), the caption-vs-caption metric of docs/methods.md#capture-metric, offline and on CPU.
 
 Steps as in the original ``capture_metric.CAPTURE``: parse each caption into objects, attributes and
 relations; drop stop-listed objects; match candidate against reference per type in three stages
@@ -57,7 +57,7 @@ class SentenceModelNotFound(UserError):
 
 @dataclass(frozen=True)
 class CaptureWeights:
-    """Per-type weights of the CAPTURE mean (PEERS §6 step 5); any positive values, normalised by the sum."""
+    """Per-type weights of the CAPTURE mean (docs/methods.md#capture-metric step 5); any positive values, normalised by the sum."""
 
     objects: float = 5.0
     attributes: float = 5.0
@@ -75,7 +75,7 @@ def load_stop_words() -> frozenset[str]:
 
 @dataclass(frozen=True)
 class CaptureGraph:
-    """What CAPTURE matches: filtered objects, attribute words, relation triples (PEERS §6 steps 2–3)."""
+    """What CAPTURE matches: filtered objects, attribute words, relation triples (docs/methods.md#capture-metric steps 2–3)."""
 
     objects: tuple[str, ...]
     attributes: tuple[str, ...]
@@ -241,7 +241,7 @@ class SentenceEmbedder:
     """Mean-pooled, L2-normalised sentence-transformer embeddings on CPU, cached per phrase.
 
     What ``SentenceTransformer(...).encode(normalize_embeddings=True)`` computes for MiniLM/mpnet
-    models (PEERS §6 step 4c), using transformers alone.
+    models (docs/methods.md#capture-metric step 4c), using transformers alone.
     """
 
     def __init__(self, model: str | Path | None = None, *, batch_size: int = 256, max_length: int = 64) -> None:
@@ -358,7 +358,7 @@ class CaptureScorer:
         return graph
 
     def _synonymous(self, a: str, b: str) -> bool:
-        """PEERS §6 step 4b: substring either way, or overlapping WordNet synonym sets (memoised; symmetric)."""
+        """docs/methods.md#capture-metric step 4b: substring either way, or overlapping WordNet synonym sets (memoised; symmetric)."""
         key = (a, b) if a <= b else (b, a)
         known = self._synonym_cache.get(key)
         if known is None:
@@ -400,7 +400,7 @@ class CaptureScorer:
             else:
                 a = np.stack([vectors[cand_text[i]] for i in rest_c])
                 b = np.stack([vectors[ref_text[j]] for j in rest_r])
-            similarity = a @ b.T  # cosine of unit vectors; no threshold (PEERS §6 step 4c)
+            similarity = a @ b.T  # cosine of unit vectors; no threshold (docs/methods.md#capture-metric step 4c)
             cand_match += float(similarity.max(axis=1).sum())
             ref_match += float(similarity.max(axis=0).sum())
         return _type_result(len(cands), len(refs), matched, cand_match, ref_match)
@@ -419,7 +419,7 @@ class CaptureScorer:
         return self._combine(objects, attributes, relations)
 
     def _combine(self, objects: TypeScore, attributes: TypeScore, relations: TypeScore) -> CaptureDetails:
-        """PEERS §6 step 5: the weighted mean of the per-type F1 over the included types."""
+        """docs/methods.md#capture-metric step 5: the weighted mean of the per-type F1 over the included types."""
         parts = {"objects": (objects, self.weights.objects), "attributes": (attributes, self.weights.attributes),
                  "relations": (relations, self.weights.relations)}
         included = tuple(name for name, (t, _) in parts.items()
@@ -479,7 +479,7 @@ class CaptureScorer:
         texts = [" ".join(item) if relations else item for item in distinct]
         synonyms = None
         if self.synonym_matching and distinct:
-            if relations:  # a relation matches only if all three elements do (PEERS §6 step 4b)
+            if relations:  # a relation matches only if all three elements do (docs/methods.md#capture-metric step 4b)
                 matrix = np.ones((len(distinct), len(distinct)), dtype=bool)
                 for k in range(3):  # subject with subject, predicate with predicate, object with object
                     elements: dict[str, int] = {}
@@ -531,7 +531,7 @@ class CaptureScorer:
                 rest_c = kept_c
                 rest_r = [r for r, free in zip(rest_r, free_r, strict=True) if free]
         cand_match = ref_match = float(matched)
-        # (c) soft matching of the rest, no threshold (PEERS §6 step 4c)
+        # (c) soft matching of the rest, no threshold (docs/methods.md#capture-metric step 4c)
         if self.soft_matching and rest_c and rest_r:
             a = table.vectors[table.array[i][rest_c]]
             b = table.vectors[table.array[j][rest_r]]
@@ -557,7 +557,7 @@ class _ElementTable:
 
 
 def _type_result(n_candidate: int, n_reference: int, matched: int, cand_match: float, ref_match: float) -> TypeScore:
-    """P, R and F1 of one type (PEERS §6 step 5)."""
+    """P, R and F1 of one type (docs/methods.md#capture-metric step 5)."""
     precision = cand_match / (n_candidate + EPS)
     recall = ref_match / (n_reference + EPS)
     f1 = 2 * precision * recall / (precision + recall + EPS)
@@ -571,7 +571,7 @@ def default_scorer() -> CaptureScorer:
 
 
 def capture_score(candidate: str, reference: str) -> float:
-    """CAPTURE of a candidate caption against a reference caption, in [0, 1] (PEERS §6)."""
+    """CAPTURE of a candidate caption against a reference caption, in [0, 1] (docs/methods.md#capture-metric)."""
     return default_scorer().score(candidate, reference)
 
 

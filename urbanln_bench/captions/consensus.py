@@ -1,6 +1,6 @@
-"""Consensus selection among an image's candidate captions by CAPTURE (DESIGN §5, UrbanLN data level).
+"""Consensus selection among an image's candidate captions by CAPTURE (docs/methods.md#urbanln, UrbanLN data level).
 
-Each candidate's score is its mean CAPTURE (as candidate, PEERS §6) against every *other* candidate
+Each candidate's score is its mean CAPTURE (as candidate, docs/methods.md#capture-metric) against every *other* candidate
 of the same image; the best is kept, ties to the lowest index. The "w/o Consensus" ablation picks
 one candidate at random, from a generator seeded by a stable hash of (image id, seed), so the choice
 never depends on call order or process.

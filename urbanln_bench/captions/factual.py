@@ -1,4 +1,4 @@
-"""The FACTUAL scene-graph parser as a phrase extractor (PEERS §6 step 1 and §10 Stage 4).
+"""The FACTUAL scene-graph parser as a phrase extractor (docs/methods.md#capture-metric step 1 and §10 Stage 4).
 
 CAPTURE parses captions with ``lizhuang144/flan-t5-base-VG-factual-sg``, a FLAN-T5 that turns a
 sentence into ``( subject , predicate , object )`` triples (attributes as ``( car , is , red )``),
@@ -61,7 +61,7 @@ def _find(text: str, phrase: str) -> int:
 
 
 def phrases_from_triples(text: str, triples: Sequence[tuple[str, str, str]]) -> list[str]:
-    """Literal phrases of ``text`` named by ``triples``, in text order (CAPTURE's query rule, PEERS §10).
+    """Literal phrases of ``text`` named by ``triples``, in text order (CAPTURE's query rule, docs/methods.md#caption-pipeline).
 
     Entities are subjects and (non-attribute) objects; where "attribute entity" occurs literally it
     is the phrase, else the bare entity when that occurs. Phrases not in the text are skipped: the

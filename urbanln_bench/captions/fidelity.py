@@ -1,4 +1,4 @@
-"""Caption fidelity against the ground-truth scene graph (DESIGN §4): object precision/recall from text.
+"""Caption fidelity against the ground-truth scene graph (docs/twins.md): object precision/recall from text.
 
 The twins know what each image shows, so every stage of the caption pipeline (raw MLLM captions,
 refined, merged, consensus-selected) can be scored the same way. Scoring works from the caption

@@ -2,7 +2,7 @@
 
 A small CLIP-style dual encoder trained from scratch on the **pretraining world** (never on a
 benchmark twin) to say whether an image region shows the object a short phrase names — the job
-OWLv2 does in CAPTURE's refinement (PEERS §10, Stage 4). The synthetic foundation CLIP was trained
+OWLv2 does in CAPTURE's refinement (docs/methods.md#caption-pipeline, Stage 4). The synthetic foundation CLIP was trained
 on whole images with whole-image captions and barely separates true from hallucinated phrases on
 crops (world AUC ≈ 0.52 tiny, ≈ 0.57 cpu); this model is trained for the task itself.
 

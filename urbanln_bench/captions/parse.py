@@ -1,13 +1,13 @@
 """The default offline scene-graph parser: caption text → objects, attributes, relations.
 
-CAPTURE (PEERS §6 step 1) parses with FACTUAL, a FLAN-T5 model on a hub; this harness runs offline, so
+CAPTURE (docs/methods.md#capture-metric step 1) parses with FACTUAL, a FLAN-T5 model on a hub; this harness runs offline, so
 the default parser is rule-based: a regex tokeniser, a small part-of-speech lexicon with suffix rules
 and context rules for noun/verb words ("cars *park* along", "a *park* with trees"), a chunker for
 noun phrases, a clause state machine for relations, and a plural lemmatiser. It is built for ordinary
 English captions of street scenes and satellite views, is deterministic (ordered lists, never sets)
 and needs no data files.
 
-Output conventions (what CAPTURE matching consumes, PEERS §6 step 2):
+Output conventions (what CAPTURE matching consumes, docs/methods.md#capture-metric step 2):
 
 - objects: head nouns, lower-cased and lemmatised to the singular. A noun compound keeps its last
   two nouns ("office tower", "parking lot"); the lemma applies to its last word.
@@ -22,7 +22,7 @@ Output conventions (what CAPTURE matching consumes, PEERS §6 step 2):
 - British spellings are mapped to American ones ("neighbourhood" → "neighborhood"), so that the
   CAPTURE stop list, which is American, applies.
 
-The parser is also the refinement pipeline's phrase extractor (PEERS §10 stage 4): see
+The parser is also the refinement pipeline's phrase extractor (docs/methods.md#caption-pipeline stage 4): see
 :func:`extract_phrases`.
 """
 
@@ -247,7 +247,7 @@ def _tokenise(text: str) -> list[_Token]:
 # --- lemmatising ------------------------------------------------------------------------------------
 
 def lemmatize_noun(word: str) -> str:
-    """Singular of an English noun by rule, standing in for NLTK's WordNet lemmatiser (PEERS §6 step 2).
+    """Singular of an English noun by rule, standing in for NLTK's WordNet lemmatiser (docs/methods.md#capture-metric step 2).
 
     Only the last word of a compound is changed ("office towers" → "office tower").
     """
@@ -668,7 +668,7 @@ def parse_caption(text: str) -> SceneGraph:
 def extract_phrases(text: str) -> list[str]:
     """Literal noun phrases in text order: "adj noun" spans where a noun has modifiers, else the bare head.
 
-    For the refinement pipeline's hallucination filter (PEERS §10 stage 4), whose queries are the
+    For the refinement pipeline's hallucination filter (docs/methods.md#caption-pipeline stage 4), whose queries are the
     literal "adj noun" spans and the remaining bare heads. Phrases are surface text (plural kept,
     determiners and numbers dropped), so each occurs literally in `text` and can be deleted from it.
     Repeats are dropped, keeping the first.

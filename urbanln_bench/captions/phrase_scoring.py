@@ -1,4 +1,4 @@
-"""Phrase scoring: the hallucination filter of the divide-and-conquer refinement (PEERS §10, Stage 4).
+"""Phrase scoring: the hallucination filter of the divide-and-conquer refinement (docs/methods.md#caption-pipeline, Stage 4).
 
 A phrase extracted from a caption is kept when a scorer says the image region shows it
 (score > threshold) and deleted otherwise. Two backends behind one protocol:
@@ -39,7 +39,7 @@ from urbanln_bench.errors import UserError
 from urbanln_bench.registry import Registry
 
 OWLV2_THRESHOLD = 0.01
-"""PEERS §10 / DESIGN §5: boxes (and so phrases) scoring ≤ 0.01 are discarded."""
+"""docs/methods.md#caption-pipeline / docs/methods.md#urbanln: boxes (and so phrases) scoring ≤ 0.01 are discarded."""
 OWLV2_NMS_IOU = 0.1
 OWLV2_MAX_QUERY_TOKENS = 16
 DEFAULT_TEMPLATE = "a photo of {phrase}"
@@ -467,7 +467,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def owlv2_phrase_scores(logits: np.ndarray, boxes: np.ndarray, n_judged: int, threshold: float = OWLV2_THRESHOLD,
                         nms_iou: float = OWLV2_NMS_IOU) -> np.ndarray:
-    """CAPTURE's patched OWLv2 post-processing (PEERS §10, Stage 4) for one query set.
+    """CAPTURE's patched OWLv2 post-processing (docs/methods.md#caption-pipeline, Stage 4) for one query set.
 
     ``logits`` (n_boxes, n_queries), ``boxes`` (n_boxes, 4). Each box takes its best query
     (sigmoid of the max logit); greedy NMS at ``nms_iou`` across all boxes, ignoring labels; boxes

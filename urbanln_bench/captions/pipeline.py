@@ -1,4 +1,4 @@
-"""The caption pipeline for one city and imagery (DESIGN §5, UrbanLN data level), cached with the data.
+"""The caption pipeline for one city and imagery (docs/methods.md#urbanln, UrbanLN data level), cached with the data.
 
 Multi-captioner long captions (``candidates_per_captioner`` per captioner) → divide-and-conquer
 refinement (``refine.py``) → consensus selection by CAPTURE (``consensus.py``). The result lives

@@ -1,4 +1,4 @@
-"""Overlap cutting ("maximal rectangle") and crop boxes for the local captions (PEERS §10, Stage 2-3).
+"""Overlap cutting ("maximal rectangle") and crop boxes for the local captions (docs/methods.md#caption-pipeline, Stage 2-3).
 
 CAPTURE's refinement captions each region of the image separately. Its boxes overlap heavily, so
 the three largest boxes are replaced by rectangles carved from the area that the smaller boxes leave
@@ -7,7 +7,7 @@ the crops before they are captioned.
 
 Boxes are ``(x1, y1, x2, y2)`` integer pixels with **exclusive** ends: a box covers
 ``image[y1:y2, x1:x2]``, its width is ``x2 - x1``. CAPTURE mixes inclusive and exclusive corners in
-the cut, so its carved boxes lose one compressed cell (4 px) on the right and bottom (PEERS §10,
+the cut, so its carved boxes lose one compressed cell (4 px) on the right and bottom (docs/methods.md#caption-pipeline,
 "Off-by-one"). We do not copy that: a carved rectangle maps back to exactly the pixels of its cells.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 Box = tuple[int, int, int, int]
 """(x1, y1, x2, y2) pixels, ends exclusive."""
 
-# PEERS §10, Stage 2 "Cut overlap": the parameters of CAPTURE's maximal-rectangle step.
+# docs/methods.md#caption-pipeline, Stage 2 "Cut overlap": the parameters of CAPTURE's maximal-rectangle step.
 N_BIG_BOXES = 3
 RECTANGLES_PER_BIG_BOX = 2
 COMPRESS_SCALE = 4
@@ -48,7 +48,7 @@ def largest_free_rectangle(free: np.ndarray) -> tuple[int, int, int, int]:
     """The largest axis-aligned rectangle of ``True`` cells, as ``(r0, c0, r1, c1)`` with exclusive ends.
 
     Row run-lengths (how many free cells stack up above and including each cell) turn every row into
-    a histogram; the largest rectangle in any of those histograms is the answer (PEERS §10). Returns
+    a histogram; the largest rectangle in any of those histograms is the answer (docs/methods.md#caption-pipeline). Returns
     ``(0, 0, 0, 0)`` when nothing is free. Ties go to the first found (top row first, then left).
     """
     free = np.asarray(free, dtype=bool)
@@ -70,7 +70,7 @@ def box_area(box: Box) -> int:
 
 
 def _compress(free: np.ndarray, scale: int) -> np.ndarray:
-    """Downsample a free mask by ``scale``: a cell is free if at least half of its pixels are (PEERS §10).
+    """Downsample a free mask by ``scale``: a cell is free if at least half of its pixels are (docs/methods.md#caption-pipeline).
 
     Edge cells that hang over the mask count only the pixels they really hold.
     """
@@ -94,7 +94,7 @@ def carve_rectangles(
     min_free_fraction: float = MIN_FREE_FRACTION,
     min_rectangle_fraction: float = MIN_RECTANGLE_FRACTION,
 ) -> list[Box]:
-    """Up to ``max_rectangles`` rectangles inside ``region`` that avoid the ``blocked`` boxes (PEERS §10).
+    """Up to ``max_rectangles`` rectangles inside ``region`` that avoid the ``blocked`` boxes (docs/methods.md#caption-pipeline).
 
     The free part of ``region`` is compressed ×``compress_scale``; then, while at least
     ``min_free_fraction`` of the grid is free, the largest all-free rectangle is blanked and kept if
@@ -137,7 +137,7 @@ def cut_overlap(
     min_free_fraction: float = MIN_FREE_FRACTION,
     min_rectangle_fraction: float = MIN_RECTANGLE_FRACTION,
 ) -> list[Box]:
-    """CAPTURE's "maximal rectangle" step (PEERS §10): fewer, less overlapping crops.
+    """CAPTURE's "maximal rectangle" step (docs/methods.md#caption-pipeline): fewer, less overlapping crops.
 
     All but the ``n_big`` largest boxes are kept. Each big box, largest first, is replaced by the
     rectangles ``carve_rectangles`` finds in it; carved rectangles then block later big boxes, the
@@ -155,7 +155,7 @@ def cut_overlap(
 
 @dataclass(frozen=True)
 class BoxStatistics:
-    """What CAPTURE's ``bbox_statistics.py`` reports per step (PEERS §10): count, coverage, overlap."""
+    """What CAPTURE's ``bbox_statistics.py`` reports per step (docs/methods.md#caption-pipeline): count, coverage, overlap."""
 
     count: int
     coverage: float  # union area / image area
@@ -174,7 +174,7 @@ def box_statistics(boxes: Sequence[Box], image_shape: tuple[int, ...]) -> BoxSta
 
 
 def crops_from_masks(masks: Sequence[np.ndarray], image_shape: tuple[int, ...]) -> list[Box]:
-    """The whole of CAPTURE's Stage 2 (PEERS §10): masks → boxes → filter → cluster → merge → cut."""
+    """The whole of CAPTURE's Stage 2 (docs/methods.md#caption-pipeline): masks → boxes → filter → cluster → merge → cut."""
     from urbanln_bench.captions.segment import cluster_boxes, filter_boxes, masks_to_boxes, merge_boxes
 
     boxes = filter_boxes(masks_to_boxes(masks), image_shape)
@@ -182,7 +182,7 @@ def crops_from_masks(masks: Sequence[np.ndarray], image_shape: tuple[int, ...]) 
 
 
 def dilate_box(box: Box, width: int, height: int) -> Box | None:
-    """Grow a crop by W//50 and H//50 per side, clipped to the image, before it is captioned (PEERS §10,
+    """Grow a crop by W//50 and H//50 per side, clipped to the image, before it is captioned (docs/methods.md#caption-pipeline,
     Stage 3); ``None`` when the clipped crop is 2 px or less wide or tall (CAPTURE skips those).
     """
     x1, y1, x2, y2 = box

@@ -1,4 +1,4 @@
-"""Divide-and-conquer refinement of one image's long captions (DESIGN §5; CAPTURE's pipeline, PEERS §10).
+"""Divide-and-conquer refinement of one image's long captions (docs/methods.md#urbanln; CAPTURE's pipeline, docs/methods.md#caption-pipeline).
 
 Per image: segment → maximal-rectangle crops (``rectangles.crops_from_masks``, dilated by W//50,
 H//50) → one short local caption per crop by the *same* captioner → phrases from the overall and
@@ -6,7 +6,7 @@ the local captions → each phrase scored (local ones against their crop, overal
 whole image) → rejected phrases deleted → the captioner rewrites the filtered overall caption with
 the kept local captions into one long caption.
 
-Deletion follows CAPTURE (PEERS §10, Stage 4), grammar not repaired: in a local caption a regex
+Deletion follows CAPTURE (docs/methods.md#caption-pipeline, Stage 4), grammar not repaired: in a local caption a regex
 removes the phrase plus any attached letters ("car" also removes "cars"); in the overall caption
 the phrase is removed as a plain substring (longest phrases first). Only whitespace is tidied.
 A local caption left with no kept phrase is not passed on.
@@ -94,7 +94,7 @@ class Refinement:
                 "phrases": [[d.phrase, round(d.score, 4), d.kept] for d in self.decisions]}
 
 
-# -- deletion (PEERS §10, Stage 4) ------------------------------------------------------------------
+# -- deletion (docs/methods.md#caption-pipeline, Stage 4) ------------------------------------------------------------------
 
 
 def tidy(text: str) -> str:
@@ -166,7 +166,7 @@ class Refiner:
         self.times = times or StageTimes()
 
     def crops(self, image: np.ndarray) -> list[Box]:
-        """Segment, cut overlaps into maximal rectangles, dilate (PEERS §10, Stages 2–3)."""
+        """Segment, cut overlaps into maximal rectangles, dilate (docs/methods.md#caption-pipeline, Stages 2–3)."""
         with self.times.stage("segment"):
             boxes = crops_from_masks(self.segmenter.masks(image), image.shape)
         height, width = image.shape[:2]

@@ -1,4 +1,4 @@
-"""The caption fidelity report: does each pipeline stage make captions more faithful? (DESIGN §5)
+"""The caption fidelity report: does each pipeline stage make captions more faithful? (docs/methods.md#urbanln)
 
 For raw, refined, consensus-selected and randomly selected captions: object precision
 (1 − hallucination rate) and recall against the twin's scene graphs (``fidelity.object_precision_recall``,

@@ -1,4 +1,4 @@
-"""Segmentation and the box pipeline of the divide-and-conquer refinement (PEERS §10, Stage 2).
+"""Segmentation and the box pipeline of the divide-and-conquer refinement (docs/methods.md#caption-pipeline, Stage 2).
 
 CAPTURE runs SAM's automatic mask generator and keeps only the masks' bounding boxes, which it
 filters, clusters and merges before cutting their overlap (``rectangles.cut_overlap``). A
@@ -22,7 +22,7 @@ from scipy.sparse.csgraph import connected_components
 from urbanln_bench.captions.rectangles import Box, box_area
 from urbanln_bench.errors import UserError
 
-# PEERS §10, Stage 2: CAPTURE's parameters.
+# docs/methods.md#caption-pipeline, Stage 2: CAPTURE's parameters.
 MIN_BOX_FRACTION = 0.001
 MAX_BOX_FRACTION = 0.9
 MAX_CLUSTERS = 10
@@ -85,7 +85,7 @@ class ColourRegionSegmenter:
 
 
 class SamSegmenter:
-    """SAM automatic masks through transformers, with CAPTURE's settings (PEERS §10, Stage 2).
+    """SAM automatic masks through transformers, with CAPTURE's settings (docs/methods.md#caption-pipeline, Stage 2).
 
     Weights load with ``SamModel.from_pretrained(model_dir)`` and ``SamProcessor.from_pretrained``
     (offline). Generation follows transformers' mask-generation pipeline: an 8×8 point grid over
@@ -197,7 +197,7 @@ def masks_to_boxes(masks: Sequence[np.ndarray]) -> list[Box]:
 
 def filter_boxes(boxes: Sequence[Box], image_shape: tuple[int, ...], *, min_fraction: float = MIN_BOX_FRACTION,
                  max_fraction: float = MAX_BOX_FRACTION) -> list[Box]:
-    """Drop boxes under 0.1 % (specks) or over 90 % (the whole scene) of the image area (PEERS §10)."""
+    """Drop boxes under 0.1 % (specks) or over 90 % (the whole scene) of the image area (docs/methods.md#caption-pipeline)."""
     image_area = image_shape[0] * image_shape[1]
     return [b for b in boxes if min_fraction * image_area <= box_area(b) <= max_fraction * image_area]
 
@@ -209,7 +209,7 @@ def hull(boxes: Sequence[Box]) -> Box:
 
 
 def cluster_boxes(boxes: Sequence[Box], *, max_clusters: int = MAX_CLUSTERS, seed: int = 0) -> list[Box]:
-    """k-means over (x1, y1, x2, y2, cx, cy) in raw pixels, one hull per cluster (PEERS §10).
+    """k-means over (x1, y1, x2, y2, cx, cy) in raw pixels, one hull per cluster (docs/methods.md#caption-pipeline).
 
     k = min(10, n), k-means++ with 10 restarts, random_state 0, as CAPTURE; hulls come in cluster
     order. Identical boxes (fewer distinct points than k) are allowed: the duplicates' clusters are
@@ -252,7 +252,7 @@ def giou(a: Box, b: Box) -> float:
 
 def merge_boxes(hulls: Sequence[Box], *, giou_threshold: float = MERGE_GIOU,
                 max_empty: float = MAX_EMPTY_FRACTION) -> list[Box]:
-    """CAPTURE's single merge pass (PEERS §10): smallest first, absorb close hulls, never re-merge.
+    """CAPTURE's single merge pass (docs/methods.md#caption-pipeline): smallest first, absorb close hulls, never re-merge.
 
     The smallest remaining hull takes every remaining hull whose GIoU with *it* is above
     ``giou_threshold`` or whose joint enclosing box with it is under ``max_empty`` empty; the group

@@ -1,6 +1,6 @@
 """Simulated MLLM captioners: long, noisy captions written from a twin image's scene graph.
 
-No MLLM weights exist offline, so UrbanLN's multi-captioner stage (DESIGN §5) runs on personas:
+No MLLM weights exist offline, so UrbanLN's multi-captioner stage (docs/methods.md#urbanln) runs on personas:
 one generator, with each persona's style and noise as data (``styles/*.toml``, documented in
 ``styles/README.md``). The personas are named after the paper's MLLMs and are labelled *simulated*
 everywhere. Captions are deterministic from (persona, image id, seed, caption index): each draws

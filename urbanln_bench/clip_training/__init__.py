@@ -1,1 +1,1 @@
-"""The shared CLIP trainer and its loss plugins (DESIGN §6): InfoNCE, UrbanLN's MSD, ..."""
+"""The shared CLIP trainer and its loss plugins (docs/methods.md): InfoNCE, UrbanLN's MSD, ..."""

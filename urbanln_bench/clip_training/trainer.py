@@ -1,4 +1,4 @@
-"""The shared CLIP trainer (DESIGN §6): one loop, the objective is a loss plugin.
+"""The shared CLIP trainer (docs/methods.md): one loop, the objective is a loss plugin.
 
 ``train_clip`` fine-tunes an open_clip CLIP on (image, caption) pairs of one city. What differs
 between the CLIP-based methods is the objective, so it is a plugin from ``CLIP_LOSSES``:

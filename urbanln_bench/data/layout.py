@@ -1,4 +1,4 @@
-"""The native on-disk layout of one city. Real data and synthetic twins share it (DESIGN §3).
+"""The native on-disk layout of one city. Real data and synthetic twins share it (docs/architecture.md#core-concepts).
 
 ::
 

@@ -1,4 +1,4 @@
-"""One loader for real data and synthetic twins (DESIGN §3: CityData).
+"""One loader for real data and synthetic twins (docs/architecture.md#core-concepts: CityData).
 
 ``CityData.open(root)`` reads a city directory in the native layout (``data/layout.py``): the
 regions, indicators and auxiliary tables are read and checked at once, images lazily. Methods never

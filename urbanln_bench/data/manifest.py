@@ -1,4 +1,4 @@
-"""Content hashes that identify a city's data in every result (DESIGN §3: data provenance)."""
+"""Content hashes that identify a city's data in every result (docs/architecture.md#core-concepts: data provenance)."""
 
 from __future__ import annotations
 

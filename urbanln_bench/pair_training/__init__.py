@@ -1,4 +1,4 @@
-"""The pair-sampling trainer the Tile2Vec, PG-SimCLR and MuseCL baselines share (DESIGN §6).
+"""The pair-sampling trainer the Tile2Vec, PG-SimCLR and MuseCL baselines share (docs/methods.md).
 
 - ``samplers``: positives by grid adjacency, nearest POI-category vector or most similar mobility
   profile; distant (or any other) regions as negatives.

@@ -1,4 +1,4 @@
-"""The pair-sampling objectives of the baselines (DESIGN §6), each as its paper and code define it.
+"""The pair-sampling objectives of the baselines (docs/methods.md), each as its paper and code define it.
 
 - :func:`tile2vec_triplet_loss` — Tile2Vec (Jean et al., AAAI 2019), Eq. (1): a hinge on *unsquared* L2
   distances, ``[‖z_a − z_n‖₂ − ‖z_a − z_d‖₂ + m]₊``, plus the released code's embedding penalty

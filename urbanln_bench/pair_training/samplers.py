@@ -1,4 +1,4 @@
-"""Who pairs with whom: positive and negative region samplers (DESIGN §6).
+"""Who pairs with whom: positive and negative region samplers (docs/methods.md).
 
 Every sampler works on region *indices* (positions in ``UnlabelledCity.regions``); the trainer turns a
 sampled region into one of its images. Positives are precomputed as :class:`Candidates` (per region,

@@ -1,4 +1,4 @@
-"""The shared pair-sampling trainer (DESIGN §6): sample (anchor, positive[, negative]) regions, turn each
+"""The shared pair-sampling trainer (docs/methods.md): sample (anchor, positive[, negative]) regions, turn each
 into one of its images, augment, embed in one forward pass, apply the objective, step.
 
 Deterministic by construction: the model is initialised under ``torch.manual_seed(seed)`` inside a

@@ -1,4 +1,4 @@
-"""Auxiliary modalities of a twin: POI category counts and mobility flows (DESIGN §4, §6).
+"""Auxiliary modalities of a twin: POI category counts and mobility flows (docs/twins.md, §6).
 
 Some baselines train on them (PG-SimCLR on POI counts, mobility-based pair sampling on flows), and
 the POI task's label is the total of the POI counts, so they are simulated from the same latents

@@ -1,4 +1,4 @@
-"""Smooth spatial latent fields of a synthetic city (DESIGN §4).
+"""Smooth spatial latent fields of a synthetic city (docs/twins.md).
 
 A twin lives on the ``[geo]`` grid of its city file. The ``[twin]`` table (:class:`TwinParams`)
 declares the city's form: an outline (ellipse, optionally cut by a coast), rivers, lakes and parks,

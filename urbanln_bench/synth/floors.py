@@ -1,4 +1,4 @@
-"""The twin's cheap difficulty check (DESIGN §4): a colour-histogram ridge regression per cell.
+"""The twin's cheap difficulty check (docs/twins.md): a colour-histogram ridge regression per cell.
 
 If plain colour statistics came within 0.1 R² of the analytic ceiling on most cells, the twin would
 be too easy — the imagery would give the indicators away without any reading of structure — and a

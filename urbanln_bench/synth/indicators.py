@@ -1,4 +1,4 @@
-"""Indicators of a synthetic twin as documented functions of the latents (DESIGN §4).
+"""Indicators of a synthetic twin as documented functions of the latents (docs/twins.md).
 
 Each task file's ``[twin]`` table is an :class:`IndicatorModel`, a log-linear model
 
@@ -278,7 +278,7 @@ def simulate_twin_tables(
 
 
 def analytic_ceiling(log_target: np.ndarray, conditional_log_variance: np.ndarray) -> float:
-    """The oracle R² (DESIGN §4): 1 − mean Var(ln(y+1) | latents) / Var(ln(y+1))."""
+    """The oracle R² (docs/twins.md): 1 − mean Var(ln(y+1) | latents) / Var(ln(y+1))."""
     log_target = np.asarray(log_target, dtype=np.float64)
     total = float(np.var(log_target))
     if total == 0:

@@ -1,4 +1,4 @@
-"""Top-down "satellite" tiles of a synthetic region, drawn from its latents (DESIGN §4).
+"""Top-down "satellite" tiles of a synthetic region, drawn from its latents (docs/twins.md).
 
 What a latent looks like from above, by urban semantics rather than by any method's taste:
 density sets building coverage, the land-use shares set footprint type (small pitched houses,

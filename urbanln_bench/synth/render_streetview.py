@@ -1,4 +1,4 @@
-"""Street-level views of a synthetic region, drawn from its latents (DESIGN §4).
+"""Street-level views of a synthetic region, drawn from its latents (docs/twins.md).
 
 A random camera heading picks the view: facing the facades across the street, or looking along
 it (one-point perspective). What a latent looks like from the street, by urban semantics:

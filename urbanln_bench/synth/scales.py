@@ -1,4 +1,4 @@
-"""Twin scales: how much of a city the synthetic twin renders (DESIGN §4, ``--scale``).
+"""Twin scales: how much of a city the synthetic twin renders (docs/twins.md, ``--scale``).
 
 - ``tiny``: tests and CI — a window of at most 100 regions, at most 2 street views per region, 48–64 px.
 - ``small``: the default — the paper's region counts and labelled shares, 2–4 street views per

@@ -1,7 +1,7 @@
 """Ground-truth scene graphs of rendered images: what is in the picture, in plain English.
 
 The renderers emit one graph per image; the simulated captioners write captions from it and the
-caption-fidelity metrics score object precision/recall against it (DESIGN §4). So object names are
+caption-fidelity metrics score object precision/recall against it (docs/twins.md). So object names are
 ordinary nouns ("building", "tree", "car"), attributes ordinary adjectives ("tall", "red",
 "glass"), and relations short prepositions ("on", "next to", "along").
 

@@ -1,4 +1,4 @@
-"""A city's visual style: the palette and street geometry its renderers draw with (DESIGN §4).
+"""A city's visual style: the palette and street geometry its renderers draw with (docs/twins.md).
 
 Cities differ in look (palette, street width, block shape, how tall a given ``building_height``
 reads), so transfer between cities is a real test. Every field has a default so a city file may set

@@ -1,4 +1,4 @@
-"""Write a city's synthetic twin into the native layout, once, in the cache (DESIGN §4).
+"""Write a city's synthetic twin into the native layout, once, in the cache (docs/twins.md).
 
 The twin is fully determined by (city file, seed, scale) and the generator's own code: all of them
 are in the cache key, so editing a city file, a task file or a renderer makes a new twin instead of
