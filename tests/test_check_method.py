@@ -147,6 +147,7 @@ def test_each_check_can_fail(reports, method: str, check: str, other_passes: str
     assert [r["check"] for r in report["results"] if r["status"] == "FAIL"] == [check]
 
 
+@pytest.mark.slow
 def test_table_on_success_and_failing_check_named(plugin_env):
     ok = cli("check-method", "honest", "--imagery", "SI", env=plugin_env)
     assert ok.returncode == 0, ok.stderr

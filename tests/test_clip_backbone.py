@@ -55,6 +55,7 @@ def test_small_profiles_build_and_encode(profile, embed_dim, image_size):
     assert image.shape == text.shape == (2, embed_dim)
 
 
+@pytest.mark.slow
 def test_paper_profile_is_open_clip_vit_b_16_without_downloading(monkeypatch):
     import open_clip
 

@@ -38,6 +38,7 @@ def example_env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_readme_walkthrough_with_the_example_package(example_env, tmp_path: Path):
     readme = (REPO / "README.md").read_text()
     for command in ("urbanln-bench list methods", "urbanln-bench check-method colour-edges",

@@ -80,6 +80,7 @@ def test_registry_suggests_and_builtin_wins():
         registry.register("beta", 3)
 
 
+@pytest.mark.slow
 def test_third_party_method_runs_end_to_end(plugin_env, tmp_path: Path):
     listed = cli("list", "methods", "--json", env=plugin_env)
     methods = {m["name"]: m for m in json.loads(listed.stdout)}

@@ -104,6 +104,7 @@ def test_msd_loss_settings_are_checked():
         build_clip_loss("msd", mu=1.5)
 
 
+@pytest.mark.slow
 def test_variants_differ_only_where_their_ablation_says():
     from urbanln_bench.method import get_method
 
@@ -162,6 +163,7 @@ def test_an_override_is_a_distinct_record(urbanln_store):
     assert record["pretraining"]["captions"] == outcomes[0].record["pretraining"]["captions"]
 
 
+@pytest.mark.slow
 def test_transfer_records_name_both_cities_and_fill_the_transfer_section(tmp_path: Path):
     from urbanln_bench.leaderboard import render_leaderboard
 

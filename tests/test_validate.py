@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from urbanln_bench.data.loader import CityData
 from urbanln_bench.data.validate import validate_city_dir
 from urbanln_bench.errors import DataError
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "urbanln_bench.cli", *args], capture_output=True, text=True)
 
 
 def test_valid_folder_has_no_problems(city_dir: Path):
