@@ -9,11 +9,11 @@ from urbanln_bench.captions.rectangles import (
     box_area,
     box_statistics,
     carve_rectangles,
-    crops_from_masks,
     cut_overlap,
     dilate_box,
     largest_free_rectangle,
 )
+from urbanln_bench.captions.segment import crops_from_masks
 
 
 def brute_force_largest_area(free: np.ndarray) -> int:

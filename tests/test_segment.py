@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from urbanln_bench.captions.rectangles import crops_from_masks
+from urbanln_bench.captions.segment import crops_from_masks
 from urbanln_bench.captions.segment import (
     ColourRegionSegmenter,
     SamSegmenter,

@@ -368,8 +368,8 @@ def calibrate_clip_threshold(scorer: ClipPhraseScorer, progress: Progress | None
     from urbanln_bench.cache import atomic_write_text, file_lock
     from urbanln_bench.captions import fidelity
     from urbanln_bench.captions.grounding import is_holdout
-    from urbanln_bench.captions.rectangles import crops_from_masks, dilate_box
-    from urbanln_bench.captions.segment import ColourRegionSegmenter
+    from urbanln_bench.captions.rectangles import dilate_box
+    from urbanln_bench.captions.segment import ColourRegionSegmenter, crops_from_masks
     from urbanln_bench.data.loader import CityData
     from urbanln_bench.specs import pretraining_world
     from urbanln_bench.synth.twin import ensure_twin

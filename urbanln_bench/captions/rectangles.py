@@ -2,7 +2,7 @@
 
 CAPTURE's refinement captions each region of the image separately. Its boxes overlap heavily, so
 the three largest boxes are replaced by rectangles carved from the area that the smaller boxes leave
-free. This module does that cut, chains the whole box pipeline (``crops_from_masks``) and dilates
+free. This module does that cut (``segment.crops_from_masks`` chains the whole box pipeline) and dilates
 the crops before they are captioned.
 
 Boxes are ``(x1, y1, x2, y2)`` integer pixels with **exclusive** ends: a box covers
@@ -171,14 +171,6 @@ def box_statistics(boxes: Sequence[Box], image_shape: tuple[int, ...]) -> BoxSta
     union = int(covered.sum())
     total = sum(box_area(b) for b in boxes)
     return BoxStatistics(len(boxes), union / (height * width), total / union if union else 0.0, total - union)
-
-
-def crops_from_masks(masks: Sequence[np.ndarray], image_shape: tuple[int, ...]) -> list[Box]:
-    """The whole of CAPTURE's Stage 2 (docs/methods.md#caption-pipeline): masks → boxes → filter → cluster → merge → cut."""
-    from urbanln_bench.captions.segment import cluster_boxes, filter_boxes, masks_to_boxes, merge_boxes
-
-    boxes = filter_boxes(masks_to_boxes(masks), image_shape)
-    return cut_overlap(merge_boxes(cluster_boxes(boxes)))
 
 
 def dilate_box(box: Box, width: int, height: int) -> Box | None:

@@ -1,6 +1,6 @@
 """Divide-and-conquer refinement of one image's long captions (docs/methods.md#urbanln; CAPTURE's pipeline, docs/methods.md#caption-pipeline).
 
-Per image: segment → maximal-rectangle crops (``rectangles.crops_from_masks``, dilated by W//50,
+Per image: segment → maximal-rectangle crops (``segment.crops_from_masks``, dilated by W//50,
 H//50) → one short local caption per crop by the *same* captioner → phrases from the overall and
 the local captions → each phrase scored (local ones against their crop, overall ones against the
 whole image) → rejected phrases deleted → the captioner rewrites the filtered overall caption with
@@ -35,8 +35,8 @@ import numpy as np
 from urbanln_bench.captions.captioners import Captioner
 from urbanln_bench.captions.factual import PhraseExtractor, RuleParserExtractor
 from urbanln_bench.captions.phrase_scoring import PhraseScorer, QuerySet
-from urbanln_bench.captions.rectangles import Box, crops_from_masks, dilate_box
-from urbanln_bench.captions.segment import ColourRegionSegmenter, Segmenter
+from urbanln_bench.captions.rectangles import Box, dilate_box
+from urbanln_bench.captions.segment import ColourRegionSegmenter, Segmenter, crops_from_masks
 from urbanln_bench.errors import UserError
 
 

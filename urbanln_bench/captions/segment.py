@@ -19,7 +19,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from urbanln_bench.captions.rectangles import Box, box_area
+from urbanln_bench.captions.rectangles import Box, box_area, cut_overlap
 from urbanln_bench.errors import UserError
 
 # docs/methods.md#caption-pipeline, Stage 2: CAPTURE's parameters.
@@ -266,3 +266,9 @@ def merge_boxes(hulls: Sequence[Box], *, giou_threshold: float = MERGE_GIOU,
         merged.append(hull([seed, *(b for b, c in zip(rest, close, strict=True) if c)]))
         remaining = [b for b, c in zip(rest, close, strict=True) if not c]
     return merged
+
+
+def crops_from_masks(masks: Sequence[np.ndarray], image_shape: tuple[int, ...]) -> list[Box]:
+    """The whole of CAPTURE's Stage 2 (docs/methods.md#caption-pipeline): masks → boxes → filter → cluster → merge → cut."""
+    boxes = filter_boxes(masks_to_boxes(masks), image_shape)
+    return cut_overlap(merge_boxes(cluster_boxes(boxes)))

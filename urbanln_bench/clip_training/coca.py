@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from urbanln_bench.clip_training.trainer import ClipLossPlugin
+from urbanln_bench.clip_training.losses import ClipLossPlugin
 from urbanln_bench.errors import UserError
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from urbanln_bench.clip_training.trainer import ClipLossPlugin
+from urbanln_bench.clip_training.losses import ClipLossPlugin
 
 CHUNK_ELEMENTS = 1 << 25  # bound on one chunk of the (images × texts × image tokens × text tokens) tensor
 
