@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from urbanln_bench.captions.segment import crops_from_masks
 from urbanln_bench.captions.segment import (
     ColourRegionSegmenter,
     SamSegmenter,
     Segmenter,
     cluster_boxes,
+    crops_from_masks,
     empty_fraction,
     filter_boxes,
     giou,
