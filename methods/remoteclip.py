@@ -76,7 +76,7 @@ class RemoteCLIP(Method):
                         f"--set arch=NAME ({', '.join(RELEASED_ARCHS)} for the released checkpoints)")
 
     def _hub_file(self, arch: str) -> Path | None:
-        from urbanln_bench.backbones.clip import hf_cached_file
+        from urbanln_bench.backbones.clip_weights import hf_cached_file
 
         return hf_cached_file(HUB_REPO, f"RemoteCLIP-{arch}.pt")
 
@@ -126,7 +126,7 @@ class RemoteCLIP(Method):
 
     @staticmethod
     def _surrogate_label(profile: str, device: str) -> str:
-        from urbanln_bench.backbones.clip import FOUNDATION_PROFILES, foundation_key, foundation_label
+        from urbanln_bench.backbones.foundation import FOUNDATION_PROFILES, foundation_key, foundation_label
 
         key, _ = foundation_key(FOUNDATION_PROFILES[profile], device)
         return (f"surrogate: synthetic-foundation CLIP '{profile}', not RemoteCLIP's weights "
@@ -161,7 +161,8 @@ class RemoteCLIP(Method):
     # -- the hooks --------------------------------------------------------------------------------
     def fit(self, city, imagery: str, context: FitContext) -> None:
         """No city pretraining: load the frozen encoder."""
-        from urbanln_bench.backbones.clip import build_clip, load_clip, load_clip_state, read_clip_checkpoint
+        from urbanln_bench.backbones.clip import build_clip
+        from urbanln_bench.backbones.clip_weights import load_clip, load_clip_state, read_clip_checkpoint
 
         resolved = self.resolve()
         if resolved.surrogate:

@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from urbanln_bench.backbones import clip as clip_backbone
-from urbanln_bench.backbones.clip import (
-    FOUNDATION_LABEL,
-    HubCandidate,
-    build_clip,
-    count_parameters,
-    encode_text_trimmed,
-    fit_to_context,
-    foundation_clip,
-    load_clip,
-    resolve_clip_weights,
-)
+from urbanln_bench.backbones import clip_weights, foundation
+from urbanln_bench.backbones.clip import build_clip, count_parameters, encode_text_trimmed
+from urbanln_bench.backbones.clip_weights import HubCandidate, load_clip, resolve_clip_weights
+from urbanln_bench.backbones.foundation import FOUNDATION_LABEL, fit_to_context, foundation_clip
 from urbanln_bench.errors import UserError
 
 
@@ -113,7 +105,7 @@ def test_foundation_is_cached(tiny_foundation, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached foundation was trained again")
 
-    monkeypatch.setattr(clip_backbone, "train_foundation", no_training)
+    monkeypatch.setattr(foundation, "train_foundation", no_training)
     assert foundation_clip("tiny") == (path, label)
     model, _, _, source = load_clip("tiny")
     assert source == label
@@ -122,14 +114,14 @@ def test_foundation_is_cached(tiny_foundation, monkeypatch):
 
 
 def test_foundation_key_covers_the_recipe(monkeypatch):
-    before = clip_backbone.foundation_path("tiny")
-    recipe = clip_backbone.FOUNDATION_PROFILES["tiny"]
-    monkeypatch.setitem(clip_backbone.FOUNDATION_PROFILES, "tiny",
-                        clip_backbone.FoundationConfig(**{**recipe.__dict__, "epochs": recipe.epochs + 1}))
-    assert clip_backbone.foundation_path("tiny") != before
+    before = foundation.foundation_path("tiny")
+    recipe = foundation.FOUNDATION_PROFILES["tiny"]
+    monkeypatch.setitem(foundation.FOUNDATION_PROFILES, "tiny",
+                        foundation.FoundationConfig(**{**recipe.__dict__, "epochs": recipe.epochs + 1}))
+    assert foundation.foundation_path("tiny") != before
     monkeypatch.undo()
-    monkeypatch.setattr(clip_backbone, "_short_caption_function", lambda: (None, "another-captioner"))
-    assert clip_backbone.foundation_path("tiny") != before
+    monkeypatch.setattr(foundation, "_short_caption_function", lambda: (None, "another-captioner"))
+    assert foundation.foundation_path("tiny") != before
 
 
 def test_local_checkpoint_with_ddp_prefix_and_wrapper(tmp_path):
@@ -192,7 +184,7 @@ def test_offline_hub_cache_is_used_when_present(tmp_path, monkeypatch):
     _fake_hub_cache(tmp_path, "acme/tiny-clip", state)
     explicit = resolve_clip_weights("tiny", "hf-hub:acme/tiny-clip")
     assert explicit.source.startswith("hf-hub cache: acme/tiny-clip@0123456789ab")
-    monkeypatch.setattr(clip_backbone, "hub_candidates", lambda profile: [HubCandidate("acme/tiny-clip")])
+    monkeypatch.setattr(clip_weights, "hub_candidates", lambda profile: [HubCandidate("acme/tiny-clip")])
     model, _, _, source = load_clip("tiny")
     assert source == explicit.source
     torch.testing.assert_close(model.state_dict()["logit_scale"], state["logit_scale"])
@@ -201,7 +193,7 @@ def test_offline_hub_cache_is_used_when_present(tmp_path, monkeypatch):
 def test_missing_hub_entry_falls_back_to_the_foundation_or_errors_when_asked_for(tiny_foundation, tmp_path,
                                                                                 monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
-    monkeypatch.setattr(clip_backbone, "hub_candidates", lambda profile: [HubCandidate("acme/tiny-clip")])
+    monkeypatch.setattr(clip_weights, "hub_candidates", lambda profile: [HubCandidate("acme/tiny-clip")])
     resolved = resolve_clip_weights("tiny")
     assert resolved.source == tiny_foundation[1] and FOUNDATION_LABEL in resolved.source
     with pytest.raises(UserError, match="not in the offline Hugging Face cache"):
@@ -209,6 +201,6 @@ def test_missing_hub_entry_falls_back_to_the_foundation_or_errors_when_asked_for
 
 
 def test_paper_profile_knows_openai_vit_b_16_on_the_hub():
-    first = clip_backbone.hub_candidates("paper")[0]
+    first = clip_weights.hub_candidates("paper")[0]
     assert first == HubCandidate("timm/vit_base_patch16_clip_224.openai", quick_gelu=True)
-    assert clip_backbone.hub_candidates("tiny") == []
+    assert clip_weights.hub_candidates("tiny") == []

@@ -173,7 +173,7 @@ class ClipPhraseScorer:
     ``weights="grounding"`` (default): the phrase grounder (:mod:`urbanln_bench.captions.grounding`),
     a dual encoder trained for this task on pretraining-world crops; the score is its probability that
     the region shows the phrase's object, and the phrase is used as it is (``template`` "{phrase}").
-    ``weights="foundation"``: the synthetic foundation CLIP (``backbones/clip.py``), cosine(region,
+    ``weights="foundation"``: the synthetic foundation CLIP (``backbones/foundation.py``), cosine(region,
     ``"a photo of {phrase}"``): kept for comparison; it barely separates true from hallucinated
     phrases (see its calibration's AUC). The spec ``clip:PROFILE@foundation`` selects it.
 
@@ -204,7 +204,7 @@ class ClipPhraseScorer:
             self.source = self.grounder.source
             self._word_index = {w: i for i, w in enumerate(self.grounder.vocabulary.words)}
         else:
-            from urbanln_bench.backbones.clip import load_clip
+            from urbanln_bench.backbones.clip_weights import load_clip
 
             self.template = DEFAULT_TEMPLATE if template is None else template
             if "{phrase}" not in self.template:

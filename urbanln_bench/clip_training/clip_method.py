@@ -103,14 +103,14 @@ class ClipBackedMethod(Method):
 
     def weight_source(self) -> str:
         if self._label is None:
-            from urbanln_bench.backbones.clip import weight_source_label
+            from urbanln_bench.backbones.clip_weights import weight_source_label
 
             self._label = weight_source_label(self.clip_profile(), self.config["weights"])
         return self._label
 
     def load_clip(self, context):
         """(model, tokenizer, ClipPreprocess) from the method's weight source; remembers the label."""
-        from urbanln_bench.backbones.clip import load_clip
+        from urbanln_bench.backbones.clip_weights import load_clip
 
         model, tokenizer, preprocess, source = load_clip(self.clip_profile(), self.config["weights"],
                                                          context.progress, device=context.device)
