@@ -79,7 +79,7 @@ def test_pg_simclr_excludes_the_poi_cell(store):
     assert by_cell["NY/POI/SI"].record is None and "poi_counts" in by_cell["NY/POI/SI"].note
     assert by_cell["NY/Pop/SI"].record is not None and by_cell["NY/Crime/SI"].record is not None
     assert not (results / "synthetic-tiny/NY/pg-simclr/POI_SI_random.json").exists()
-    record = by_cell["NY/Pop/SI"].record
+    record = by_cell["NY/Pop/SI"].record.to_json()
     assert record["embedding"]["dim"] == 2 * 128  # [h_POI, h_geo]
     assert set(record["pretraining"]["loss_first_last"]) == {"poi_model", "geo_model"}
 

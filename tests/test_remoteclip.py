@@ -90,7 +90,7 @@ def test_surrogate_run_is_labelled_as_surrogate(tmp_path: Path):
     results = tmp_path / "results"
     outcomes = run(RunOptions(method="remoteclip", city="NY", scale="tiny", seeds=[0, 1], imagery=["SI"],
                               tasks=["Pop"], profile="tiny", results_dir=results), log=lambda m: None)
-    (record,) = [o.record for o in outcomes]
+    (record,) = [o.record.to_json() for o in outcomes]
     assert record["method"]["variant"] == "RemoteCLIP (surrogate)"
     assert record["method"]["weight_source"].startswith("surrogate: synthetic-foundation CLIP 'tiny', not "
                                                         "RemoteCLIP's weights (synthetic foundation: ")

@@ -124,14 +124,14 @@ def test_eval_external_embeddings(store: Path, tmp_path: Path, tiny_ny: Path):
 def test_tune_and_spatial_block_are_recorded(tmp_path: Path, tiny_ny):
     results = tmp_path / "results"
     [outcome] = run(options(results, tasks=["Pop"], imagery=["SI"], seeds=[0], tune=2), log=lambda m: None)
-    record = outcome.record
+    record = outcome.record.to_json()
     assert record["probe"]["tune_trials"] == 2 and set(record["probe"]["tuned"]["best_params"]) == {
         "lr", "weight_decay", "dropout", "hidden"}
     [block] = run(options(results, tasks=["Pop"], imagery=["SI"], seeds=[0], strategy="spatial-block"),
                   log=lambda m: None)
-    assert block.record["split"]["strategy"] == "spatial-block"
+    assert block.record.split["strategy"] == "spatial-block"
     assert (results / "synthetic-tiny/NY/oracle-latents/Pop_SI_spatial-block.json").exists()
-    assert block.record["key"] != record["key"]
+    assert block.record.key != record["key"]
 
 
 def test_dry_run_names_stale_and_missing_records_and_writes_nothing(store: Path):

@@ -96,7 +96,7 @@ def tiny_runs(tmp_path_factory) -> dict[str, list]:
 def test_urbanclip_end_to_end_on_a_tiny_twin(tiny_runs):
     outcomes = tiny_runs["urbanclip"]
     assert [o.cell for o in outcomes] == ["NY/Pop/SI"]
-    record = outcomes[0].record
+    record = outcomes[0].record.to_json()
     assert record["method"]["name"] == "urbanclip" and record["method"]["native_imagery"] == ["SI"]
     assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'tiny'")
     assert record["method"]["config"]["captioner"] == "synthetic:llama-adapter-v2"
@@ -112,7 +112,7 @@ def test_urbanclip_end_to_end_on_a_tiny_twin(tiny_runs):
 def test_urbanvlp_end_to_end_gives_one_fused_record_per_task(tiny_runs):
     outcomes = tiny_runs["urbanvlp"]
     assert [o.cell for o in outcomes] == ["NY/Pop/SV+SI"]
-    record = outcomes[0].record
+    record = outcomes[0].record.to_json()
     assert record["cell"]["imagery"] == "SV+SI" and record["method"]["native_imagery"] == ["SV+SI"]
     assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'tiny'")
     assert record["embedding"]["regions"] == 100  # regions without street views keep their satellite feature

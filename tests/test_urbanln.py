@@ -134,7 +134,7 @@ def urbanln_store(tmp_path_factory) -> tuple[Path, list]:
 def test_urbanln_end_to_end_on_a_tiny_twin(urbanln_store):
     store, outcomes = urbanln_store
     assert [o.cell for o in outcomes] == ["NY/Pop/SI", "NY/Crime/SI", "NY/POI/SI"]
-    record = outcomes[0].record
+    record = outcomes[0].record.to_json()
     assert record["method"]["name"] == "urbanln" and record["method"]["ours"]
     assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'tiny'")
     pretraining = record["pretraining"]
@@ -155,12 +155,12 @@ def test_an_override_is_a_distinct_record(urbanln_store):
     other = run(RunOptions(method="urbanln", city="NY", scale="tiny", imagery=["SI"], tasks=["Pop"], seeds=[0, 1],
                            profile="tiny", results_dir=store, settings={**ONE_CAPTIONER, "mu": "0.3"}),
                 log=lambda m: None)
-    record = other[0].record
-    assert record["key"] != outcomes[0].record["key"]
+    record = other[0].record.to_json()
+    assert record["key"] != outcomes[0].record.key
     assert "mu=0.3" in record["method"]["variant"] and "mu=0.3" in record["method"]["slug"]
     assert record["pretraining"]["loss"]["mu"] == 0.3
     # the same captions are reused: only the objective changed
-    assert record["pretraining"]["captions"] == outcomes[0].record["pretraining"]["captions"]
+    assert record["pretraining"]["captions"] == outcomes[0].record.pretraining["captions"]
 
 
 @pytest.mark.slow
@@ -171,9 +171,9 @@ def test_transfer_records_name_both_cities_and_fill_the_transfer_section(tmp_pat
                "seeds": [0], "profile": "tiny", "results_dir": tmp_path}
     own = run(RunOptions(**options), log=lambda m: None)
     moved = run(RunOptions(**options, pretrain_city="SZ"), log=lambda m: None)
-    record = moved[0].record
+    record = moved[0].record.to_json()
     assert record["fit_city"] == "SZ" and record["cell"]["city"] == "NY"
-    assert record["method"]["slug"] == "resnet18__from-SZ" and record["key"] != own[0].record["key"]
+    assert record["method"]["slug"] == "resnet18__from-SZ" and record["key"] != own[0].record.key
     assert record["pretraining"]["city"] == "SZ"
     text = render_leaderboard(tmp_path)
     section = text[text.index("## Transfer"):]

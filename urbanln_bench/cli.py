@@ -236,8 +236,8 @@ def _print_run_table(outcomes, city: str, results: Path) -> None:
     records = [o.record for o in outcomes if o.record is not None]
     if not records:
         return
-    tag = records[0]["data"]["tag"]
-    tasks = list(dict.fromkeys(r["cell"]["task"] for r in records))
+    tag = records[0].data.tag
+    tasks = list(dict.fromkeys(r.cell.task for r in records))
     try:
         from urbanln_bench.specs import get_city
 
@@ -281,8 +281,8 @@ def _run_frame(options, records, console) -> None:
 
     from urbanln_bench.runner import run
 
-    imagery = sorted({i for r in records for i in r["cell"]["imagery"].split("+")})
-    tasks = list(dict.fromkeys(r["cell"]["task"] for r in records))
+    imagery = sorted({i for r in records for i in r.cell.imagery.split("+")})
+    tasks = list(dict.fromkeys(r.cell.task for r in records))
     for name in ("color-histogram", "oracle-latents"):
         if name == options.method:
             continue
@@ -342,7 +342,7 @@ def run_command(
         raise typer.Exit(0)
     console.print(f"{written} record(s) written, {reused} reused, under {results}", highlight=False)
     records = [o.record for o in outcomes if o.record is not None]
-    if frame and records and records[0]["data"]["source"] == "synthetic" and not options.pretrain_city:
+    if frame and records and records[0].data.source == "synthetic" and not options.pretrain_city:
         _run_frame(options, records, console)
     _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from urbanln_bench.records import iter_records
+from urbanln_bench.records import MethodInfo, Record, iter_records
 from urbanln_bench.reference.paper import MISSING, PaperTable, improvement_rows, paper_cities, paper_table
 
 METRICS = ("r2", "rmse", "mae")
@@ -37,16 +37,16 @@ class Row:
     ablation: bool = False  # an ablation or a settings override of an "ours" method: the ablation table
 
 
-def is_ablation(method: dict) -> bool:
-    return bool(method.get("ours")) and bool(method.get("ablation_of") or method.get("overrides"))
+def is_ablation(method: MethodInfo) -> bool:
+    return method.ours and bool(method.ablation_of or method.overrides)
 
 
-def row_label(record: dict) -> str:
-    method = record["method"]
-    imagery = record["cell"]["imagery"]
-    label = method["variant"]
-    if len(method["native_imagery"]) > 1 or imagery not in method["native_imagery"]:
-        if method["ours"]:  # the paper's naming: UrbanLN+SV, UrbanLN+SV w/o IPSI, UrbanLN+SV [mu=0.3]
+def row_label(record: Record) -> str:
+    method = record.method
+    imagery = record.cell.imagery
+    label = method.variant
+    if len(method.native_imagery) > 1 or imagery not in method.native_imagery:
+        if method.ours:  # the paper's naming: UrbanLN+SV, UrbanLN+SV w/o IPSI, UrbanLN+SV [mu=0.3]
             head, space, rest = label.partition(" ")
             return f"{head}+{imagery}{space}{rest}"
         return f"{label} ({imagery})"
@@ -74,24 +74,23 @@ def _fmt(entry: dict | None) -> str:
 
 def street_view_caps(results_dir: Path) -> dict[tuple[str, str], int]:
     """(city, data tag) → at most this many street views per region (the twin's ``max_street_views``)."""
-    return {(r["cell"]["city"], r["data"]["tag"]): int(r["data"]["street_view_cap"])
-            for _, r in iter_records(results_dir) if r["data"].get("street_view_cap")}
+    return {(r.cell.city, r.data.tag): r.data.street_view_cap
+            for _, r in iter_records(results_dir) if r.data.street_view_cap}
 
 
 def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict]]]:
     """(city, data tag) → row → task → metrics."""
     tables: dict[tuple[str, str], dict[Row, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     for _, record in iter_records(results_dir):
-        cell = record["cell"]
-        method = record["method"]
-        city = cell["city"] if record.get("fit_city", cell["city"]) == cell["city"] else None
-        if city is None:
+        cell, method = record.cell, record.method
+        if record.is_transfer:
             continue  # transfer records have their own section
-        row = Row(row_label(record), cell["imagery"], method["role"], bool(method["ours"]),
-                  _short_weights(method["weight_source"]), record["split"]["strategy"],
-                  cell["imagery"] in method["native_imagery"], is_ablation(method))
-        metrics = {**record["metrics"], "notes": record["notes"]} if record.get("notes") else record["metrics"]
-        tables[(city, record["data"]["tag"])][row][cell["task"]] = metrics
+        row = Row(row_label(record), cell.imagery, method.role, method.ours, _short_weights(method.weight_source),
+                  record.split["strategy"], cell.imagery in method.native_imagery, is_ablation(method))
+        metrics: dict = record.metric_dicts()
+        if record.notes:
+            metrics["notes"] = list(record.notes)
+        tables[(cell.city, record.data.tag)][row][cell.task] = metrics
     return tables
 
 
@@ -269,18 +268,17 @@ def transfer_section(results_dir: Path) -> list[str]:
     entries: dict[tuple[str, str, str], dict[tuple[str, str], dict]] = defaultdict(dict)
     targets: dict[tuple[str, str], set[str]] = defaultdict(set)
     transfer_methods = set()
-    records = [record for _, record in iter_records(results_dir) if record["cell"]["task"] == TRANSFER_TASK]
+    records = [record for _, record in iter_records(results_dir) if record.cell.task == TRANSFER_TASK]
     for record in records:
-        if record.get("fit_city", record["cell"]["city"]) != record["cell"]["city"]:
-            transfer_methods.add((record["method"]["variant"], record["data"]["tag"]))
+        if record.is_transfer:
+            transfer_methods.add((record.method.variant, record.data.tag))
     for record in records:
-        cell, method = record["cell"], record["method"]
-        if (method["variant"], record["data"]["tag"]) not in transfer_methods:
+        cell, method = record.cell, record.method
+        if (method.variant, record.data.tag) not in transfer_methods:
             continue
-        source = record.get("fit_city", cell["city"])
-        key = (method["variant"], record["data"]["tag"], cell["imagery"])
-        entries[key][(source, cell["city"])] = record["metrics"]["r2"]
-        targets[key[:2]].add(cell["city"])
+        key = (method.variant, record.data.tag, cell.imagery)
+        entries[key][(record.fit_city, cell.city)] = record.metric_dicts()["r2"]
+        targets[key[:2]].add(cell.city)
     if not entries:
         return []
     lines = ["## Transfer — pretrain on one city, probe another", "",

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +67,155 @@ class RecordPath:
         return self.results / self.tag / self.city / self.slug / f"{self.task}_{self.imagery}_{self.strategy}.json"
 
 
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric over the seeds: mean, sample std (None for one seed) and the number of seeds."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Which method variant made the record, as the leaderboard shows it."""
+
+    name: str
+    display_name: str
+    variant: str
+    slug: str
+    version: str
+    config: dict[str, Any]
+    overrides: dict[str, Any]
+    role: str  # method / floor / oracle
+    ours: bool
+    native_imagery: tuple[str, ...]
+    weight_source: str
+    uses_aux: tuple[str, ...]
+    ablation_of: str = ""
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    id: str  # e.g. NY/Pop/SV
+    city: str
+    task: str
+    imagery: str
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    source: str  # synthetic / real
+    manifest: str
+    scale: str | None
+    tag: str
+    street_view_cap: int | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One result record (schema ``SCHEMA``): what every reader of a result goes through.
+
+    ``to_json`` / ``from_json`` convert to and from the JSON object on disk; ``from_json`` validates
+    and names the file and the field that are wrong, and migrates older schemas (``MIGRATIONS``).
+    """
+
+    key: str
+    method: MethodInfo
+    cell: CellInfo
+    fit_city: str
+    data: DataInfo
+    split: dict[str, Any]
+    probe: dict[str, Any]
+    per_seed: list[dict[str, Any]]
+    metrics: dict[str, MetricSummary]
+    embedding: dict[str, Any]
+    harness_version: str
+    git_revision: str
+    pretraining: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()
+    schema: int = SCHEMA
+
+    @property
+    def is_transfer(self) -> bool:
+        return self.fit_city != self.cell.city
+
+    def metric(self, name: str) -> MetricSummary:
+        return self.metrics[name]
+
+    def metric_dicts(self) -> dict[str, dict[str, Any]]:
+        """{metric: {mean, std, n}} as on disk."""
+        return {name: asdict(summary) for name, summary in self.metrics.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["method"]["native_imagery"] = list(self.method.native_imagery)
+        out["method"]["uses_aux"] = list(self.method.uses_aux)
+        out["notes"] = list(self.notes)
+        if self.data.street_view_cap is None:
+            del out["data"]["street_view_cap"]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "record") -> Record:
+        if not isinstance(data, dict):
+            raise CorruptRecordError(f"{source}: corrupted result record (not a JSON object)")
+        schema = data.get("schema")
+        if not isinstance(schema, int):
+            raise CorruptRecordError(f"{source}: corrupted result record (field 'schema' missing or not an integer)")
+        if schema > SCHEMA:
+            raise CorruptRecordError(f"{source}: record schema {schema} is newer than this urbanln-bench reads "
+                                     f"({SCHEMA}); upgrade urbanln-bench")
+        while schema < SCHEMA:
+            if schema not in MIGRATIONS:
+                raise CorruptRecordError(f"{source}: record schema {schema} has no migration to {SCHEMA}")
+            data = MIGRATIONS[schema](dict(data))
+            schema = data["schema"]
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise CorruptRecordError(f"{source}: corrupted result record (missing {', '.join(missing)}); delete it "
+                                     "or re-run with --overwrite always")
+        try:
+            method = dict(data["method"])
+            method_info = MethodInfo(**{**method, "native_imagery": tuple(method["native_imagery"]),
+                                        "uses_aux": tuple(method.get("uses_aux", ()))})
+            cell = CellInfo(**data["cell"])
+            data_info = DataInfo(**data["data"])
+        except (TypeError, KeyError) as exc:
+            raise CorruptRecordError(f"{source}: corrupted result record (method, cell or data: {exc})") from exc
+        metrics = {}
+        for name, entry in (data["metrics"] or {}).items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("mean"), int | float):
+                raise CorruptRecordError(f"{source}: corrupted result record (metrics.{name}.mean missing or not a "
+                                         "number)")
+            metrics[name] = MetricSummary(float(entry["mean"]), entry.get("std"), int(entry.get("n", 1)))
+        for name in ("r2", "rmse", "mae"):
+            if name not in metrics:
+                raise CorruptRecordError(f"{source}: corrupted result record (metrics.{name}.mean missing or not a "
+                                         "number)")
+        return cls(key=str(data["key"]), method=method_info, cell=cell, fit_city=str(data.get("fit_city", cell.city)),
+                   data=data_info, split=data["split"], probe=data["probe"], per_seed=list(data["per_seed"]),
+                   metrics=metrics, embedding=data.get("embedding") or {}, harness_version=str(data["harness_version"]),
+                   git_revision=str(data.get("git_revision", "unknown")), pretraining=data.get("pretraining"),
+                   notes=tuple(data.get("notes") or ()), schema=SCHEMA)
+
+
 REQUIRED = ("schema", "key", "method", "cell", "data", "split", "probe", "per_seed", "metrics", "harness_version")
+# schema N → a function that turns a schema-N record (JSON object) into a schema-N+1 one. Schema 1 is the
+# first; fields added within it since (``method.ablation_of``, ``data.street_view_cap``, ``notes``,
+# ``pretraining``) have defaults, so older schema-1 files read as they are.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-def load_record(path: Path) -> dict[str, Any]:
+def load_record(path: Path) -> Record:
     try:
-        record = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CorruptRecordError(f"{path}: corrupted result record (not JSON: {exc}); delete it or re-run with "
                                  "--overwrite always") from exc
     except OSError as exc:
         raise CorruptRecordError(f"{path}: unreadable result record: {exc}") from exc
-    if not isinstance(record, dict):
-        raise CorruptRecordError(f"{path}: corrupted result record (not a JSON object)")
-    missing = [k for k in REQUIRED if k not in record]
-    if missing:
-        raise CorruptRecordError(f"{path}: corrupted result record (missing {', '.join(missing)}); delete it or "
-                                 "re-run with --overwrite always")
-    for metric in ("r2", "rmse", "mae"):
-        entry = record["metrics"].get(metric)
-        if not isinstance(entry, dict) or not isinstance(entry.get("mean"), int | float):
-            raise CorruptRecordError(f"{path}: corrupted result record (metrics.{metric}.mean missing or not a number)")
-    return record
+    return Record.from_json(data, str(path))
 
 
 def check_overwrite(policy: str) -> str:
@@ -96,12 +224,12 @@ def check_overwrite(policy: str) -> str:
     return policy
 
 
-def reusable(path: Path, key: str, policy: str) -> dict[str, Any] | None:
+def reusable(path: Path, key: str, policy: str) -> Record | None:
     """The stored record to reuse under ``policy``, or None when the cell must be computed."""
     if policy == "always" or not path.exists():
         return None
     record = load_record(path)
-    if record["key"] == key:
+    if record.key == key:
         return record
     if policy == "never":
         raise UserError(f"{path}: a record with another key exists (stale config or data) and --overwrite never "
@@ -109,8 +237,8 @@ def reusable(path: Path, key: str, policy: str) -> dict[str, Any] | None:
     return None
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+def write_record(path: Path, record: Record) -> None:
+    atomic_write_text(path, json.dumps(record.to_json(), indent=1, sort_keys=True) + "\n")
 
 
 def iter_records(results: Path):

@@ -98,7 +98,7 @@ def run_suite(suite: Suite, results: Path, methods: tuple[str, ...] | None = Non
 
 
 def _by_cell(results: Path) -> dict[tuple[str, str], dict]:
-    return {(r["method"]["slug"], r["cell"]["id"]): r for _, r in iter_records(results)}
+    return {(r.method.slug, r.cell.id): r for _, r in iter_records(results)}
 
 
 def grade(diff: float, tolerance: dict[str, float]) -> str:
@@ -117,8 +117,8 @@ def compare(suite: Suite, reference_dir: Path, results: Path, methods: tuple[str
         if slug not in wanted:
             continue
         for metric in METRICS:
-            ref = reference[key]["metrics"][metric]["mean"] if key in reference else None
-            val = new[key]["metrics"][metric]["mean"] if key in new else None
+            ref = reference[key].metric(metric).mean if key in reference else None
+            val = new[key].metric(metric).mean if key in new else None
             if ref is None or val is None:
                 out.append(Comparison(cell, slug, metric, ref, val, "FAIL"))
             else:

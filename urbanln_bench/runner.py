@@ -17,6 +17,11 @@ from urbanln_bench.data.loader import CityData
 from urbanln_bench.errors import UserError
 from urbanln_bench.method import FitContext, Method, get_method
 from urbanln_bench.records import (
+    CellInfo,
+    DataInfo,
+    MethodInfo,
+    MetricSummary,
+    Record,
     RecordPath,
     check_overwrite,
     data_tag,
@@ -59,7 +64,7 @@ class RunOptions:
 @dataclass
 class CellOutcome:
     cell: str
-    record: dict[str, Any] | None  # None when the cell is excluded
+    record: Record | None  # None when the cell is excluded (or, in a dry run, would be computed)
     reused: bool = False
     note: str = ""
     key: str = ""  # the record key the current code computes (set on every dry-run outcome that would compute)
@@ -362,26 +367,27 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
             f"{len(embeddings.region_ids)} regions × {embeddings.vectors.shape[1]}")
         for task, cell_id, key, path in todo:
             per_seed, metrics, split_info, probe_info = probe_cell(embeddings, data, task, imagery, options, grid_by_id)
-            record = {
-                "schema": 1, "key": key,
-                "method": {"name": meta.name, "display_name": meta.display_name, "variant": method.variant_label(),
-                           "slug": slug, "version": meta.version, "config": method.config,
-                           "overrides": method.overrides, "role": meta.role, "ours": meta.ours, "ablation_of": meta.ablation_of,
-                           "native_imagery": list(meta.native_imagery), "weight_source": method.weight_source(),
-                           "uses_aux": list(meta.uses_aux)},
-                "cell": {"id": cell_id, "city": spec.name, "task": task, "imagery": imagery},
-                "fit_city": fit_data.name,
-                "data": {"source": data.source, "manifest": data.manifest_hash, "scale": options.scale
-                         if data.source == "synthetic" else None, "tag": tag,
-                         **_street_view_cap(data)},
-                "split": split_info, "probe": probe_info, "per_seed": per_seed, "metrics": metrics,
-                "embedding": {"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
-                              "pooling": embeddings.meta.get("pooling"),
-                              "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region")},
-                "pretraining": _pretraining_summary(embeddings.meta),
-                "notes": aux_notes(meta, task),
-                "harness_version": HARNESS_VERSION, "git_revision": revision,
-            }
+            record = Record(
+                key=key,
+                method=MethodInfo(name=meta.name, display_name=meta.display_name, variant=method.variant_label(),
+                                  slug=slug, version=meta.version, config=method.config, overrides=method.overrides,
+                                  role=meta.role, ours=meta.ours, ablation_of=meta.ablation_of,
+                                  native_imagery=tuple(meta.native_imagery), weight_source=method.weight_source(),
+                                  uses_aux=tuple(meta.uses_aux)),
+                cell=CellInfo(id=cell_id, city=spec.name, task=task, imagery=imagery),
+                fit_city=fit_data.name,
+                data=DataInfo(source=data.source, manifest=data.manifest_hash,
+                              scale=options.scale if data.source == "synthetic" else None, tag=tag,
+                              street_view_cap=_street_view_cap(data)),
+                split=split_info, probe=probe_info, per_seed=per_seed,
+                metrics={name: MetricSummary(**summary) for name, summary in metrics.items()},
+                embedding={"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
+                           "pooling": embeddings.meta.get("pooling"),
+                           "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region")},
+                pretraining=_pretraining_summary(embeddings.meta),
+                notes=tuple(aux_notes(meta, task)),
+                harness_version=HARNESS_VERSION, git_revision=revision,
+            )
             write_record(path, record)
             outcomes.append(CellOutcome(cell_id, record))
     return outcomes
@@ -407,10 +413,10 @@ def aux_notes(meta, task: str) -> list[str]:
     return []
 
 
-def _street_view_cap(data) -> dict:
+def _street_view_cap(data) -> int | None:
     """The twin's per-region street-view cap (a city file's ``max_street_views``), when it has one."""
     cap = (data.meta.get("counts") or {}).get("max_streetviews_per_region")
-    return {"street_view_cap": int(cap)} if cap else {}
+    return int(cap) if cap else None
 
 
 def _pretraining_summary(meta: dict[str, Any]) -> dict[str, Any] | None:

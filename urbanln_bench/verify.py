@@ -10,6 +10,7 @@ the stale ones, so a committed leaderboard cannot silently drift from the code t
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,16 +47,15 @@ def _replay(results_dir: Path, profile: str, log: Callable[[str], None]):
     groups: dict[Replay, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     paths: dict[tuple[Replay, str, str], Path] = {}
     for path, record in iter_records(results_dir):
-        if record["data"]["source"] != "synthetic":
+        if record.data.source != "synthetic":
             log(f"{path}: real data, not replayed (needs its --data-root)")
             continue
-        method, cell = record["method"], record["cell"]
-        replay = Replay(method["name"], tuple(sorted((k, _setting_text(v)) for k, v in method["overrides"].items())),
-                        cell["city"], record.get("fit_city", cell["city"]), record["data"]["scale"],
-                        record["split"]["strategy"], tuple(record["split"]["seeds"]),
-                        int(record["probe"].get("tune_trials") or 0))
-        groups[replay][cell["imagery"]].add(cell["task"])
-        paths[(replay, cell["task"], cell["imagery"])] = path
+        method, cell = record.method, record.cell
+        replay = Replay(method.name, tuple(sorted((k, _setting_text(v)) for k, v in method.overrides.items())),
+                        cell.city, record.fit_city, record.data.scale, record.split["strategy"],
+                        tuple(record.split["seeds"]), int(record.probe.get("tune_trials") or 0))
+        groups[replay][cell.imagery].add(cell.task)
+        paths[(replay, cell.task, cell.imagery)] = path
     for replay, by_imagery in groups.items():
         for imagery, tasks in by_imagery.items():
             options = RunOptions(method=replay.method, city=replay.city, tasks=sorted(tasks), imagery=[imagery],
@@ -91,11 +91,11 @@ def rekey_records(results_dir: Path, *, profile: str = "cpu",
         if not isinstance(path, Path) or not outcome.key:
             continue
         record = load_record(path)
-        record["key"] = outcome.key
         weights = make_method(options).weight_source()
-        record["method"]["weight_source"] = weights
-        if (record.get("pretraining") or {}).get("weights"):
-            record["pretraining"]["weights"] = weights
-        write_record(path, record)
+        pretraining = record.pretraining
+        if pretraining and pretraining.get("weights"):
+            pretraining = {**pretraining, "weights": weights}
+        write_record(path, dataclasses.replace(record, key=outcome.key, pretraining=pretraining,
+                                               method=dataclasses.replace(record.method, weight_source=weights)))
         rewritten.append(path)
     return rewritten
