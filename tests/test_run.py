@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -182,3 +183,23 @@ def test_rekey_rewrites_only_the_key_of_a_stale_record(store: Path, tmp_path: Pa
     assert json.loads(path.read_text()) == original  # the current key; metrics and the rest as they were
     assert {p: p.read_bytes() for p in copy.rglob("*.json") if p != path} == untouched
     assert stale_records(copy, profile="tiny") == []
+
+
+def test_python_users_get_the_cli_frame_and_table(tmp_path: Path):
+    """run_frame adds the floor and the ceiling on the run's cells; run_table is the table `run` prints."""
+    from urbanln_bench.leaderboard import run_table
+    from urbanln_bench.runner import run_frame
+
+    results = tmp_path / "results"
+    opts = options(results, method="random-features", tasks=["Pop"], imagery=["SI"], seeds=[0])
+    outcomes = run(opts, log=lambda m: None)
+    framed = run_frame(opts, outcomes)
+    assert sorted((o.record.method.name, o.cell) for o in framed) == [
+        ("color-histogram", "NY/Pop/SI"), ("oracle-latents", "NY/Pop/SI")]
+    table = run_table([o.record for o in outcomes], "NY", results)
+    roles = {row.label: (row.role, row.this_run) for row in table.rows}
+    assert roles["Random features (SI)"] == ("floor", True)
+    assert ("oracle", False) in roles.values() and table.tasks == ["Pop"]
+    oracle = next(row for row in table.rows if row.role == "oracle")
+    assert oracle.r2["Pop"]["mean"] == framed[1].record.metric("r2").mean
+    assert run_frame(dataclasses.replace(opts, pretrain_city="SZ"), outcomes) == []  # transfer: no frame

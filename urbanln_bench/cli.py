@@ -225,70 +225,30 @@ def list_cells(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
     typer.echo("\n".join(cells))
 
 
-def _print_run_table(outcomes, city: str, results: Path) -> None:
-    """A table shaped like the paper's Table 3: R² per task, methods on their native imagery, with the
-    floor and oracle rows and any other records of this city and data set in the store."""
+def _print_run_table(records, city: str, results: Path) -> None:
+    """The run's table (``leaderboard.run_table``), printed."""
     from rich.table import Table
 
-    from urbanln_bench.leaderboard import collect, row_label
-    from urbanln_bench.reference.paper import paper_cities, paper_table
+    from urbanln_bench.leaderboard import run_table
 
-    records = [o.record for o in outcomes if o.record is not None]
-    if not records:
+    built = run_table(records, city, results)
+    if built is None:
         return
-    tag = records[0].data.tag
-    tasks = list(dict.fromkeys(r.cell.task for r in records))
-    try:
-        from urbanln_bench.specs import get_city
-
-        tasks = [t for t in get_city(city).tasks if t in tasks] or tasks
-    except Exception:  # a user's city given by file: keep the order of the records
-        pass
-    mine = {row_label(r) for r in records}
-    rows = collect(results).get((city, tag), {})
-    shown = {row: metrics for row, metrics in rows.items()
-             if row.strategy == "random" and (row.label in mine or (row.native and not row.ablation))}
-    order = {"method": 0, "floor": 1, "oracle": 2}
-    table = Table(title=f"{city} ({tag}): test R² on ln(y+1), mean ± std over seeds "
-                        f"({'synthetic twin' if tag.startswith('synthetic') else 'real data'})")
+    table = Table(title=built.title)
     table.add_column("Method")
     table.add_column("Imagery")
-    for t in tasks:
+    for t in built.tasks:
         table.add_column(f"{t} R²", justify="right")
-    for row in sorted(shown, key=lambda r: (order[r.role], r.label not in mine, r.label, r.imagery)):
-        role = {"floor": " (floor)", "oracle": " (ceiling)"}.get(row.role, "")
+    suffix = {"floor": " (floor)", "oracle": " (ceiling)"}
+    for row in built.rows:
         cells = []
-        for t in tasks:
-            e = shown[row].get(t, {}).get("r2")
-            cells.append("—" if e is None else f"{e['mean']:.3f}±{e['std']:.3f}")
-        table.add_row(("[bold]" + row.label + "[/]" if row.label in mine else row.label) + role, row.imagery, *cells)
-    if city in paper_cities():
-        paper = paper_table(city)
-        for model in paper.models:
-            if any(model == label or model.split("+")[0] == label.split("+")[0] for label in mine):
-                cells = []
-                for t in tasks:
-                    value = paper.value(model, t, "R2") if t in paper.tasks else None
-                    cells.append("—" if value is None else f"{value:.3f}")
-                table.add_row(f"{model} (paper-reported, real data)", "", *cells)
+        for t in built.tasks:
+            entry = row.r2[t]
+            cells.append("—" if entry is None else f"{entry['mean']:.3f}" if entry["std"] is None
+                         else f"{entry['mean']:.3f}±{entry['std']:.3f}")
+        label = ("[bold]" + row.label + "[/]" if row.this_run else row.label) + suffix.get(row.role, "")
+        table.add_row(label, row.imagery, *cells)
     _console(stderr=False).print(table)
-
-
-def _run_frame(options, records, console) -> None:
-    """The floor and ceiling rows of the printed table: colour histogram and the oracle on the same cells
-    (a fused method's SV+SI cells are framed by both imageries)."""
-    import dataclasses
-
-    from urbanln_bench.runner import run
-
-    imagery = sorted({i for r in records for i in r.cell.imagery.split("+")})
-    tasks = list(dict.fromkeys(r.cell.task for r in records))
-    for name in ("color-histogram", "oracle-latents"):
-        if name == options.method:
-            continue
-        framed = dataclasses.replace(options, method=name, settings={}, pretrain_city=None, imagery=imagery,
-                                     tasks=tasks)
-        run(framed, log=lambda m: None)
 
 
 @app.command("run")
@@ -318,7 +278,7 @@ def run_command(
         "(a record whose key no longer matches the code, data or settings is stale).")] = False,
 ) -> None:
     """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table."""
-    from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run
+    from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run, run_frame
 
     if cell is not None:
         city, one_task, one_imagery = parse_cell(cell)
@@ -341,10 +301,10 @@ def run_command(
         console.print(f"dry run: {reused} cell(s) would be reused, {todo} computed, under {results}", highlight=False)
         raise typer.Exit(0)
     console.print(f"{written} record(s) written, {reused} reused, under {results}", highlight=False)
-    records = [o.record for o in outcomes if o.record is not None]
-    if frame and records and records[0].data.source == "synthetic" and not options.pretrain_city:
-        _run_frame(options, records, console)
-    _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
+    if frame:
+        run_frame(options, outcomes)
+    _print_run_table([o.record for o in outcomes if o.record is not None],
+                     outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
 
 
 def _progress_factory_named():
@@ -383,7 +343,8 @@ def eval_command(
                          embeddings_file=embeddings, embeddings_label=name)
     console = _console()
     outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
-    _print_run_table(outcomes, outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
+    _print_run_table([o.record for o in outcomes if o.record is not None],
+                     outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
 
 
 @app.command("export")

@@ -94,6 +94,59 @@ def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict
     return tables
 
 
+@dataclass(frozen=True)
+class RunTableRow:
+    label: str
+    imagery: str
+    role: str  # method / floor / oracle / paper
+    this_run: bool  # a row of the run's own method
+    r2: dict[str, dict | None]  # task → {mean, std, n} (None: no record)
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """The table a run prints (the paper's Table 3 shape): test R² per task for the run's rows, the other
+    native rows of this city and data set in the store, the floor and oracle rows, and the paper's own
+    numbers for the same models (real data, orientation only)."""
+
+    title: str
+    tasks: list[str]
+    rows: list[RunTableRow]
+
+
+def run_table(records: list[Record], city: str, results_dir: Path) -> RunTable | None:
+    """The :class:`RunTable` for a run's records (None when the run wrote or reused none)."""
+    if not records:
+        return None
+    tag = records[0].data.tag
+    tasks = list(dict.fromkeys(r.cell.task for r in records))
+    try:
+        from urbanln_bench.specs import get_city
+
+        tasks = [t for t in get_city(city).tasks if t in tasks] or tasks
+    except Exception:  # a user's city given by file: keep the order of the records
+        pass
+    mine = {row_label(r) for r in records}
+    rows = collect(results_dir).get((city, tag), {})
+    shown = {row: metrics for row, metrics in rows.items()
+             if row.strategy == "random" and (row.label in mine or (row.native and not row.ablation))}
+    order = {"method": 0, "floor": 1, "oracle": 2}
+    out = [RunTableRow(row.label, row.imagery, row.role, row.label in mine,
+                       {t: shown[row].get(t, {}).get("r2") for t in tasks})
+           for row in sorted(shown, key=lambda r: (order[r.role], r.label not in mine, r.label, r.imagery))]
+    if city in paper_cities():
+        paper = paper_table(city)
+        for model in paper.models:
+            if any(model == label or model.split("+")[0] == label.split("+")[0] for label in mine):
+                values = {t: paper.value(model, t, "R2") if t in paper.tasks else None for t in tasks}
+                out.append(RunTableRow(f"{model} (paper-reported, real data)", "", "paper", False,
+                                       {t: None if v is None else {"mean": v, "std": None, "n": 1}
+                                        for t, v in values.items()}))
+    title = (f"{city} ({tag}): test R² on ln(y+1), mean ± std over seeds "
+             f"({'synthetic twin' if tag.startswith('synthetic') else 'real data'})")
+    return RunTable(title, tasks, out)
+
+
 def _improvements(city: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
     models = [r for r in rows if r.role == "method"]
     if not any(r.ours for r in models) or not any(not r.ours for r in models):

@@ -393,6 +393,28 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
     return outcomes
 
 
+FRAME_METHODS = ("color-histogram", "oracle-latents")  # the floor and the ceiling every twin run is read against
+
+
+def run_frame(options: RunOptions, outcomes: list[CellOutcome], progress: Callable | None = None,
+              log: Callable[[str], None] = lambda m: None) -> list[CellOutcome]:
+    """The floor (colour histogram) and the ceiling (oracle latents) on the cells ``outcomes`` cover, so a
+    run's numbers are read against both, as the CLI's table is: a fused method's SV+SI cells are framed
+    on both imageries. Only on a synthetic twin (real data has no oracle) and not for a transfer run;
+    reused when stored, like any cell."""
+    records = [o.record for o in outcomes if o.record is not None]
+    if not records or records[0].data.source != "synthetic" or options.pretrain_city or options.dry_run:
+        return []
+    imagery = sorted({i for r in records for i in r.cell.imagery.split("+")})
+    tasks = list(dict.fromkeys(r.cell.task for r in records))
+    framed: list[CellOutcome] = []
+    for name in FRAME_METHODS:
+        if name != options.method:
+            framed += run(dataclasses.replace(options, method=name, settings={}, pretrain_city=None, imagery=imagery,
+                                              tasks=tasks), progress=progress, log=log)
+    return framed
+
+
 AUX_PRESENT: dict[str, Callable[[CityData], bool]] = {
     "poi_counts": lambda data: data.poi is not None,
     "mobility": lambda data: data.mobility is not None,
