@@ -99,7 +99,8 @@ def test_capture_scores_match_their_golden_values(golden_texts: list[str]):
 
 
 def test_caption_versions_are_what_keys_carry():
-    from urbanln_bench.runner import RunOptions, caption_identity, make_method
+    from urbanln_bench.fit_inputs import caption_identity
+    from urbanln_bench.runner import RunOptions, make_method
 
     identity = caption_identity(make_method(RunOptions(method="urbanln", city="NY")), "SI", "tiny")
     assert identity["versions"] == versions.caption_versions()

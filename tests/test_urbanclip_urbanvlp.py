@@ -35,8 +35,8 @@ def test_joined_region_texts_and_keyword_filter():
 
 
 def test_caption_settings_ask_for_one_cheap_caption_set_per_imagery():
+    from urbanln_bench.fit_inputs import caption_configs
     from urbanln_bench.method import get_method
-    from urbanln_bench.runner import caption_configs
 
     clip = get_method("urbanclip")()
     configs = caption_configs(clip, "SI", "tiny")

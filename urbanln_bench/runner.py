@@ -15,6 +15,7 @@ from urbanln_bench import HARNESS_VERSION
 from urbanln_bench.cache import cache_root, config_hash, file_lock
 from urbanln_bench.data.loader import CityData
 from urbanln_bench.errors import UserError
+from urbanln_bench.fit_inputs import fit_input_identities, fit_input_summaries, needed_fit_inputs
 from urbanln_bench.method import FitContext, Method, get_method
 from urbanln_bench.records import (
     CellInfo,
@@ -33,7 +34,6 @@ from urbanln_bench.records import (
 from urbanln_bench.registry import suggest
 from urbanln_bench.specs import CitySpec, get_task
 
-TINY_CAPTIONERS = 2  # captioners asked under the tiny profile (see caption_configs)
 FIT_SEED = 0  # pretraining seed of every method (probe seeds vary; pretraining runs once per cell group)
 
 
@@ -124,61 +124,10 @@ def select_cells(spec: CitySpec, method: Method, tasks: list[str] | None, imager
     return [(t, i) for i in chosen_imagery for t in spec.tasks if not tasks or t in tasks]
 
 
-def caption_configs(method: Method, imagery: str, profile: str) -> dict[str, Any]:
-    """{caption imagery: PipelineConfig} of the caption sets the method's ``fit`` needs (none for most).
-
-    The pipeline's defaults overridden by the method's own settings. The ``tiny`` profile (tests, CI,
-    ``check-method``) scores phrases with the tiny models and, unless the method names its captioners,
-    asks two of the five captioners for two candidates each (4 instead of 10): the same pipeline, a
-    fifth of the CAPTURE pairs. Records carry the configuration either way.
-    """
-    requests = method.caption_settings(imagery)
-    if not requests:
-        return {}
-    from urbanln_bench.captions.pipeline import PipelineConfig
-
-    out = {}
-    for caption_imagery, settings in requests.items():
-        defaults: dict[str, Any] = {}
-        if profile == "tiny":
-            default = PipelineConfig()
-            if ":" in default.phrase_scorer:
-                defaults["phrase_scorer"] = default.phrase_scorer.rsplit(":", 1)[0] + ":tiny"
-            defaults["captioners"] = default.captioners[:TINY_CAPTIONERS]
-        out[caption_imagery] = PipelineConfig(imagery=caption_imagery, **{**defaults, **settings})
-    return out
-
-
-def caption_identity(method: Method, imagery: str, profile: str) -> dict[str, Any] | None:
-    """What the method's caption sets depend on besides the data (goes into cache and record keys)."""
-    configs = caption_configs(method, imagery, profile)
-    if not configs:
-        return None
-    from urbanln_bench.captions.versions import caption_versions, styles_digest
-
-    return {"versions": caption_versions(), "styles": styles_digest(),
-            "configs": {k: dataclasses.asdict(v) for k, v in configs.items()}}
-
-
-def method_captions(method: Method, data: CityData, imagery: str, profile: str,
-                    progress: Callable | None) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
-    """Run (or reuse) the caption pipeline on ``data`` for the method; (captions, provenance)."""
-    from urbanln_bench.captions.pipeline import run_pipeline
-
-    captions, info = {}, {}
-    for caption_imagery, config in caption_configs(method, imagery, profile).items():
-        run_ = run_pipeline(data, config, progress)
-        captions[caption_imagery] = {r["image_id"]: r["caption"] for r in run_.read("selected")}
-        info[caption_imagery] = {"city": data.name, "key": run_.key, "reused": run_.reused,
-                                 "images": len(captions[caption_imagery]),
-                                 "seconds": run_.info.get("seconds_total")}
-    return captions, info
-
-
 def embedding_cache_path(method: Method, data: CityData, imagery: str, fit_data: CityData, profile: str) -> Path:
     key = config_hash({"method": method.identity(), "data": data.manifest_hash, "imagery": imagery,
                        "fit_seed": FIT_SEED, "fit_city": fit_data.name, "fit_data": fit_data.manifest_hash,
-                       "captions": caption_identity(method, imagery, profile), "harness": HARNESS_VERSION,
+                       **fit_input_identities(method, imagery, profile), "harness": HARNESS_VERSION,
                        "pooling": "mean-capped"}, length=20)
     slug = method.variant_slug() + (f"__from-{fit_data.name}" if fit_data.name != data.name else "")
     return cache_root() / "embeddings" / slug / f"{data.name}-{imagery.replace('+', '')}-{key}.npz"
@@ -197,12 +146,11 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
         if path.exists():
             return Embeddings.load(path), True
         extras: dict[str, Any] = {}
-        if method.meta.role == "oracle":
-            names, matrix = data.latents()
-            extras["latents"] = dict(zip(data.regions.ids, matrix, strict=True))
-        captions, caption_info = method_captions(method, fit_data, imagery, options.profile, progress)
-        if captions:
-            extras["captions"] = captions
+        provenance: dict[str, Any] = {}
+        for provider in needed_fit_inputs(method, imagery, options.profile):
+            extras[provider.name], info = provider.provide(method, fit_data, data, imagery, options.profile, progress)
+            if info:
+                provenance[provider.name] = info
         context = FitContext(seed=FIT_SEED, device=options.device, scale=options.scale, profile=options.profile,
                              work_dir=path.parent / (path.stem + "-work"), progress=progress, extras=extras)
         import time
@@ -216,8 +164,7 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
         embeddings = embed_city(method, data, imagery, context, batch_size=options.batch_size, progress=progress)
         embeddings.meta["fit"] = {"city": fit_data.name, "data_manifest": fit_data.manifest_hash,
                                   "seconds": round(fit_seconds, 1), "report": method.fit_report()}
-        if caption_info:
-            embeddings.meta["captions"] = caption_info
+        embeddings.meta.update(provenance)
         embeddings.save(path)
     return embeddings, False
 
@@ -345,9 +292,7 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
             key_parts = {"method": identity, "cell": cell_id, "data": data.manifest_hash,
                          "split": [options.strategy, list(options.seeds)], "probe": [ProbeConfig().digest, PROBE_VERSION],
                          "tune": options.tune, "fit_city": fit_data.name}
-            captions = caption_identity(method, imagery, options.profile)
-            if captions is not None:
-                key_parts["captions"] = captions
+            key_parts.update(fit_input_identities(method, imagery, options.profile))
             if transfer:
                 key_parts["fit_data"] = fit_data.manifest_hash
             key = record_key(key_parts)
@@ -442,7 +387,8 @@ def _street_view_cap(data) -> int | None:
 
 
 def _pretraining_summary(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The record's view of the fit: city, seconds, the method's report (steps, parameters) and captions."""
+    """The record's view of the fit: city, seconds, the method's report (steps, parameters) and what each
+    fit input summarises of its provenance (e.g. the caption sets' keys)."""
     fit = meta.get("fit")
     if not fit:
         return None
@@ -452,6 +398,5 @@ def _pretraining_summary(meta: dict[str, Any]) -> dict[str, Any] | None:
                 "parameters", "loss", "loss_first_last", "ipsi", "weights"):
         if key in report:
             out[key] = report[key]
-    if meta.get("captions"):
-        out["captions"] = {k: {"key": v["key"], "images": v["images"]} for k, v in meta["captions"].items()}
+    out.update(fit_input_summaries(meta))
     return out

@@ -1,0 +1,153 @@
+"""What a method's ``fit`` gets besides the unlabelled city: fit inputs (docs/architecture.md#core-concepts).
+
+Some methods need more than images: caption sets (UrbanLN, UrbanCLIP, UrbanVLP), or, for the oracle,
+the twin's true latents. Each such input is a provider with a name (the key of ``FitContext.extras``
+and of the record key part), an identity (what the input depends on besides the data, for cache and
+record keys; None when it adds nothing to them) and ``provide`` (the value, and provenance for the
+embedding's metadata). The runner loops over the providers a method needs and knows none of them;
+auxiliary tables (POI counts, mobility) reach a method through the unlabelled city itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from urbanln_bench.data.loader import CityData
+from urbanln_bench.method import Method
+from urbanln_bench.registry import Registry
+
+TINY_CAPTIONERS = 2  # captioners asked under the tiny profile (see caption_configs)
+
+
+class FitInput(Protocol):
+    name: str
+
+    def needed(self, method: Method, imagery: str, profile: str) -> bool: ...
+
+    def identity(self, method: Method, imagery: str, profile: str) -> Any | None: ...
+
+    def provide(self, method: Method, fit_data: CityData, data: CityData, imagery: str, profile: str,
+                progress: Callable | None) -> tuple[Any, dict[str, Any] | None]: ...
+
+    def summarise(self, provenance: dict[str, Any]) -> Any:
+        """What the result record keeps of the provenance ``provide`` returned."""
+        ...
+
+
+def caption_configs(method: Method, imagery: str, profile: str) -> dict[str, Any]:
+    """{caption imagery: PipelineConfig} of the caption sets the method's ``fit`` needs (none for most).
+
+    The pipeline's defaults overridden by the method's own settings. The ``tiny`` profile (tests, CI,
+    ``check-method``) scores phrases with the tiny models and, unless the method names its captioners,
+    asks two of the five captioners for two candidates each (4 instead of 10): the same pipeline, a
+    fifth of the CAPTURE pairs. Records carry the configuration either way.
+    """
+    requests = method.caption_settings(imagery)
+    if not requests:
+        return {}
+    from urbanln_bench.captions.pipeline import PipelineConfig
+
+    out = {}
+    for caption_imagery, settings in requests.items():
+        defaults: dict[str, Any] = {}
+        if profile == "tiny":
+            default = PipelineConfig()
+            if ":" in default.phrase_scorer:
+                defaults["phrase_scorer"] = default.phrase_scorer.rsplit(":", 1)[0] + ":tiny"
+            defaults["captioners"] = default.captioners[:TINY_CAPTIONERS]
+        out[caption_imagery] = PipelineConfig(imagery=caption_imagery, **{**defaults, **settings})
+    return out
+
+
+def caption_identity(method: Method, imagery: str, profile: str) -> dict[str, Any] | None:
+    """What the method's caption sets depend on besides the data (goes into cache and record keys)."""
+    configs = caption_configs(method, imagery, profile)
+    if not configs:
+        return None
+    from urbanln_bench.captions.versions import caption_versions, styles_digest
+
+    return {"versions": caption_versions(), "styles": styles_digest(),
+            "configs": {k: dataclasses.asdict(v) for k, v in configs.items()}}
+
+
+def method_captions(method: Method, data: CityData, imagery: str, profile: str,
+                    progress: Callable | None) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    """Run (or reuse) the caption pipeline on ``data`` for the method; (captions, provenance)."""
+    from urbanln_bench.captions.pipeline import run_pipeline
+
+    captions, info = {}, {}
+    for caption_imagery, config in caption_configs(method, imagery, profile).items():
+        run_ = run_pipeline(data, config, progress)
+        captions[caption_imagery] = {r["image_id"]: r["caption"] for r in run_.read("selected")}
+        info[caption_imagery] = {"city": data.name, "key": run_.key, "reused": run_.reused,
+                                 "images": len(captions[caption_imagery]),
+                                 "seconds": run_.info.get("seconds_total")}
+    return captions, info
+
+
+class CaptionSets:
+    """The caption sets a method asks for with ``caption_settings`` (the caption pipeline on the fit city)."""
+
+    name = "captions"
+
+    def needed(self, method: Method, imagery: str, profile: str) -> bool:
+        return bool(method.caption_settings(imagery))
+
+    def identity(self, method: Method, imagery: str, profile: str) -> Any | None:
+        return caption_identity(method, imagery, profile)
+
+    def provide(self, method, fit_data, data, imagery, profile, progress):
+        return method_captions(method, fit_data, imagery, profile, progress)
+
+    def summarise(self, provenance):
+        return {k: {"key": v["key"], "images": v["images"]} for k, v in provenance.items()}
+
+
+class TrueLatents:
+    """The twin's latents of the embedded city, for the oracle only (no method ever gets them). They are
+    a function of the data, whose manifest every key already carries, so they add no identity."""
+
+    name = "latents"
+
+    def needed(self, method: Method, imagery: str, profile: str) -> bool:
+        return method.meta.role == "oracle"
+
+    def identity(self, method: Method, imagery: str, profile: str) -> Any | None:
+        return None
+
+    def provide(self, method, fit_data, data, imagery, profile, progress):
+        _, matrix = data.latents()
+        return dict(zip(data.regions.ids, matrix, strict=True)), None
+
+    def summarise(self, provenance):
+        return None
+
+
+FIT_INPUTS: Registry[FitInput] = Registry("fit input")
+FIT_INPUTS.register("captions")(CaptionSets())
+FIT_INPUTS.register("latents")(TrueLatents())
+
+
+def needed_fit_inputs(method: Method, imagery: str, profile: str) -> list[FitInput]:
+    return [provider for name in FIT_INPUTS.names() if (provider := FIT_INPUTS.get(name)).needed(method, imagery, profile)]
+
+
+def fit_input_identities(method: Method, imagery: str, profile: str) -> dict[str, Any]:
+    """{input name: identity} of the inputs the method needs that add to its keys."""
+    out = {}
+    for provider in needed_fit_inputs(method, imagery, profile):
+        identity = provider.identity(method, imagery, profile)
+        if identity is not None:
+            out[provider.name] = identity
+    return out
+
+
+def fit_input_summaries(meta: dict[str, Any]) -> dict[str, Any]:
+    """{input name: summary} for the record, from an embedding's metadata (the provenance each provided)."""
+    out = {}
+    for name in FIT_INPUTS.names():
+        if meta.get(name):
+            out[name] = FIT_INPUTS.get(name).summarise(meta[name])
+    return out
