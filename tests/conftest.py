@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,16 +96,40 @@ def cli_process(*args: str, env: dict | None = None, cwd: Path | None = None) ->
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
+@contextmanager
+def plugin_path(entries: list[str]):
+    """``entries`` on sys.path, as PYTHONPATH would put them, with the method registry re-discovering
+    entry points there; afterwards the registry, sys.path and the imported plugin modules are as before."""
+    from urbanln_bench.method import METHODS
+
+    saved_path, saved_modules = list(sys.path), set(sys.modules)
+    saved_registry = (dict(METHODS._entries), METHODS._discovered)
+    sys.path[:0] = entries
+    if entries:  # discover again, from scratch (the built-ins are entry points too)
+        METHODS._entries, METHODS._discovered = {}, False
+    try:
+        yield
+    finally:
+        sys.path[:] = saved_path
+        METHODS._entries, METHODS._discovered = saved_registry
+        for name in set(sys.modules) - saved_modules:
+            origin = getattr(sys.modules[name], "__file__", None) or ""
+            if any(origin.startswith(entry) for entry in entries):
+                del sys.modules[name]
+
+
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> CliResult:
     """Run the CLI as ``urbanln-bench ARGS`` would, through its ``main`` (exit code, stdout, stderr), in
-    this process: a new process costs ~2 s of imports. An ``env`` that changes PYTHONPATH (a plugin
-    installed for the test) needs a new process, so that one gets it."""
+    this process: a new process costs ~2 s of imports. A PYTHONPATH in ``env`` (a plugin installed for
+    the test) goes on sys.path for the call (``plugin_path``)."""
     import contextlib
     import io
     import traceback
 
+    extra: list[str] = []
     if env is not None and env.get("PYTHONPATH", "") != os.environ.get("PYTHONPATH", ""):
-        return cli_process(*args, env=env, cwd=cwd)
+        current = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        extra = [p for p in env["PYTHONPATH"].split(os.pathsep) if p and p not in current]
     from urbanln_bench import cli as cli_module
 
     out, err = io.StringIO(), io.StringIO()
@@ -116,7 +142,11 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> CliResu
             os.environ.update(env)
         if cwd is not None:
             os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with plugin_path(extra), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings():
+            # as a process would: warnings go to its stderr, not to pytest's summary
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: err.write(
+                warnings.formatwarning(message, category, filename, lineno, line))
             try:
                 cli_module.main()
             except SystemExit as exc:

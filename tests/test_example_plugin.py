@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli_process
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "urbanln-bench-example-method"
@@ -45,16 +45,16 @@ def test_readme_walkthrough_with_the_example_package(example_env, tmp_path: Path
                     "urbanln-bench run --method colour-edges --city NY", "urbanln-bench leaderboard"):
         assert re.search(rf"^{re.escape(command)}\b", readme, re.MULTILINE), command
 
-    listed = cli("list", "methods", env=example_env)
+    listed = cli_process("list", "methods", env=example_env)
     assert listed.returncode == 0, listed.stderr
     assert re.search(r"^colour-edges\tColour \+ edges \(example\)\teither\tmethod\tplugin$", listed.stdout, re.MULTILINE)
 
-    checked = cli("check-method", "colour-edges", env=example_env)
+    checked = cli_process("check-method", "colour-edges", env=example_env)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.count("PASS") == 11 and "FAIL" not in checked.stdout  # load + 5 checks × SV, SI
 
     results = tmp_path / "results"
-    ran = cli("run", "--method", "colour-edges", "--city", "NY", "--scale", "tiny", "--seeds", "0-1",
+    ran = cli_process("run", "--method", "colour-edges", "--city", "NY", "--scale", "tiny", "--seeds", "0-1",
               "--imagery", "SI", "--results", str(results), env=example_env)
     assert ran.returncode == 0, ran.stderr
     assert "Colour + edges (example)" in ran.stdout
@@ -65,7 +65,7 @@ def test_readme_walkthrough_with_the_example_package(example_env, tmp_path: Path
     assert record["method"]["name"] == "colour-edges" and record["embedding"]["dim"] == 10
 
     board = tmp_path / "leaderboard.md"
-    rendered = cli("leaderboard", "--results", str(results), "--out", str(board), env=example_env)
+    rendered = cli_process("leaderboard", "--results", str(results), "--out", str(board), env=example_env)
     assert rendered.returncode == 0, rendered.stderr
     rows = [line for line in board.read_text().splitlines() if line.startswith("| Colour + edges (example) (SI) | SI")]
     assert rows and all("| none (hand-crafted features) |" in row for row in rows)
