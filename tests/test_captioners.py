@@ -24,12 +24,8 @@ from urbanln_bench.captions.captioners import (
     Captioner,
     build_captioner,
 )
-from urbanln_bench.captions.synthetic_captioner import (
-    SyntheticCaptioner,
-    load_persona,
-    persona_names,
-    short_caption,
-)
+from urbanln_bench.captions.personas import load_persona, persona_names
+from urbanln_bench.captions.synthetic_captioner import SyntheticCaptioner, short_caption
 from urbanln_bench.errors import SpecError, UserError
 
 PERSONAS = ("llama-adapter-v2", "sharegpt4v-7b", "qwen2.5-vl-7b", "deepseek-vl2-tiny", "internvl3-8b")
@@ -251,7 +247,7 @@ def test_unknown_backend_and_persona_get_suggestions():
 
 
 def test_user_persona_file_is_checked(tmp_path):
-    from urbanln_bench.captions.synthetic_captioner import _styles_dir
+    from urbanln_bench.captions.personas import styles_dir as _styles_dir
 
     source = (_styles_dir() / "deepseek-vl2-tiny.toml").read_text()
     good = tmp_path / "mine.toml"

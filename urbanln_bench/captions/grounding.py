@@ -209,7 +209,7 @@ def words_of(phrase: str) -> list[str]:
 def build_vocabulary(world: Sequence[WorldImage]) -> PhraseVocabulary:
     """Kinds = the world's object names ∪ fidelity's scene, never-rendered and extra urban nouns."""
     from urbanln_bench.captions import fidelity
-    from urbanln_bench.captions.synthetic_captioner import _FAKE_ATTRIBUTES
+    from urbanln_bench.captions.synthetic_captioner import FAKE_ATTRIBUTES
 
     seen: dict[str, set[str]] = {}
     for item in world:
@@ -231,7 +231,7 @@ def build_vocabulary(world: Sequence[WorldImage]) -> PhraseVocabulary:
         if kind.endswith(" building"):
             variants.append(kind[: -len(" building")])  # "tall office" (a parser cut of "tall office building")
         forms.append(tuple(dict.fromkeys(variants)))
-        attributes.append(tuple(sorted(seen.get(kind, ()))) or tuple(_FAKE_ATTRIBUTES.get(kind, ())))
+        attributes.append(tuple(sorted(seen.get(kind, ()))) or tuple(FAKE_ATTRIBUTES.get(kind, ())))
     vocabulary = sorted({w for f in forms for v in f for w in words_of(v)} | {w for a in attributes for v in a
                                                                              for w in words_of(v)})
     return PhraseVocabulary(kinds, tuple(k in seen for k in kinds), tuple(forms), tuple(attributes),
@@ -539,14 +539,14 @@ def grounder_key(config: GroundingConfig) -> tuple[str, dict[str, Any]]:
     from urbanln_bench.backbones.world_data import world_manifests
     from urbanln_bench.cache import config_hash
     from urbanln_bench.captions import fidelity
-    from urbanln_bench.captions.synthetic_captioner import _FAKE_ATTRIBUTES
+    from urbanln_bench.captions.synthetic_captioner import FAKE_ATTRIBUTES
 
     inputs = {
         "train": asdict(config),
         "world": world_manifests(config.profile),
         "vocabulary_sources": {"scene": fidelity.SCENE_VOCABULARY, "absent": fidelity.PLAUSIBLE_ABSENT,
                                "extra": fidelity.EXTRA_OBJECT_NOUNS, "synonyms": fidelity.SYNONYMS,
-                               "fake_attributes": _FAKE_ATTRIBUTES},
+                               "fake_attributes": FAKE_ATTRIBUTES},
         "torch": torch.__version__.split("+")[0],
         "version": GROUNDING_VERSION,
     }

@@ -113,7 +113,7 @@ def captioner_identity(spec: str, seed: int) -> dict[str, Any]:
     backend, _, argument = spec.partition(":")
     out: dict[str, Any] = {"spec": spec, "seed": seed}
     if backend == "synthetic":
-        from urbanln_bench.captions.synthetic_captioner import load_persona
+        from urbanln_bench.captions.personas import load_persona
 
         out["persona"] = asdict(load_persona(argument or "qwen2.5-vl-7b"))
         out["version"] = CAPTIONER_VERSION
