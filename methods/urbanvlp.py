@@ -156,13 +156,13 @@ class UrbanVLP(ClipBackedMethod):
         """Satellite feature + mean street-view feature per region (zero for what a region lacks)."""
         import torch
 
-        from urbanln_bench.embed import inference_autocast, preprocess
+        from urbanln_bench.embed import autocast, preprocess
 
         def encode(model, image_ids: list[str]) -> np.ndarray:
             chunks = []
             for batch in city.iter_images(image_ids, ENCODE_BATCH):
                 pixels = preprocess(batch.images, self.input_size, self.mean, self.std).to(context.device)
-                with torch.no_grad(), inference_autocast(context.device):
+                with torch.no_grad(), autocast(context.device):
                     chunks.append(model.encode_image(pixels).float().cpu().numpy())
             return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 

@@ -80,6 +80,19 @@ def install_plugin(site: Path, package: str, code: str, entry_points: dict[str, 
     return env
 
 
+def toy_pairs(n: int, caption, size: int = 32) -> tuple[list[np.ndarray], list[str]]:
+    """Toy CLIP training data: ``n`` tiles of four solid colours with seeded sensor noise, and
+    ``caption(colour name, index)`` for each."""
+    rng = np.random.default_rng(0)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
+    images, captions = [], []
+    for i in range(n):
+        name = list(colours)[i % 4]
+        images.append(np.clip(np.array(colours[name]) + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8))
+        captions.append(caption(name, i))
+    return images, captions
+
+
 @dataclass
 class CliResult:
     returncode: int

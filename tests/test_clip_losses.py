@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import toy_pairs
 
 from urbanln_bench.clip_training.filip import filip_loss, filip_similarity, pad_token_sets
 
@@ -164,14 +164,7 @@ def test_caption_loss_ignores_padding_like_open_clip_coca_loss():
 
 
 def _toy_pairs(n: int = 16):
-    rng = np.random.default_rng(0)
-    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
-    images, captions = [], []
-    for i in range(n):
-        name = list(colours)[i % 4]
-        images.append(np.clip(np.array(colours[name]) + rng.normal(0, 10, (32, 32, 3)), 0, 255).astype(np.uint8))
-        captions.append(f"a {name} tile with {name} roofs")
-    return images, captions
+    return toy_pairs(n, lambda name, i: f"a {name} tile with {name} roofs")
 
 
 def test_coca_overfits_a_toy_set_and_trains_its_decoder():

@@ -14,6 +14,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import toy_pairs
 
 from urbanln_bench.probe_inputs import PROBE_VERSION
 
@@ -51,22 +52,11 @@ def test_probe_on_fixed_features_matches_its_golden_values():
         "pin the new values and re-run the records")
 
 
-def _toy_pairs(n: int = 16, size: int = 32):
-    rng = np.random.default_rng(0)
-    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
-    images, captions = [], []
-    for i in range(n):
-        name = list(colours)[i % 4]
-        images.append(np.clip(np.array(colours[name]) + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8))
-        captions.append(f"a {name} tile with {name} roofs and {name} streets number {i}")
-    return images, captions
-
-
 def _clip_run(loss_name: str) -> tuple[list[float], float]:
     from urbanln_bench.backbones.clip import build_clip
     from urbanln_bench.clip_training.trainer import ClipTrainConfig, build_clip_loss, train_clip
 
-    images, captions = _toy_pairs()
+    images, captions = toy_pairs(16, lambda name, i: f"a {name} tile with {name} roofs and {name} streets number {i}")
     torch.manual_seed(0)
     model, tokenizer, preprocess = build_clip("tiny")
     options = {"queue_size": 16} if loss_name == "msd" else {}

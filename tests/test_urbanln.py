@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import toy_pairs
 
 from urbanln_bench.runner import RunOptions, run
 
@@ -39,17 +40,9 @@ def test_ipsi_reads_text_beyond_token_77_and_plain_clip_does_not():
     assert not torch.allclose(stretched[0], stretched[1], atol=1e-5)
 
 
-def _toy_pairs(n: int = 24, size: int = 32):
-    rng = np.random.default_rng(0)
-    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
-    images, captions = [], []
-    for i in range(n):
-        name = list(colours)[i % 4]
-        image = np.clip(np.array(colours[name]) + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8)
-        images.append(image)
-        filler = " ".join(["beside the wide road and the small houses"] * 3)  # past IPSI's 20 kept positions
-        captions.append(f"a {name} tile with {name} roofs and {name} streets number {i} {filler}")
-    return images, captions
+def _toy_pairs(n: int = 24):
+    filler = " ".join(["beside the wide road and the small houses"] * 3)  # past IPSI's 20 kept positions
+    return toy_pairs(n, lambda name, i: f"a {name} tile with {name} roofs and {name} streets number {i} {filler}")
 
 
 @pytest.mark.parametrize("loss_name", ["infonce", "msd"])

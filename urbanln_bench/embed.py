@@ -124,11 +124,11 @@ def _encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str]
     for b, batch in enumerate(view.iter_images(image_ids, batch_size)):
         pixels = preprocess(batch.images, method.input_size, method.mean, method.std).to(device)
         with torch.no_grad():
-            with inference_autocast(device):
+            with autocast(device):
                 array = _check_output(method, method.encode_images(pixels), len(batch.ids), width, "encode_images")
             if b == 0:  # determinism probe: re-encode a few images of the first batch
                 k = min(DETERMINISM_PROBE, len(batch.ids))
-                with inference_autocast(device):
+                with autocast(device):
                     again = _check_output(method, method.encode_images(pixels[:k]), k, array.shape[1], "encode_images")
                 if not np.allclose(array[:k], again, rtol=1e-3, atol=1e-4):
                     raise MethodOutputError(
@@ -142,13 +142,14 @@ def _encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str]
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
-def inference_autocast(device: str):
-    """bf16 autocast for inference on CUDA, nothing on CPU (``device`` as a string, e.g. "cuda:0")."""
+def autocast(device):
+    """bf16 autocast on CUDA, nothing elsewhere, so CPU runs stay float32: the one precision rule of
+    embedding, training and profiling. ``device`` is a string ("cuda:0") or a ``torch.device``."""
     import contextlib
 
     import torch
 
-    if device.startswith("cuda"):
+    if torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

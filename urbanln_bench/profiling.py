@@ -34,8 +34,9 @@ def measure_images_per_second(encoder, input_size: int, device: str = "cpu", bat
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randn(batch_size, 3, input_size, input_size, generator=generator).to(device_t)
     encoder = encoder.to(device_t).eval()
-    autocast = torch.autocast(device_type=device_t.type, dtype=torch.bfloat16, enabled=device_t.type == "cuda")
-    with torch.no_grad(), autocast:
+    from urbanln_bench.embed import autocast
+
+    with torch.no_grad(), autocast(device_t):
         encoder(pixels)
         if device_t.type == "cuda":
             torch.cuda.synchronize()

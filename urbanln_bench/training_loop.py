@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from urbanln_bench.embed import autocast  # noqa: F401  (the loop's precision rule, used as loop.autocast)
+from urbanln_bench.embed import preprocess as preprocess_images
 from urbanln_bench.errors import UserError
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -26,17 +28,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_CONTEXT = 77  # CLIP's text context; IPSI stretches it (clip_training.ipsi)
 
 
-def autocast(device):
-    """bf16 autocast on CUDA; a no-op context on CPU (CPU runs stay float32)."""
-    import torch
-
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def pixel_batch(images: Sequence[np.ndarray], preprocess) -> Any:
     """Images → a normalised (n, 3, s, s) float tensor with a CLIP preprocess's size, mean and std."""
-    from urbanln_bench.embed import preprocess as preprocess_images
-
     return preprocess_images(list(images), preprocess.image_size, preprocess.mean, preprocess.std)
 
 

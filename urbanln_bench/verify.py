@@ -87,11 +87,14 @@ def rekey_records(results_dir: Path, *, profile: str = "cpu",
     from urbanln_bench.runner import make_method
 
     rewritten = []
+    labels: dict[int, str] = {}  # one weight-source label per replayed group (its options object)
     for path, outcome, options in list(_replay(results_dir, profile, log)):
         if not isinstance(path, Path) or not outcome.key:
             continue
         record = load_record(path)
-        weights = make_method(options).weight_source()
+        if id(options) not in labels:
+            labels[id(options)] = make_method(options).weight_source()
+        weights = labels[id(options)]
         pretraining = record.pretraining
         if pretraining and pretraining.get("weights"):
             pretraining = {**pretraining, "weights": weights}
