@@ -15,7 +15,7 @@ from urbanln_bench.specs import get_city
 from urbanln_bench.synth.twin import ensure_twin
 
 CONFIG = PipelineConfig(captioners=("synthetic:qwen2.5-vl-7b", "synthetic:llama-adapter-v2"),
-                        phrase_scorer="clip:tiny", limit=8)
+                        phrase_scorer="clip:smoke", limit=8)
 
 
 def test_caption_pipeline_stage_rates(benchmark):

@@ -42,8 +42,8 @@ from urbanln_bench.errors import UserError
 from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.pair_training.method_base import PairTrainedMethod
 
-PROFILES = {
-    "tiny": {"input_size": 32, "width": 16, "rs_epochs": 1, "sv_epochs": 1, "rs_batch_size": 32,
+RECIPES = {
+    "smoke": {"input_size": 32, "width": 16, "rs_epochs": 1, "sv_epochs": 1, "rs_batch_size": 32,
              "sv_batch_size": 16, "lr": 5e-4, "margin": 5.0, "head_dim": 128, "fusion_epochs": 2,
              "fusion_batch_size": 8, "fusion_lr": 1e-3},
     "cpu": {"input_size": 64, "width": 32, "rs_epochs": 6, "sv_epochs": 3, "rs_batch_size": 32,
@@ -97,7 +97,7 @@ def _fusion_module(in_dim: int, out_dim: int):
 
 
 class MuseCL(PairTrainedMethod):
-    PROFILES = PROFILES
+    RECIPES = RECIPES
     meta = MethodMeta(
         name="musecl",
         display_name="MuseCL",
@@ -111,7 +111,7 @@ class MuseCL(PairTrainedMethod):
         uses_aux=("poi_counts", "mobility"),
         requires=("poi_counts", "mobility"),
         report_derived_cells=True,
-        default_config=PROFILES["cpu"],
+        default_config=RECIPES["cpu"],
     )
 
     def __init__(self, config=None) -> None:

@@ -37,8 +37,8 @@ from urbanln_bench.errors import UserError
 from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.pair_training.method_base import PairTrainedMethod
 
-PROFILES = {
-    "tiny": {"input_size": 32, "width": 16, "epochs": 1, "batch_size": 32, "lr": 3e-4, "temperature": 0.5,
+RECIPES = {
+    "smoke": {"input_size": 32, "width": 16, "epochs": 1, "batch_size": 32, "lr": 3e-4, "temperature": 0.5,
              "projection_dim": 64},
     "cpu": {"input_size": 64, "width": 32, "epochs": 8, "batch_size": 64, "lr": 1e-3, "temperature": 0.5,
             "projection_dim": 64},
@@ -65,7 +65,7 @@ def _concat_encoder(poi_model, geo_model):
 
 
 class PGSimCLR(PairTrainedMethod):
-    PROFILES = PROFILES
+    RECIPES = RECIPES
     meta = MethodMeta(
         name="pg-simclr",
         display_name="PG-SimCLR",
@@ -78,7 +78,7 @@ class PGSimCLR(PairTrainedMethod):
                  "by Leveraging Point-of-Interests, WWW 2022",
         uses_aux=("poi_counts",),
         requires=("poi_counts",),
-        default_config=PROFILES["cpu"],
+        default_config=RECIPES["cpu"],
     )
 
     def __init__(self, config=None) -> None:

@@ -13,8 +13,8 @@ Weights (docs/methods.md#remoteclip), in this order:
    name (no pretrained tag, no QuickGELU), then the state dict, strictly.
 2. ``--set weights=hf-hub:chendelong/RemoteCLIP``, or no ``weights`` at all: ``RemoteCLIP-<arch>.pt``
    (arch default ``ViT-B-32``) from the offline Hugging Face cache when it is there; never a download.
-3. Otherwise a **surrogate**: the synthetic-foundation CLIP of the run's profile (tiny / cpu / paper,
-   or ``--set arch=tiny|cpu|paper``), pretrained by the harness on the synthetic pretraining world.
+3. Otherwise a **surrogate**: the synthetic-foundation CLIP of the run's profile (smoke / cpu / paper,
+   or ``--set arch=smoke|cpu|paper``), pretrained by the harness on the synthetic pretraining world.
    It is *not* RemoteCLIP: the row is labelled "RemoteCLIP (surrogate)" and the weight source says so.
 """
 
@@ -26,11 +26,11 @@ from pathlib import Path
 
 from urbanln_bench.errors import UserError
 from urbanln_bench.method import FitContext, Method, MethodMeta
+from urbanln_bench.profiles import PROFILES
 
 HUB_REPO = "chendelong/RemoteCLIP"
 RELEASED_ARCHS = {"RN50": 1024, "ViT-B-32": 512, "ViT-L-14": 768}  # architecture → embedding size
 DEFAULT_ARCH = "ViT-B-32"
-SURROGATE_PROFILES = ("tiny", "cpu", "paper")
 
 
 @dataclass(frozen=True)
@@ -116,19 +116,19 @@ class RemoteCLIP(Method):
                 resolved = _Resolved(arch, hub, f"hf-hub cache: {HUB_REPO}@{hub.parent.name[:12]} ({hub.name})")
             else:
                 profile = arch or self.run_profile
-                if profile not in SURROGATE_PROFILES:
+                if profile not in PROFILES:
                     raise UserError(f"method 'remoteclip': no RemoteCLIP-{profile}.pt weights: pass the checkpoint "
                                     f"with --set weights=PATH (from {HUB_REPO}), or leave arch unset for the "
-                                    f"synthetic-foundation surrogate (architectures {', '.join(SURROGATE_PROFILES)})")
+                                    f"synthetic-foundation surrogate (architectures {', '.join(PROFILES)})")
                 resolved = _Resolved(profile, None, self._surrogate_label(profile, "cpu"))
         self._resolved, self._resolved_for = resolved, self.run_profile
         return resolved
 
     @staticmethod
     def _surrogate_label(profile: str, device: str) -> str:
-        from urbanln_bench.backbones.foundation import FOUNDATION_PROFILES, foundation_key, foundation_label
+        from urbanln_bench.backbones.foundation import FOUNDATION_RECIPES, foundation_key, foundation_label
 
-        key, _ = foundation_key(FOUNDATION_PROFILES[profile], device)
+        key, _ = foundation_key(FOUNDATION_RECIPES[profile], device)
         return (f"surrogate: synthetic-foundation CLIP '{profile}', not RemoteCLIP's weights "
                 f"({foundation_label(profile, key)})")
 

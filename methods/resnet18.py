@@ -37,12 +37,12 @@ class ResNet18(TorchImageEncoder):
 
     def weight_source(self) -> str:
         if self._source is None:
-            from urbanln_bench.backbones.resnet import SURROGATE_PROFILES, surrogate_key
+            from urbanln_bench.backbones.resnet import SURROGATE_RECIPES, surrogate_key
 
             profile = self.config["profile"] or self.run_profile
             label, path = self._resolve(profile)
             if path is None:
-                key, _ = surrogate_key(SURROGATE_PROFILES[profile])
+                key, _ = surrogate_key(SURROGATE_RECIPES[profile])
                 label = f"surrogate: ResNet-18 supervised on the synthetic pretraining world ({profile} profile, {key})"
             self._source = label
         return self._source

@@ -23,8 +23,8 @@ from __future__ import annotations
 from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.pair_training.method_base import PairTrainedMethod
 
-PROFILES = {
-    "tiny": {"input_size": 32, "width": 16, "epochs": 1, "batch_size": 25, "lr": 1e-3, "margin": 10.0,
+RECIPES = {
+    "smoke": {"input_size": 32, "width": 16, "epochs": 1, "batch_size": 25, "lr": 1e-3, "margin": 10.0,
              "l2": 0.01, "neighbourhood": 1},
     "cpu": {"input_size": 64, "width": 32, "epochs": 10, "batch_size": 50, "lr": 1e-3, "margin": 10.0,
             "l2": 0.01, "neighbourhood": 1},
@@ -34,7 +34,7 @@ PROFILES = {
 
 
 class Tile2Vec(PairTrainedMethod):
-    PROFILES = PROFILES
+    RECIPES = RECIPES
     meta = MethodMeta(
         name="tile2vec",
         display_name="Tile2Vec",
@@ -43,7 +43,7 @@ class Tile2Vec(PairTrainedMethod):
         native_imagery=("SI",),
         description="ResNet-18 from scratch, triplet loss on (tile, adjacent-region tile, distant tile); z features.",
         citation="Jean et al., Tile2Vec: Unsupervised Representation Learning for Spatially Distributed Data, AAAI 2019",
-        default_config=PROFILES["cpu"],
+        default_config=RECIPES["cpu"],
     )
 
     def __init__(self, config=None) -> None:

@@ -21,11 +21,11 @@ Deviations, each because of what runs offline on a CPU:
   plain open_clip CLIP checkpoint via ``--set weights=PATH``) and the **multimodal decoder is trained
   from scratch** during the city fine-tuning. A CoCa checkpoint is not accepted (its towers differ:
   attentional pooler, appended text CLS token).
-- **Caption softmax**: on ``tiny`` / ``cpu`` the decoder predicts over the tokens that occur in the
+- **Caption softmax**: on ``smoke`` / ``cpu`` the decoder predicts over the tokens that occur in the
   city's training sentences (the full 49,408-way softmax costs seconds per CPU step); ``paper`` and
   ``--set caption_vocabulary=full`` use the full vocabulary.
 - **Recipe**: ``paper`` is its ``main.py`` (AdamW lr 3e-4, wd 0.01, batch 2, 100 epochs); ``cpu`` and
-  ``tiny`` are step budgets for a CPU. Every image of the city trains (its 80/10/10 split only picks
+  ``smoke`` are step budgets for a CPU. Every image of the city trains (its 80/10/10 split only picks
   a checkpoint by validation loss; the probe's split is the harness's). The harness's trainer warms
   up and decays the lr (cosine) for every CLIP method; its code keeps it constant.
 - **Native imagery**: the paper reports UrbanCLIP as one row, on satellite tiles (``native_imagery``
@@ -42,7 +42,7 @@ from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.training_loop import CLIP_CONTEXT
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": {"epochs": 2.0, "max_steps": 8, "batch_size": 16, "lr": 1e-4, "caption_vocabulary": "observed"},
+    "smoke": {"epochs": 2.0, "max_steps": 8, "batch_size": 16, "lr": 1e-4, "caption_vocabulary": "observed"},
     "cpu": {"epochs": 8.0, "max_steps": 60, "batch_size": 64, "lr": 1e-4, "caption_vocabulary": "observed"},
     "paper": {"epochs": 100.0, "max_steps": 10_000_000, "batch_size": 2, "lr": 3e-4, "caption_vocabulary": "full"},
 }
@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "caption_weight": 1.0,
     "contrastive_weight": 1.0,
     "decoder_layers": 0,  # 0 = the text tower's depth
-    "caption_vocabulary": "",  # "": the recipe's ("observed" on tiny/cpu, "full" on paper)
+    "caption_vocabulary": "",  # "": the recipe's ("observed" on smoke/cpu, "full" on paper)
 }
 
 
@@ -140,6 +140,6 @@ class UrbanCLIP(ClipBackedMethod):
         model, _, _ = build_clip(self.clip_profile())
         decoder = CoCaLoss(decoder_layers=int(self.config["decoder_layers"])).build_decoder(model)
         total = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in decoder.parameters())
-        note = ("image + text towers + multimodal caption decoder (full vocabulary; tiny/cpu recipes project onto "
+        note = ("image + text towers + multimodal caption decoder (full vocabulary; smoke/cpu recipes project onto "
                 "the observed tokens only, fewer parameters)")
         return Architecture(normalised_image_encoder(model.visual), total, total, note)

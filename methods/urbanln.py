@@ -17,7 +17,7 @@ settings become distinct records.
 
 Recipes (``RECIPES``): ``paper`` is the paper's ViT-B/16 with lr 1e-7 as printed, from a local / cached
 OpenAI checkpoint when present; the paper prints no batch size or epoch count, so 128 and 10 are our
-choice. ``cpu`` (the default) and ``tiny`` start from the harness's synthetic foundation CLIP of that
+choice. ``cpu`` (the default) and ``smoke`` start from the harness's synthetic foundation CLIP of that
 profile (a from-scratch CLIP, never the real OpenAI weights) — lr 1e-7 would not move a model trained
 in minutes, so they use 5e-5 / 1e-4; the step budget keeps the main job inside 30 CPU minutes.
 Deviation: queue 4096 is kept although a NY ``small`` cell has fewer images (517 SI, 1,405 SV), so
@@ -34,7 +34,7 @@ from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.training_loop import CLIP_CONTEXT
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": {"epochs": 2.0, "max_steps": 8, "batch_size": 16, "lr": 1e-4},
+    "smoke": {"epochs": 2.0, "max_steps": 8, "batch_size": 16, "lr": 1e-4},
     "cpu": {"epochs": 8.0, "max_steps": 150, "batch_size": 64, "lr": 5e-5},
     "paper": {"epochs": 10.0, "max_steps": 100_000, "batch_size": 128, "lr": 1e-7},
 }

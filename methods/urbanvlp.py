@@ -43,7 +43,7 @@ Deviations:
 - **Regions without street views** leave the FILIP term (they have no street-view text); they stay in
   the satellite term with a zero street-view feature.
 - **Recipe**: ``paper`` is its ``pretrain_urbanvlp.sh`` (lr 3e-6, batch 32, 3 epochs); ``cpu`` and
-  ``tiny`` are step budgets for a CPU. All regions train (its 80/10/10 split only picks a checkpoint by
+  ``smoke`` are step budgets for a CPU. All regions train (its 80/10/10 split only picks a checkpoint by
   validation loss). The lr warms up and decays (cosine) as in the shared CLIP trainer; its code keeps
   it constant.
 """
@@ -63,7 +63,7 @@ CAPTION_CONTEXT = 77
 ENCODE_BATCH = 64
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": {"epochs": 2.0, "max_steps": 6, "batch_size": 16, "lr": 1e-4},
+    "smoke": {"epochs": 2.0, "max_steps": 6, "batch_size": 16, "lr": 1e-4},
     "cpu": {"epochs": 3.0, "max_steps": 40, "batch_size": 32, "lr": 5e-5},
     "paper": {"epochs": 3.0, "max_steps": 10_000_000, "batch_size": 32, "lr": 3e-6},
 }

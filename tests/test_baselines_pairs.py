@@ -25,7 +25,7 @@ def one_thread():
 
 
 def tiny_run(results: Path, method: str, city: str = "NY", **kw):
-    return run(RunOptions(method=method, city=city, scale="tiny", seeds=[0], results_dir=results, profile="tiny",
+    return run(RunOptions(method=method, city=city, scale="tiny", seeds=[0], results_dir=results, profile="smoke",
                           **kw), log=lambda m: None)
 
 
@@ -48,9 +48,9 @@ def test_profiles_resolve_and_overrides_win():
     method = get_method("tile2vec")({"epochs": "3"})
     assert method.config["epochs"] == 3 and method.input_size == 64 and method.config["width"] == 32
     cpu_identity = method.identity()
-    method.run_profile = "tiny"
+    method.run_profile = "smoke"
     assert method.input_size == 32 and method.config["epochs"] == 3  # the user's setting beats the profile
-    assert method.identity() != cpu_identity and "tiny profile" in method.weight_source()
+    assert method.identity() != cpu_identity and "smoke profile" in method.weight_source()
     assert method.variant_slug() == "tile2vec__epochs=3"
 
 
@@ -115,8 +115,8 @@ def test_musecl_fit_refuses_a_city_without_mobility(tiny_ny, tmp_path: Path):
     data = CityData.open(tiny_ny)
     data.mobility = None
     method = get_method("musecl")()
-    method.run_profile = "tiny"
-    context = FitContext(seed=0, device="cpu", work_dir=tmp_path, scale="tiny", profile="tiny")
+    method.run_profile = "smoke"
+    context = FitContext(seed=0, device="cpu", work_dir=tmp_path, scale="tiny", profile="smoke")
     with pytest.raises(UserError, match="mobility flows"):
         method.fit(data.unlabelled(), "SV+SI", context)
 
@@ -130,9 +130,9 @@ def test_same_seed_same_embeddings(tiny_ny, tmp_path: Path):
     out = []
     for k in range(2):
         method = get_method("tile2vec")()
-        method.run_profile = "tiny"
+        method.run_profile = "smoke"
         method.fit(view, "SI", FitContext(seed=0, device="cpu", work_dir=tmp_path / f"fit{k}", scale="tiny",
-                                          profile="tiny"))
+                                          profile="smoke"))
         if pixels is None:
             images = [view.load_image(i) for i in view.satellite_ids()[:8]]
             pixels = preprocess(images, method.input_size, method.mean, method.std)

@@ -102,7 +102,7 @@ def test_caption_versions_are_what_keys_carry():
     from urbanln_bench.fit_inputs import caption_identity
     from urbanln_bench.runner import RunOptions, make_method
 
-    identity = caption_identity(make_method(RunOptions(method="urbanln", city="NY")), "SI", "tiny")
+    identity = caption_identity(make_method(RunOptions(method="urbanln", city="NY")), "SI", "smoke")
     assert identity["versions"] == versions.caption_versions()
     assert identity["styles"] == versions.styles_digest()
     assert "code" not in identity  # never the source text

@@ -22,7 +22,7 @@ from urbanln_bench.captions.pipeline import (
 from urbanln_bench.data.loader import CityData
 
 TWO = ("synthetic:qwen2.5-vl-7b", "synthetic:llama-adapter-v2")
-BASE = PipelineConfig(captioners=TWO, phrase_scorer="clip:tiny", limit=3)
+BASE = PipelineConfig(captioners=TWO, phrase_scorer="clip:smoke", limit=3)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_rerun_reuses_the_cached_caption_set(city, built, monkeypatch):
 
 def test_key_changes_when_any_setting_changes(city, built):
     info = json.loads((built.folder / "config.json").read_text())
-    assert info["config"]["phrase_scorer"] == "clip:tiny" and info["data_manifest"] == city.manifest_hash
+    assert info["config"]["phrase_scorer"] == "clip:smoke" and info["data_manifest"] == city.manifest_hash
     assert "threshold" in info["key_inputs"]["phrase_scorer"]
     keys = {built.key}
     for change in ({"seed": 1}, {"threshold": 0.3}, {"consensus": False}, {"candidates_per_captioner": 1}):
@@ -97,7 +97,7 @@ def test_clip_scorer_does_not_keep_everything(city):
     from urbanln_bench.captions.fidelity import PLAUSIBLE_ABSENT
     from urbanln_bench.captions.phrase_scoring import ClipPhraseScorer, QuerySet
 
-    scorer = ClipPhraseScorer("tiny")
+    scorer = ClipPhraseScorer("smoke")
     calibration = scorer.calibration
     assert calibration is not None and not calibration.keeps_everything
     assert 0.85 <= calibration.recall <= 0.95 and calibration.hallucinated_rejected > 0.0
@@ -118,7 +118,7 @@ def test_grounder_separates_true_from_hallucinated_phrases_on_held_out_world_ima
     hallucinated kinds the world does render (only pixels can rule those out)."""
     from urbanln_bench.captions.phrase_scoring import ClipPhraseScorer
 
-    scorer = ClipPhraseScorer("tiny")
+    scorer = ClipPhraseScorer("smoke")
     calibration = scorer.calibration
     assert scorer.grounder is not None and scorer.settings()["weights"] == "grounding"
     assert "phrase grounder" in scorer.settings()["clip"] and scorer.template == "{phrase}"
@@ -135,7 +135,7 @@ def test_grounder_never_trains_on_benchmark_twins():
     from urbanln_bench.specs import get_city
     from urbanln_bench.synth.twin import ensure_twin
 
-    _, inputs = grounder_key(grounding_config("tiny"))
+    _, inputs = grounder_key(grounding_config("smoke"))
     ny = CityData.open(ensure_twin(get_city("NY"), "tiny")).manifest_hash
     assert inputs["world"] and ny not in inputs["world"]
 

@@ -26,17 +26,17 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_foundation(one_thread):
-    path, label = foundation_clip("tiny")
+    path, label = foundation_clip("smoke")
     return path, label, json.loads(path.with_suffix(".json").read_text())
 
 
 def _seeded_tiny_state(seed: int = 7) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    model, _, _ = build_clip("tiny")
+    model, _, _ = build_clip("smoke")
     return model.state_dict()
 
 
-@pytest.mark.parametrize("profile, embed_dim, image_size", [("tiny", 64, 32), ("cpu", 128, 64)])
+@pytest.mark.parametrize("profile, embed_dim, image_size", [("smoke", 64, 32), ("cpu", 128, 64)])
 def test_small_profiles_build_and_encode(profile, embed_dim, image_size):
     model, tokenizer, preprocess = build_clip(profile)
     assert preprocess.image_size == image_size and preprocess.context_length == 77
@@ -64,12 +64,12 @@ def test_paper_profile_is_open_clip_vit_b_16_without_downloading(monkeypatch):
 
 
 def test_unknown_profile_suggests_a_known_one():
-    with pytest.raises(UserError, match="tiny"):
+    with pytest.raises(UserError, match="smoke"):
         build_clip("tinny")
 
 
 def test_trimmed_text_encoding_equals_full_context():
-    model, tokenizer, _ = build_clip("tiny")
+    model, tokenizer, _ = build_clip("smoke")
     model.eval()
     tokens = tokenizer(["a street view with two tall grey office buildings", "a satellite image"])
     used = int((tokens != 0).sum(1).max())
@@ -106,31 +106,31 @@ def test_foundation_is_cached(tiny_foundation, monkeypatch):
         raise AssertionError("the cached foundation was trained again")
 
     monkeypatch.setattr(foundation, "train_foundation", no_training)
-    assert foundation_clip("tiny") == (path, label)
-    model, _, _, source = load_clip("tiny")
+    assert foundation_clip("smoke") == (path, label)
+    model, _, _, source = load_clip("smoke")
     assert source == label
     saved = torch.load(path, weights_only=True)["state_dict"]
     torch.testing.assert_close(model.state_dict()["text_projection"], saved["text_projection"])
 
 
 def test_foundation_key_covers_the_recipe(monkeypatch):
-    before = foundation.foundation_path("tiny")
-    recipe = foundation.FOUNDATION_PROFILES["tiny"]
-    monkeypatch.setitem(foundation.FOUNDATION_PROFILES, "tiny",
+    before = foundation.foundation_path("smoke")
+    recipe = foundation.FOUNDATION_RECIPES["smoke"]
+    monkeypatch.setitem(foundation.FOUNDATION_RECIPES, "smoke",
                         foundation.FoundationConfig(**{**recipe.__dict__, "epochs": recipe.epochs + 1}))
-    assert foundation.foundation_path("tiny") != before
+    assert foundation.foundation_path("smoke") != before
     monkeypatch.undo()
     monkeypatch.setattr(foundation, "_short_caption_function", lambda: (None, "another-captioner"))
-    assert foundation.foundation_path("tiny") != before
+    assert foundation.foundation_path("smoke") != before
 
 
 def test_local_checkpoint_with_ddp_prefix_and_wrapper(tmp_path):
     state = _seeded_tiny_state()
     file = tmp_path / "my-clip.pt"
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, file)
-    resolved = resolve_clip_weights("tiny", str(file))
+    resolved = resolve_clip_weights("smoke", str(file))
     assert resolved.source.startswith("local checkpoint: my-clip.pt")
-    model, _, _, source = load_clip("tiny", str(file))
+    model, _, _, source = load_clip("smoke", str(file))
     assert source == resolved.source
     for key, value in state.items():
         torch.testing.assert_close(model.state_dict()[key], value)
@@ -140,13 +140,13 @@ def test_bad_checkpoints_are_user_errors_naming_the_file(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00not a checkpoint" * 10)
     with pytest.raises(UserError, match="corrupt.pt"):
-        resolve_clip_weights("tiny", str(corrupt))
+        resolve_clip_weights("smoke", str(corrupt))
     listed = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], listed)
     with pytest.raises(UserError, match="list.pt.*expected a state dict"):
-        resolve_clip_weights("tiny", str(listed))
+        resolve_clip_weights("smoke", str(listed))
     with pytest.raises(UserError, match="not found"):
-        resolve_clip_weights("tiny", str(tmp_path / "missing.pt"))
+        resolve_clip_weights("smoke", str(tmp_path / "missing.pt"))
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated; its archives still exist
@@ -154,7 +154,7 @@ def test_torchscript_archive_is_explained(tmp_path):
     archive = tmp_path / "RN50.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(archive))
     with pytest.raises(UserError, match="RN50.pt.*TorchScript"):
-        resolve_clip_weights("tiny", str(archive))
+        resolve_clip_weights("smoke", str(archive))
 
 
 def test_checkpoint_of_another_architecture_says_what_it_is(tmp_path):
@@ -162,8 +162,8 @@ def test_checkpoint_of_another_architecture_says_what_it_is(tmp_path):
     other, _, _ = build_clip("cpu")
     file = tmp_path / "cpu-clip.pt"
     torch.save(other.state_dict(), file)
-    with pytest.raises(UserError, match="do not fit the 'tiny' CLIP.*patch 8, width 128"):
-        load_clip("tiny", str(file))
+    with pytest.raises(UserError, match="do not fit the 'smoke' CLIP.*patch 8, width 128"):
+        load_clip("smoke", str(file))
 
 
 def _fake_hub_cache(root: Path, repo_id: str, state: dict[str, torch.Tensor]) -> None:
@@ -182,10 +182,10 @@ def test_offline_hub_cache_is_used_when_present(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     state = _seeded_tiny_state()
     _fake_hub_cache(tmp_path, "acme/tiny-clip", state)
-    explicit = resolve_clip_weights("tiny", "hf-hub:acme/tiny-clip")
+    explicit = resolve_clip_weights("smoke", "hf-hub:acme/tiny-clip")
     assert explicit.source.startswith("hf-hub cache: acme/tiny-clip@0123456789ab")
     monkeypatch.setattr(clip_weights, "hub_candidates", lambda profile: [HubCandidate("acme/tiny-clip")])
-    model, _, _, source = load_clip("tiny")
+    model, _, _, source = load_clip("smoke")
     assert source == explicit.source
     torch.testing.assert_close(model.state_dict()["logit_scale"], state["logit_scale"])
 
@@ -194,13 +194,13 @@ def test_missing_hub_entry_falls_back_to_the_foundation_or_errors_when_asked_for
                                                                                 monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
     monkeypatch.setattr(clip_weights, "hub_candidates", lambda profile: [HubCandidate("acme/tiny-clip")])
-    resolved = resolve_clip_weights("tiny")
+    resolved = resolve_clip_weights("smoke")
     assert resolved.source == tiny_foundation[1] and FOUNDATION_LABEL in resolved.source
     with pytest.raises(UserError, match="not in the offline Hugging Face cache"):
-        resolve_clip_weights("tiny", "hf-hub:acme/tiny-clip")
+        resolve_clip_weights("smoke", "hf-hub:acme/tiny-clip")
 
 
 def test_paper_profile_knows_openai_vit_b_16_on_the_hub():
     first = clip_weights.hub_candidates("paper")[0]
     assert first == HubCandidate("timm/vit_base_patch16_clip_224.openai", quick_gelu=True)
-    assert clip_weights.hub_candidates("tiny") == []
+    assert clip_weights.hub_candidates("smoke") == []

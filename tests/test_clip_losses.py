@@ -99,7 +99,7 @@ def test_token_helpers_agree_with_open_clip_pooling():
     from urbanln_bench.clip_training.tokens import image_token_features, image_tokens, text_states
 
     torch.manual_seed(0)
-    model, tokenizer, _ = build_clip("tiny")
+    model, tokenizer, _ = build_clip("smoke")
     model.eval()
     pixels = torch.randn(3, 3, 32, 32)
     tokens = tokenizer(["a red roof", "two green parks and a river", "a road"])[:, :12]
@@ -120,7 +120,7 @@ def test_filip_plugin_sees_the_full_context_whatever_the_trim():
     from urbanln_bench.clip_training.trainer import build_clip_loss, trim_tokens
 
     torch.manual_seed(0)
-    model, tokenizer, _ = build_clip("tiny")
+    model, tokenizer, _ = build_clip("smoke")
     model.eval()
     pixels = torch.randn(4, 3, 32, 32)
     full = tokenizer(["a red roof", "green parks", "a long road with cars", "water"])
@@ -173,7 +173,7 @@ def test_coca_overfits_a_toy_set_and_trains_its_decoder():
 
     images, captions = _toy_pairs()
     torch.manual_seed(0)
-    model, tokenizer, preprocess = build_clip("tiny")
+    model, tokenizer, preprocess = build_clip("smoke")
     vocabulary = sorted(set(tokenizer(captions).flatten().tolist()))
     loss = build_clip_loss("coca", vocabulary=vocabulary)
     report = train_clip(model, images, captions, tokenizer, preprocess,
@@ -192,7 +192,7 @@ def test_coca_gradients_reach_the_decoder_and_through_it_the_image_tower():
 
     images, captions = _toy_pairs(4)
     torch.manual_seed(0)
-    model, tokenizer, preprocess = build_clip("tiny")
+    model, tokenizer, preprocess = build_clip("smoke")
     loss = build_clip_loss("coca", contrastive_weight=0.0)  # the caption term alone, full vocabulary
     extra = loss.setup(model, 64)
     parts = loss.loss(model, pixel_batch(images, preprocess), trim_tokens(tokenizer(captions)), encode_text_trimmed)

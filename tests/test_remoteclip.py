@@ -14,21 +14,21 @@ from urbanln_bench.errors import UserError
 from urbanln_bench.method import FitContext, get_method
 
 
-def make(tmp_path: Path | None = None, profile: str = "tiny", **config):
+def make(tmp_path: Path | None = None, profile: str = "smoke", **config):
     method = get_method("remoteclip")(config)
     method.run_profile = profile
     return method
 
 
 def fit(method, tmp_path: Path) -> None:
-    method.fit(None, "SI", FitContext(seed=0, device="cpu", work_dir=tmp_path / "work", scale="tiny", profile="tiny"))
+    method.fit(None, "SI", FitContext(seed=0, device="cpu", work_dir=tmp_path / "work", scale="tiny", profile="smoke"))
 
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     """A randomly initialised tiny open_clip CLIP, saved as a plain state dict (RemoteCLIP's format)."""
     torch.manual_seed(11)
-    model, _, _ = build_clip("tiny")
+    model, _, _ = build_clip("smoke")
     path = tmp_path / "my-remoteclip.pt"
     torch.save(model.state_dict(), path)
     return path, model.eval()
@@ -36,9 +36,9 @@ def tiny_checkpoint(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
 
 def test_local_checkpoint_is_loaded_and_named(tiny_checkpoint, tmp_path: Path):
     path, reference = tiny_checkpoint
-    method = make(weights=str(path), arch="tiny")
+    method = make(weights=str(path), arch="smoke")
     assert method.weight_source().startswith("local checkpoint: my-remoteclip.pt (sha256 ")
-    assert method.variant_label() == "RemoteCLIP [tiny]"
+    assert method.variant_label() == "RemoteCLIP [smoke]"
     assert "/" not in method.variant_slug() and "my-remoteclip" in method.variant_slug()
     assert (method.input_size, method.mean) == (32, (0.48145466, 0.4578275, 0.40821073))  # the CLIP's preprocess
     fit(method, tmp_path)
@@ -46,7 +46,7 @@ def test_local_checkpoint_is_loaded_and_named(tiny_checkpoint, tmp_path: Path):
     with torch.no_grad():
         expected = F.normalize(reference.encode_image(pixels), dim=-1)  # L2-normalised, as clip_benchmark does
         torch.testing.assert_close(method.encode_images(pixels), expected)
-        raw = make(weights=str(path), arch="tiny", normalize="false")
+        raw = make(weights=str(path), arch="smoke", normalize="false")
         fit(raw, tmp_path)
         torch.testing.assert_close(raw.encode_images(pixels), reference.encode_image(pixels))
 
@@ -89,15 +89,15 @@ def test_surrogate_run_is_labelled_as_surrogate(tmp_path: Path):
 
     results = tmp_path / "results"
     outcomes = run(RunOptions(method="remoteclip", city="NY", scale="tiny", seeds=[0, 1], imagery=["SI"],
-                              tasks=["Pop"], profile="tiny", results_dir=results), log=lambda m: None)
+                              tasks=["Pop"], profile="smoke", results_dir=results), log=lambda m: None)
     (record,) = [o.record.to_json() for o in outcomes]
     assert record["method"]["variant"] == "RemoteCLIP (surrogate)"
-    assert record["method"]["weight_source"].startswith("surrogate: synthetic-foundation CLIP 'tiny', not "
+    assert record["method"]["weight_source"].startswith("surrogate: synthetic-foundation CLIP 'smoke', not "
                                                         "RemoteCLIP's weights (synthetic foundation: ")
     assert record["embedding"]["dim"] == 64 and record["method"]["slug"] == "remoteclip-surrogate"
     stored = json.loads(next(results.rglob("Pop_SI_random.json")).read_text())
     assert stored["method"]["variant"] == "RemoteCLIP (surrogate)"
     board = render_leaderboard(results)
     rows = [line for line in board.splitlines() if line.startswith("| RemoteCLIP (surrogate) | SI |")]
-    assert rows and all("| surrogate: synthetic-foundation CLIP 'tiny', not RemoteCLIP's weights |" in r for r in rows)
+    assert rows and all("| surrogate: synthetic-foundation CLIP 'smoke', not RemoteCLIP's weights |" in r for r in rows)
     assert not [line for line in board.splitlines() if line.startswith("| RemoteCLIP |")]

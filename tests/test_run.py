@@ -158,12 +158,12 @@ def test_verify_keys_names_records_the_current_code_would_not_reuse(store: Path,
 
     copy = tmp_path / "results"
     shutil.copytree(store, copy)
-    assert stale_records(copy, profile="tiny") == []
+    assert stale_records(copy, profile="smoke") == []
     path = next(copy.rglob("Pop_SI_random.json"))
     record = json.loads(path.read_text())
     record["key"] = "0" * 64  # as if made by other code
     path.write_text(json.dumps(record))
-    assert stale_records(copy, profile="tiny") == [f"{path}: would compute: a stored record has another key (stale)"]
+    assert stale_records(copy, profile="smoke") == [f"{path}: would compute: a stored record has another key (stale)"]
     result = cli("leaderboard", "--results", str(copy), "--out", str(tmp_path / "lb.md"), "--verify-keys")
     assert result.returncode == 1 and "1 stale record(s)" in result.stdout + result.stderr
 
@@ -179,10 +179,10 @@ def test_rekey_rewrites_only_the_key_of_a_stale_record(store: Path, tmp_path: Pa
     original = json.loads(path.read_text())
     path.write_text(json.dumps({**original, "key": "0" * 64}))  # as if keyed by an older identity model
     untouched = {p: p.read_bytes() for p in copy.rglob("*.json") if p != path}
-    assert rekey_records(copy, profile="tiny") == [path]
+    assert rekey_records(copy, profile="smoke") == [path]
     assert json.loads(path.read_text()) == original  # the current key; metrics and the rest as they were
     assert {p: p.read_bytes() for p in copy.rglob("*.json") if p != path} == untouched
-    assert stale_records(copy, profile="tiny") == []
+    assert stale_records(copy, profile="smoke") == []
 
 
 def test_python_users_get_the_cli_frame_and_table(tmp_path: Path):

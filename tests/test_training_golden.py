@@ -58,7 +58,7 @@ def _clip_run(loss_name: str) -> tuple[list[float], float]:
 
     images, captions = toy_pairs(16, lambda name, i: f"a {name} tile with {name} roofs and {name} streets number {i}")
     torch.manual_seed(0)
-    model, tokenizer, preprocess = build_clip("tiny")
+    model, tokenizer, preprocess = build_clip("smoke")
     options = {"queue_size": 16} if loss_name == "msd" else {}
     report = train_clip(model, images, captions, functools.partial(tokenizer, context_length=77), preprocess,
                         ClipTrainConfig(steps=4, batch_size=8, lr=1e-3), build_clip_loss(loss_name, **options))

@@ -39,13 +39,13 @@ def test_caption_settings_ask_for_one_cheap_caption_set_per_imagery():
     from urbanln_bench.method import get_method
 
     clip = get_method("urbanclip")()
-    configs = caption_configs(clip, "SI", "tiny")
+    configs = caption_configs(clip, "SI", "smoke")
     assert list(configs) == ["SI"]
     config = configs["SI"]
     assert config.captioners == ("synthetic:llama-adapter-v2",) and config.candidates_per_captioner == 1
     assert not config.refinement and not config.consensus
     vlp = get_method("urbanvlp")()
-    configs = caption_configs(vlp, "SV+SI", "tiny")
+    configs = caption_configs(vlp, "SV+SI", "smoke")
     assert sorted(configs) == ["SI", "SV"] and all(len(c.captioners) == 1 for c in configs.values())
     assert vlp.meta.imagery == "fused" and vlp.meta.native_imagery == ("SV+SI",)
     assert clip.meta.native_imagery == ("SI",)
@@ -68,7 +68,7 @@ def test_urbanvlp_region_feature_is_satellite_plus_mean_street_view(tiny_ny):
     from urbanln_bench.method import FitContext, get_method
 
     method = get_method("urbanvlp")()
-    method.run_profile = "tiny"
+    method.run_profile = "smoke"
     method.satellite, method.streetview = _Tower(1.0), _Tower(10.0)
     view = CityData.open(tiny_ny).unlabelled()
     without = next(r for r in view.regions.ids if not view.streetview_ids(r))
@@ -88,7 +88,7 @@ def test_urbanvlp_region_feature_is_satellite_plus_mean_street_view(tiny_ny):
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory) -> dict[str, list]:
     store = tmp_path_factory.mktemp("clip-baselines")
-    options = {"city": "NY", "scale": "tiny", "tasks": ["Pop"], "seeds": [0], "profile": "tiny", "results_dir": store}
+    options = {"city": "NY", "scale": "tiny", "tasks": ["Pop"], "seeds": [0], "profile": "smoke", "results_dir": store}
     return {"urbanclip": run(RunOptions(method="urbanclip", imagery=["SI"], **options), log=lambda m: None),
             "urbanvlp": run(RunOptions(method="urbanvlp", **options), log=lambda m: None)}
 
@@ -98,7 +98,7 @@ def test_urbanclip_end_to_end_on_a_tiny_twin(tiny_runs):
     assert [o.cell for o in outcomes] == ["NY/Pop/SI"]
     record = outcomes[0].record.to_json()
     assert record["method"]["name"] == "urbanclip" and record["method"]["native_imagery"] == ["SI"]
-    assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'tiny'")
+    assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'smoke'")
     assert record["method"]["config"]["captioner"] == "synthetic:llama-adapter-v2"
     pretraining = record["pretraining"]
     assert pretraining["weights"] == record["method"]["weight_source"]
@@ -114,7 +114,7 @@ def test_urbanvlp_end_to_end_gives_one_fused_record_per_task(tiny_runs):
     assert [o.cell for o in outcomes] == ["NY/Pop/SV+SI"]
     record = outcomes[0].record.to_json()
     assert record["cell"]["imagery"] == "SV+SI" and record["method"]["native_imagery"] == ["SV+SI"]
-    assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'tiny'")
+    assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'smoke'")
     assert record["embedding"]["regions"] == 100  # regions without street views keep their satellite feature
     pretraining = record["pretraining"]
     assert set(pretraining["captions"]) == {"SI", "SV"}
@@ -129,7 +129,7 @@ def test_profile_counts_both_methods():
 
     from urbanln_bench.cli import app
 
-    result = CliRunner().invoke(app, ["profile", "--methods", "urbanclip,urbanvlp,urbanln-no-ipsi", "--profile", "tiny",
+    result = CliRunner().invoke(app, ["profile", "--methods", "urbanclip,urbanvlp,urbanln-no-ipsi", "--profile", "smoke",
                                       "--batch-size", "2", "--batches", "1", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in json.loads(result.stdout)}

@@ -27,7 +27,7 @@ def test_ipsi_reads_text_beyond_token_77_and_plain_clip_does_not():
     from urbanln_bench.clip_training.ipsi import apply_ipsi
 
     torch.manual_seed(0)
-    model, tokenizer, _ = build_clip("tiny")
+    model, tokenizer, _ = build_clip("smoke")
     model.eval()
     a, b = _long_caption("a red bridge over the river"), _long_caption("a green park with many trees")
     assert 100 < len(tokenizer.encode(a)) < 240
@@ -55,7 +55,7 @@ def test_clip_trainer_is_deterministic_and_keeps_ipsi_rows_frozen(loss_name):
     states, reports = [], []
     for _ in range(2):
         torch.manual_seed(0)
-        model, tokenizer, preprocess = build_clip("tiny")
+        model, tokenizer, preprocess = build_clip("smoke")
         length = apply_ipsi(model)
         kept = model.positional_embedding.detach()[:20].clone()
         moving = model.positional_embedding.detach()[20:].clone()
@@ -79,7 +79,7 @@ def test_trainer_trains_only_the_chosen_tower():
 
     images, captions = _toy_pairs(16)
     torch.manual_seed(0)
-    model, tokenizer, preprocess = build_clip("tiny")
+    model, tokenizer, preprocess = build_clip("smoke")
     text_before = model.token_embedding.weight.detach().clone()
     image_before = model.visual.conv1.weight.detach().clone()
     report = train_clip(model, images, captions, tokenizer, preprocess,
@@ -119,7 +119,7 @@ def test_variants_differ_only_where_their_ablation_says():
 @pytest.fixture(scope="module")
 def urbanln_store(tmp_path_factory) -> tuple[Path, list]:
     store = tmp_path_factory.mktemp("urbanln-results")
-    outcomes = run(RunOptions(method="urbanln", city="NY", scale="tiny", imagery=["SI"], seeds=[0, 1], profile="tiny",
+    outcomes = run(RunOptions(method="urbanln", city="NY", scale="tiny", imagery=["SI"], seeds=[0, 1], profile="smoke",
                               results_dir=store, settings=dict(ONE_CAPTIONER)), log=lambda m: None)
     return store, outcomes
 
@@ -129,7 +129,7 @@ def test_urbanln_end_to_end_on_a_tiny_twin(urbanln_store):
     assert [o.cell for o in outcomes] == ["NY/Pop/SI", "NY/Crime/SI", "NY/POI/SI"]
     record = outcomes[0].record.to_json()
     assert record["method"]["name"] == "urbanln" and record["method"]["ours"]
-    assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'tiny'")
+    assert record["method"]["weight_source"].startswith("synthetic foundation: CLIP 'smoke'")
     pretraining = record["pretraining"]
     assert pretraining["city"] == "NY" and pretraining["steps"] >= 1
     assert pretraining["ipsi"]["context_length"] == 248 and pretraining["ipsi"]["frozen_rows"] == 20
@@ -138,7 +138,7 @@ def test_urbanln_end_to_end_on_a_tiny_twin(urbanln_store):
     assert pretraining["captions_filling_context"] < pretraining["pairs"]  # most long captions fit in 248
     assert np.isfinite(record["metrics"]["r2"]["mean"])
     # a re-run reuses every record, without fitting or captioning again
-    again = run(RunOptions(method="urbanln", city="NY", scale="tiny", imagery=["SI"], seeds=[0, 1], profile="tiny",
+    again = run(RunOptions(method="urbanln", city="NY", scale="tiny", imagery=["SI"], seeds=[0, 1], profile="smoke",
                            results_dir=store, settings=dict(ONE_CAPTIONER)), log=lambda m: None)
     assert all(o.reused for o in again)
 
@@ -146,7 +146,7 @@ def test_urbanln_end_to_end_on_a_tiny_twin(urbanln_store):
 def test_an_override_is_a_distinct_record(urbanln_store):
     store, outcomes = urbanln_store
     other = run(RunOptions(method="urbanln", city="NY", scale="tiny", imagery=["SI"], tasks=["Pop"], seeds=[0, 1],
-                           profile="tiny", results_dir=store, settings={**ONE_CAPTIONER, "mu": "0.3"}),
+                           profile="smoke", results_dir=store, settings={**ONE_CAPTIONER, "mu": "0.3"}),
                 log=lambda m: None)
     record = other[0].record.to_json()
     assert record["key"] != outcomes[0].record.key
@@ -161,7 +161,7 @@ def test_transfer_records_name_both_cities_and_fill_the_transfer_section(tmp_pat
     from urbanln_bench.leaderboard import render_leaderboard
 
     options = {"method": "resnet18", "city": "NY", "scale": "tiny", "imagery": ["SI"], "tasks": ["Pop"],
-               "seeds": [0], "profile": "tiny", "results_dir": tmp_path}
+               "seeds": [0], "profile": "smoke", "results_dir": tmp_path}
     own = run(RunOptions(**options), log=lambda m: None)
     moved = run(RunOptions(**options, pretrain_city="SZ"), log=lambda m: None)
     record = moved[0].record.to_json()
@@ -189,7 +189,7 @@ def test_profile_reports_parameters_and_speed(tmp_path: Path):
     from urbanln_bench.cli import app
 
     result = CliRunner().invoke(app, ["profile", "--methods", "urbanln,urbanln-no-ipsi,resnet18,color-histogram",
-                                      "--profile", "tiny", "--batch-size", "4", "--batches", "1", "--json"])
+                                      "--profile", "smoke", "--batch-size", "4", "--batches", "1", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in json.loads(result.stdout)}
     width = 64  # tiny text width

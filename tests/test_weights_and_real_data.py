@@ -37,7 +37,7 @@ def test_resnet18_bad_weights(tmp_path: Path):
 
 def test_resnet18_without_weights_names_the_surrogate():
     method = get_method("resnet18")()
-    method.run_profile = "tiny"
+    method.run_profile = "smoke"
     assert method.weight_source().startswith("surrogate: ResNet-18 supervised on the synthetic pretraining world")
 
 

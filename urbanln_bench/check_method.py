@@ -1,6 +1,6 @@
 """``urbanln-bench check-method``: does a method (built-in or plugin) keep the harness's contract?
 
-Run on a city's ``tiny`` twin with the ``tiny`` backbone profile (``method.run_profile == "tiny"``: a
+Run on a city's ``tiny`` twin with the ``smoke`` backbone profile (``method.run_profile == "smoke"``: a
 slow method should pretrain briefly there), once per imagery the method runs on:
 
 - **output**: ``fit`` and the sealed embed run; one finite row per region with that imagery, one width
@@ -39,7 +39,7 @@ import numpy as np
 from urbanln_bench.errors import UserError
 
 CHECK_SCALE = "tiny"
-CHECK_PROFILE = "tiny"
+CHECK_PROFILE = "smoke"
 SMALL_BATCH, LARGE_BATCH = 7, 64
 DETERMINISM_RTOL = 1e-5  # of the largest |value|: same computation twice
 BATCH_RTOL = 1e-4  # of the largest |value|: the same images in other batches (float summation order)

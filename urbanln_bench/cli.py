@@ -263,7 +263,7 @@ def run_command(
     overwrite: Annotated[str, typer.Option("--overwrite", help="never, only-missing or always.")] = "only-missing",
     tune: Annotated[int, typer.Option("--tune", help="Optuna trials per cell on validation (0 = off).")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    profile: Annotated[str, typer.Option("--profile", help="Backbone profile: tiny, cpu or paper.")] = "cpu",
+    profile: Annotated[str, typer.Option("--profile", help="Run profile: smoke (tests), cpu or paper.")] = "cpu",
     results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
     data_root: DataRootOpt = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")] = None,
@@ -468,7 +468,7 @@ def check_method_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
     setting: Annotated[list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")] = None,
 ) -> None:
-    """Check that a method keeps the harness's contract on a tiny twin (tiny profile): output shape and
+    """Check that a method keeps the harness's contract on a tiny twin (smoke profile): output shape and
     finiteness, determinism, batch-size invariance, no access to labels. Exit 1 naming any failing check."""
     from rich.table import Table
 
@@ -492,7 +492,7 @@ def check_method_command(
         out = _console(stderr=False)
         colour = {PASS: "green", FAIL: "red"}
         for report in reports:
-            table = Table(title=f"check-method {report.method} ({report.city} tiny twin, tiny profile, "
+            table = Table(title=f"check-method {report.method} ({report.city} tiny twin, smoke profile, "
                                 f"{report.seconds:.1f} s)")
             for column in ("check", "imagery", "result", "detail"):
                 table.add_column(column)
@@ -521,7 +521,7 @@ def check_method_command(
 @app.command("profile")
 def profile_command(
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names, or 'all'.")] = "all",
-    profile: Annotated[str, typer.Option("--profile", help="Backbone profile: tiny, cpu or paper.")] = "cpu",
+    profile: Annotated[str, typer.Option("--profile", help="Run profile: smoke (tests), cpu or paper.")] = "cpu",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     batches: Annotated[int, typer.Option("--batches", help="Timed batches after one warm-up.")] = 4,

@@ -18,7 +18,7 @@ from urbanln_bench.data.loader import CityData
 from urbanln_bench.method import Method
 from urbanln_bench.registry import Registry
 
-TINY_CAPTIONERS = 2  # captioners asked under the tiny profile (see caption_configs)
+SMOKE_CAPTIONERS = 2  # captioners asked under the smoke profile (see caption_configs)
 
 
 class FitInput(Protocol):
@@ -39,8 +39,8 @@ class FitInput(Protocol):
 def caption_configs(method: Method, imagery: str, profile: str) -> dict[str, Any]:
     """{caption imagery: PipelineConfig} of the caption sets the method's ``fit`` needs (none for most).
 
-    The pipeline's defaults overridden by the method's own settings. The ``tiny`` profile (tests, CI,
-    ``check-method``) scores phrases with the tiny models and, unless the method names its captioners,
+    The pipeline's defaults overridden by the method's own settings. The ``smoke`` profile (tests, CI,
+    ``check-method``) scores phrases with the smoke models and, unless the method names its captioners,
     asks two of the five captioners for two candidates each (4 instead of 10): the same pipeline, a
     fifth of the CAPTURE pairs. Records carry the configuration either way.
     """
@@ -52,11 +52,11 @@ def caption_configs(method: Method, imagery: str, profile: str) -> dict[str, Any
     out = {}
     for caption_imagery, settings in requests.items():
         defaults: dict[str, Any] = {}
-        if profile == "tiny":
+        if profile == "smoke":
             default = PipelineConfig()
             if ":" in default.phrase_scorer:
-                defaults["phrase_scorer"] = default.phrase_scorer.rsplit(":", 1)[0] + ":tiny"
-            defaults["captioners"] = default.captioners[:TINY_CAPTIONERS]
+                defaults["phrase_scorer"] = default.phrase_scorer.rsplit(":", 1)[0] + ":smoke"
+            defaults["captioners"] = default.captioners[:SMOKE_CAPTIONERS]
         out[caption_imagery] = PipelineConfig(imagery=caption_imagery, **{**defaults, **settings})
     return out
 

@@ -83,7 +83,7 @@ class FitContext:
     device: str
     work_dir: Path  # a cache folder private to (method, config, city data, imagery): checkpoints go here
     scale: str
-    profile: str = "cpu"  # backbone profile: tiny, cpu or paper
+    profile: str = "cpu"  # run profile: smoke, cpu or paper
     progress: Any = None  # callable(description, total) -> advance(n), or None
     extras: dict[str, Any] = field(default_factory=dict)  # harness-provided inputs for special roles (oracle)
 
@@ -95,7 +95,7 @@ class Method:
     input_size: int = 64  # the harness resizes every image to input_size × input_size
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # the harness normalises with these
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
-    run_profile: str = "cpu"  # the run's backbone profile (tiny / cpu / paper), set by the harness
+    run_profile: str = "cpu"  # the run's backbone profile (smoke / cpu / paper), set by the harness
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})

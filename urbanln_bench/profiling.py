@@ -51,7 +51,9 @@ def measure_images_per_second(encoder, input_size: int, device: str = "cpu", bat
 def profile_methods(names: list[str], profile: str = "cpu", device: str = "cpu", batch_size: int = 32,
                     batches: int = 4) -> list[dict[str, Any]]:
     from urbanln_bench.method import get_method
+    from urbanln_bench.profiles import check_profile
 
+    check_profile(profile)
     rows = []
     for name in names:
         method = get_method(name)({})

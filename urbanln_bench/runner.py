@@ -17,6 +17,7 @@ from urbanln_bench.data.loader import CityData
 from urbanln_bench.errors import UserError
 from urbanln_bench.fit_inputs import fit_input_identities, fit_input_summaries, needed_fit_inputs
 from urbanln_bench.method import FitContext, Method, get_method
+from urbanln_bench.profiles import DEFAULT_PROFILE, check_profile
 from urbanln_bench.records import (
     CellInfo,
     DataInfo,
@@ -50,7 +51,7 @@ class RunOptions:
     overwrite: str = "only-missing"
     tune: int = 0
     device: str = "cpu"
-    profile: str = "cpu"
+    profile: str = DEFAULT_PROFILE
     results_dir: Path = Path("results")
     data_root: Path | None = None
     settings: dict[str, str] = field(default_factory=dict)
@@ -59,6 +60,9 @@ class RunOptions:
     embeddings_label: str | None = None
     pretrain_city: str | None = None  # transfer: pretrain on this city, embed and probe the target city
     dry_run: bool = False  # only say, per cell, whether a stored record would be reused or the cell computed
+
+    def __post_init__(self) -> None:
+        check_profile(self.profile)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """CLIP architectures as data (docs/architecture.md#core-concepts; open_clip's factory and model configs).
 
-``clip_configs/{paper,cpu,tiny}.json`` are open_clip model configs (``paper`` is open_clip's
+``clip_configs/{paper,cpu,smoke}.json`` are open_clip model configs (``paper`` is open_clip's
 ``ViT-B-16`` exactly); a plain open_clip model name (e.g. ``ViT-B-32``, the architecture of a
 RemoteCLIP checkpoint) works too. Weights are a separate, explicit choice (``clip_weights``); the
 harness's own from-scratch CLIP is ``foundation``.

@@ -107,8 +107,8 @@ class FoundationConfig:
     seed: int = 0
 
 
-FOUNDATION_PROFILES = {
-    "tiny": FoundationConfig("tiny", epochs=12, batch_size=64, lr=1e-3),
+FOUNDATION_RECIPES = {
+    "smoke": FoundationConfig("smoke", epochs=12, batch_size=64, lr=1e-3),
     "cpu": FoundationConfig("cpu", epochs=6, batch_size=128, lr=1e-3),
     "paper": FoundationConfig("paper", epochs=20, batch_size=256, lr=5e-4, weight_decay=0.2),
 }
@@ -116,9 +116,9 @@ FOUNDATION_PROFILES = {
 
 def _foundation_config(profile: str) -> FoundationConfig:
     try:
-        return FOUNDATION_PROFILES[profile]
+        return FOUNDATION_RECIPES[profile]
     except KeyError:
-        raise UserError(f"no synthetic-foundation recipe for CLIP '{profile}' (only {', '.join(FOUNDATION_PROFILES)}); "
+        raise UserError(f"no synthetic-foundation recipe for CLIP '{profile}' (only {', '.join(FOUNDATION_RECIPES)}); "
                         "pass a checkpoint with --weights") from None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from urbanln_bench.cache import cache_root, config_hash, file_lock
 from urbanln_bench.errors import UserError
+from urbanln_bench.profiles import recipe
 
 IMAGENET_FILE = "resnet18-f37072fd.pth"
 
@@ -28,14 +29,14 @@ class SurrogateConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    # The tiny profile (tests and the regression suite) trains in float64: float32 training is chaotic
-    # enough that another CPU's last-bit rounding moves the tiny suite's R² by up to .4, float64 keeps
+    # The smoke profile (tests and the regression suite) trains in float64: float32 training is chaotic
+    # enough that another CPU's last-bit rounding moves the regression suite's R² by up to .4, float64 keeps
     # two CPUs' weights within 1e-12 (docs/identity.md). The saved weights are float32 either way.
     dtype: str = "float32"
 
 
-SURROGATE_PROFILES = {
-    "tiny": SurrogateConfig("tiny", input_size=32, epochs=2, dtype="float64"),
+SURROGATE_RECIPES = {
+    "smoke": SurrogateConfig("smoke", input_size=32, epochs=2, dtype="float64"),
     "cpu": SurrogateConfig("cpu", input_size=64, epochs=4),
     "paper": SurrogateConfig("paper", input_size=224, epochs=30),
 }
@@ -93,7 +94,7 @@ def surrogate_key(config: SurrogateConfig) -> tuple[str, list[str]]:
 
 def surrogate_resnet18(profile: str, progress=None) -> tuple[Path, str]:
     """The cached surrogate checkpoint for ``profile`` (trained on first use) and its weight-source label."""
-    config = SURROGATE_PROFILES[profile]
+    config = recipe(SURROGATE_RECIPES, profile, "the ResNet-18 surrogate")
     key, _ = surrogate_key(config)
     path = cache_root() / "backbones" / f"resnet18-surrogate-{profile}-{key}.pt"
     source = f"surrogate: ResNet-18 supervised on the synthetic pretraining world ({profile} profile, {key})"

@@ -21,7 +21,7 @@ class WorldImages:
 
 
 def world_scale_for(profile: str) -> str:
-    return "tiny" if profile == "tiny" else "small"
+    return "tiny" if profile == "smoke" else "small"
 
 
 def world_manifests(profile: str) -> list[str]:

@@ -81,9 +81,9 @@ class GroundingConfig:
     seed: int = 0
 
 
-GROUNDING_PROFILES = {
-    # tests and CI: the tiny world (721 images), well under a minute on two shared cores
-    "tiny": GroundingConfig("tiny", width=16, embed_dim=64, word_dim=48, epochs=8, images_per_batch=32, lr=3e-3,
+GROUNDING_RECIPES = {
+    # tests and CI: the world at scale tiny (721 images), well under a minute on two shared cores
+    "smoke": GroundingConfig("smoke", width=16, embed_dim=64, word_dim=48, epochs=8, images_per_batch=32, lr=3e-3,
                             boxes_per_image=8),
     # the CPU default: the small world (4,381 images)
     "cpu": GroundingConfig("cpu", width=16, embed_dim=64, word_dim=48, epochs=6, images_per_batch=32, lr=3e-3,
@@ -113,9 +113,9 @@ def one_torch_thread() -> Iterator[None]:
 
 def grounding_config(profile: str) -> GroundingConfig:
     try:
-        return GROUNDING_PROFILES[profile]
+        return GROUNDING_RECIPES[profile]
     except KeyError:
-        raise UserError(f"no phrase-grounder recipe for profile '{profile}' (only {', '.join(GROUNDING_PROFILES)}); "
+        raise UserError(f"no phrase-grounder recipe for profile '{profile}' (only {', '.join(GROUNDING_RECIPES)}); "
                         "use 'clip:PROFILE@foundation' for the CLIP-cosine scorer or owlv2:DIR") from None
 
 

@@ -184,7 +184,7 @@ class ClipPhraseScorer:
 
     backend = "clip"
 
-    def __init__(self, profile: str = "tiny", weights: str = "grounding", template: str | None = None,
+    def __init__(self, profile: str = "smoke", weights: str = "grounding", template: str | None = None,
                  threshold: float | None = None, device: str = "cpu", progress: Progress | None = None) -> None:
         profile, _, suffix = profile.partition("@")
         weights = suffix or weights
@@ -339,9 +339,9 @@ def _world_regions(graph: dict, boxes: Sequence[Box], rng: np.random.Generator, 
 
 
 def _holdout_fraction(profile: str) -> float:
-    from urbanln_bench.captions.grounding import GROUNDING_PROFILES
+    from urbanln_bench.captions.grounding import GROUNDING_RECIPES
 
-    config = GROUNDING_PROFILES.get(profile)
+    config = GROUNDING_RECIPES.get(profile)
     return config.holdout_fraction if config is not None else 0.15
 
 

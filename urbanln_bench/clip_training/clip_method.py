@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+from urbanln_bench import profiles
 from urbanln_bench.method import Method
 from urbanln_bench.training_loop import CLIP_MEAN, CLIP_STD
 
@@ -21,7 +22,7 @@ def clip_settings(weight_decay: float, *, train_part: bool = True) -> dict[str, 
     """The settings every CLIP-backed method has, with their defaults: which CLIP and weights, the
     recipe keys (None = the run profile's ``RECIPES`` entry), the weight decay and which tower trains."""
     settings: dict[str, Any] = {
-        "clip": "",  # CLIP profile; "" = the run's --profile (tiny / cpu / paper) or an open_clip model name
+        "clip": "",  # CLIP profile; "" = the run's --profile (smoke / cpu / paper) or an open_clip model name
         "weights": "",  # a local open_clip checkpoint or hf-hub entry; "" = cached hub copy, else the foundation
         "epochs": None,  # None: the profile's recipe
         "max_steps": None,
@@ -75,7 +76,7 @@ class ClipBackedMethod(Method):
         return self.config["clip"] or self.run_profile
 
     def recipe(self) -> dict[str, Any]:
-        base = self.RECIPES.get(self.run_profile, self.RECIPES["cpu"])
+        base = profiles.recipe(self.RECIPES, self.run_profile, f"method '{self.meta.name}'")
         return {k: (base[k] if self.config.get(k) in (None, "") else self.config[k]) for k in base}
 
     def steps_for(self, pairs: int) -> int:

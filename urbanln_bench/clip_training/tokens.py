@@ -29,7 +29,7 @@ def _vision_transformer(model):
     visual = model.visual
     if not hasattr(visual, "output_tokens") or not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
         raise UserError(f"token-level CLIP objectives need a ViT image tower; this CLIP has "
-                        f"{type(visual).__name__}. Pick a ViT profile (tiny, cpu, paper or e.g. ViT-B-32)")
+                        f"{type(visual).__name__}. Pick a ViT profile (smoke, cpu, paper or e.g. ViT-B-32)")
     return visual
 
 

@@ -1,7 +1,7 @@
 """What the pair-trained baselines share as harness methods: settings per run profile, the input size,
 the weight-source label and the fit report.
 
-Settings are data (``PROFILES``: ``tiny`` for tests, ``cpu`` for a laptop, ``paper`` for the paper's
+Settings are data (``RECIPES``: ``smoke`` for tests, ``cpu`` for a laptop, ``paper`` for the paper's
 hyper-parameters), not code branches. ``default_config`` is the ``cpu`` profile, so ``--set key=value``
 knows every key and its type; the run's profile (``run_profile``, set by the harness) chooses the base
 and the user's ``--set`` overrides win. ``self.config`` resolves them from ``run_profile`` on every read
@@ -14,13 +14,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from urbanln_bench.method import Method
+from urbanln_bench.profiles import recipe
 
 
 class PairTrainedMethod(Method):
     """Base of Tile2Vec, PG-SimCLR and MuseCL: an encoder trained from scratch on the city by the shared
     pair-sampling trainer."""
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]]
+    RECIPES: ClassVar[dict[str, dict[str, Any]]]
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
@@ -28,7 +29,7 @@ class PairTrainedMethod(Method):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**self.PROFILES.get(self.run_profile, self.PROFILES["cpu"]), **self.overrides}
+        return {**recipe(self.RECIPES, self.run_profile, f"method '{self.meta.name}'"), **self.overrides}
 
     @property
     def input_size(self) -> int:  # the harness resizes every image to this; training sees the same
