@@ -39,7 +39,8 @@ def _graphs(twin: Path) -> list[tuple[str, dict]]:
 
 def _golden_texts(twin: Path) -> list[str]:
     from urbanln_bench.captions.captioners import PAPER_CAPTIONERS, build_captioner
-    from urbanln_bench.captions.synthetic_captioner import short_caption, stable_rng
+    from urbanln_bench.captions.short_captions import short_caption
+    from urbanln_bench.captions.synthetic_captioner import stable_rng
 
     texts = []
     for image_id, graph in _graphs(twin):

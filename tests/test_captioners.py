@@ -25,7 +25,8 @@ from urbanln_bench.captions.captioners import (
     build_captioner,
 )
 from urbanln_bench.captions.personas import load_persona, persona_names
-from urbanln_bench.captions.synthetic_captioner import SyntheticCaptioner, short_caption
+from urbanln_bench.captions.short_captions import short_caption
+from urbanln_bench.captions.synthetic_captioner import SyntheticCaptioner
 from urbanln_bench.errors import SpecError, UserError
 
 PERSONAS = ("llama-adapter-v2", "sharegpt4v-7b", "qwen2.5-vl-7b", "deepseek-vl2-tiny", "internvl3-8b")
@@ -129,7 +130,7 @@ def test_text_matcher_agrees_with_generation_bookkeeping(all_truths):
 
 
 def test_small_objects_are_omitted_more_often_by_qwen(all_truths):
-    from urbanln_bench.captions.synthetic_captioner import entities_of
+    from urbanln_bench.captions.grammar import entities_of
 
     small, large = [], []
     for graph, truth in all_truths["qwen2.5-vl-7b"]:

@@ -195,3 +195,9 @@ def test_colour_names_are_plain_words() -> None:
     assert colour_name((200, 30, 30)) == "red"
     assert colour_name((240, 240, 240)) == "white"
     assert colour_name((60, 130, 60)) == "green"
+
+
+def test_satellite_tiles_below_48_pixels_are_refused():
+    # at 32 px about one tile in twenty used to crash inside Pillow (a lot narrower than a pixel)
+    with pytest.raises(ValueError, match="at least 48 pixels, got 32"):
+        render_satellite(latent(), STYLE, 32, np.random.default_rng(0))

@@ -36,13 +36,13 @@ Progress = Callable[[str, int], Callable[[int], None]]
 
 
 # --------------------------------------------------------------------------------------------------
-# Short captions for the foundation (the synthetic captioners' short_caption)
+# Short captions for the foundation (captions.short_captions)
 
 
 def _short_caption_function() -> tuple[Callable[[Mapping[str, Any], np.random.Generator], str], str]:
-    """The pretraining world's short-caption writer (the synthetic captioners' ``short_caption``) and
+    """The pretraining world's short-caption writer (``captions.short_captions.short_caption``) and
     the version the foundation's key carries: ``CAPTIONER_VERSION`` (docs/identity.md)."""
-    from urbanln_bench.captions.synthetic_captioner import short_caption
+    from urbanln_bench.captions.short_captions import short_caption
     from urbanln_bench.captions.versions import CAPTIONER_VERSION
 
     return short_caption, f"synthetic-short-caption-{CAPTIONER_VERSION}"

@@ -5,6 +5,9 @@ one generator, with each persona's style and noise as data (``styles/*.toml``, d
 ``styles/README.md``). The personas are named after the paper's MLLMs and are labelled *simulated*
 everywhere. Captions are deterministic from (persona, image id, seed, caption index): each draws
 its own generator from a stable hash, so call order and process count never change them.
+
+The words come from ``grammar`` (entities, noun phrases, positions, verbs); this module adds the
+persona's noise and layout. The pretraining world's short captions are in ``short_captions``.
 """
 
 from __future__ import annotations
@@ -18,191 +21,25 @@ from typing import Any
 import numpy as np
 
 from urbanln_bench.captions import fidelity
-from urbanln_bench.captions.fidelity import CaptionTruth, plural
+from urbanln_bench.captions.fidelity import CaptionTruth
+from urbanln_bench.captions.grammar import (
+    COLOURS,
+    UNIQUE,
+    Entity,
+    article,
+    category_of,
+    definite,
+    entities_of,
+    entity_relations,
+    fill_template,
+    is_plural,
+    join_items,
+    noun_phrase,
+    verb_phrase,
+    where_phrase,
+)
 from urbanln_bench.captions.personas import Persona, PersonaStyle, load_persona
 from urbanln_bench.errors import UserError
-
-# -- from graph to describable entities ----------------------------------------------------------------
-
-_COLOURS = ("black", "dark grey", "grey", "light grey", "white", "red", "dark red", "brown", "orange", "beige",
-            "yellow", "green", "dark green", "blue", "light blue", "teal", "purple", "pink")
-_SIZE_SWAPS = {"tall": "low-rise", "low-rise": "tall", "mid-rise": "tall", "low": "tall", "large": "small",
-               "small": "large", "wide": "narrow", "narrow": "wide"}
-_SIZE_ORDER = ("tall", "mid-rise", "low-rise", "low", "large", "small", "wide", "narrow")
-_STATES = ("moving", "parked", "walking", "glowing")
-_USES = ("commercial", "residential", "industrial")
-_UNIQUE = {"sky": "the sky", "sea": "the sea"}
-_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-            "twelve")
-_CATEGORY = {
-    "buildings": ("house", "apartment building", "office building", "skyscraper", "warehouse", "factory", "shop",
-                  "roof", "chimney", "balcony", "window", "door", "garage door", "storage tank", "church",
-                  "stadium", "water tower", "parking garage"),
-    "transport": ("road", "car", "truck", "bus", "parking lot", "bridge", "lane marking", "crosswalk", "sidewalk",
-                  "footpath", "pedestrian", "traffic light", "bicycle lane", "bicycle", "motorcycle", "bus stop",
-                  "railway track", "roundabout", "food truck", "parking meter"),
-    "nature": ("tree", "park", "lawn", "field", "hedge", "sea", "river", "lake", "beach", "swimming pool", "sky",
-               "cloud", "palm tree", "fountain", "playground", "empty lot"),
-}
-_SMALL_AREA = 0.02
-
-
-def _category(name: str) -> str:
-    return next((c for c, names in _CATEGORY.items() if name in names), "details")
-
-
-@dataclass
-class Entity:
-    """All objects of one name in an image, as a caption talks about them."""
-
-    name: str
-    count: int
-    attributes: tuple[str, ...]
-    area: float  # share of the image covered by the union of boxes (approx.)
-    bbox: tuple[int, int, int, int]
-    ids: tuple[int, ...] = ()
-    hallucinated: bool = False
-
-    @property
-    def small(self) -> bool:
-        return self.area < _SMALL_AREA
-
-
-def entities_of(graph: Mapping[str, Any]) -> list[Entity]:
-    """Group a graph's objects by name (largest group first within a name; by area overall)."""
-    width, height = max(1, int(graph["width"])), max(1, int(graph["height"]))
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for obj in graph.get("objects", ()):
-        groups.setdefault(str(obj["name"]), []).append(obj)
-    out = []
-    for name, objs in groups.items():
-        areas = [max(0, o["bbox"][2] - o["bbox"][0]) * max(0, o["bbox"][3] - o["bbox"][1]) for o in objs]
-        biggest = objs[int(np.argmax(areas))]
-        out.append(Entity(
-            name=name, count=sum(int(o.get("count", 1)) for o in objs), attributes=tuple(biggest.get("attributes", ())),
-            area=min(1.0, sum(areas) / (width * height)), bbox=tuple(int(v) for v in biggest["bbox"]),  # type: ignore[arg-type]
-            ids=tuple(int(o["id"]) for o in objs),
-        ))
-    out.sort(key=lambda e: -e.area)
-    return out
-
-
-def _count_words(count: int, style: str, rng: np.random.Generator) -> str:
-    if style == "exact":
-        if count <= 12:
-            return _NUMBERS[count]
-        return "more than a dozen" if count < 25 else "dozens of"
-    if count == 2:
-        return str(rng.choice(["two", "a couple of"]))
-    if count <= 5:
-        return str(rng.choice(["a few", "several"]))
-    return str(rng.choice(["many", "numerous", "lots of"]))
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
-def _adjectives(entity: Entity, max_attributes: int, *, keep_states: bool) -> list[str]:
-    attrs = [a for a in entity.attributes if a not in _USES and (keep_states or a not in _STATES)]
-    attrs.sort(key=lambda a: (0 if a in _SIZE_ORDER else 1 if a in _COLOURS else 2))
-    return attrs[:max_attributes]
-
-
-def noun_phrase(entity: Entity, style: PersonaStyle, rng: np.random.Generator, *, keep_states: bool = True,
-                max_attributes: int | None = None) -> str:
-    """'six parked cars', 'a tall dark grey office building', 'the sky' (count and attributes from the graph)."""
-    limit = style.max_attributes if max_attributes is None else max_attributes
-    adjectives = " ".join(_adjectives(entity, limit, keep_states=keep_states))
-    name = entity.name
-    if name in _UNIQUE:
-        return f"the {adjectives} {name}".replace("  ", " ") if adjectives else _UNIQUE[name]
-    if name in fidelity.UNCOUNTABLE:
-        lead = "some" if name != "string lights" else str(rng.choice(["some", "a row of"]))
-        return f"{lead} {adjectives} {name}".replace("  ", " ")
-    head = f"{adjectives} " if adjectives else ""
-    if entity.count == 1:
-        return f"{_article(head or name)} {head}{name}"
-    return f"{_count_words(entity.count, style.count_style, rng)} {head}{plural(name)}"
-
-
-def _is_plural(entity: Entity) -> bool:
-    return entity.name not in _UNIQUE and (entity.count > 1 or entity.name == "string lights")
-
-
-def _definite(entity: Entity) -> str:
-    return f"the {plural(entity.name) if _is_plural(entity) else entity.name}"
-
-
-def where_phrase(entity: Entity, graph: Mapping[str, Any]) -> str:
-    """Position words from the bounding box ('in the upper left', 'across the image', 'on the right')."""
-    width, height = max(1, int(graph["width"])), max(1, int(graph["height"]))
-    x0, y0, x1, y1 = entity.bbox
-    if (x1 - x0) > 0.8 * width:
-        return "across the image" if graph.get("kind") == "satellite" else "across the view"
-    cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
-    horizontal = "left" if cx < 0.36 else "right" if cx > 0.64 else ""
-    if graph.get("kind") == "satellite":
-        vertical = "upper" if cy < 0.36 else "lower" if cy > 0.64 else ""
-        if vertical and horizontal:
-            return f"in the {vertical} {horizontal} part of the image"
-        if vertical or horizontal:
-            return f"on the {horizontal} side" if horizontal else f"in the {vertical} part of the image"
-        return "near the centre of the image"
-    if cy > 0.7:
-        return f"in the foreground on the {horizontal}" if horizontal else "in the foreground"
-    if cy < 0.3:
-        return "high up in the frame"
-    return f"on the {horizontal} side" if horizontal else "in the middle of the view"
-
-
-# predicate -> (subject state or category) -> verb frames; {be}/{3s} conjugated by number
-_VERBS: dict[str, dict[str, tuple[str, ...]]] = {
-    "on": {"moving": ("{be} driving on", "{be} travelling along"), "parked": ("{be} parked on",),
-           "walking": ("{be} walking on", "stroll{3s} along"), "sign": ("{be} mounted on", "hang{3s} on"),
-           "": ("{be} on", "{be} set on")},
-    "along": {"parked": ("{be} parked along", "{be} lined up along"), "moving": ("{be} moving along",),
-              "": ("{be} arranged along", "{be} lined up along", "run{3s} along")},
-    "next to": {"": ("stand{3s} next to", "{be} located next to", "{be} right beside")},
-    "above": {"": ("hang{3s} above", "{be} above")},
-    "in": {"cloud": ("{be} scattered across",), "footpath": ("wind{3s} through",), "": ("{be} in",)},
-    "over": {"": ("cross{3s}", "span{3s}")},
-    "part of": {"": ("{be} part of",)},
-    "in front of": {"": ("stand{3s} in front of", "{be} in front of")},
-    "behind": {"": ("rise{3s} behind", "{be} behind")},
-    "near": {"": ("{be} near", "stand{3s} close to")},
-}
-
-
-def _verb(predicate: str, subject: Entity, rng: np.random.Generator) -> str:
-    table = _VERBS.get(predicate, {"": (f"{{be}} {predicate}",)})
-    key = next((s for s in _STATES if s in subject.attributes and s in table), "")
-    if not key and subject.name in table:
-        key = subject.name
-    if not key and subject.name.endswith("sign") and "sign" in table:
-        key = "sign"
-    frame = str(rng.choice(table[key]))
-    many = _is_plural(subject)
-    return frame.replace("{be}", "are" if many else "is").replace("{3s}", "" if many else "s")
-
-
-def _fill(template: str, **slots: str) -> str:
-    """Fill ``{slot}`` and ``{Slot}`` (capitalised) placeholders; then tidy spaces and capitalise."""
-    def sub(match: re.Match[str]) -> str:
-        key = match.group(1)
-        value = slots.get(key.lower(), "")
-        return value[:1].upper() + value[1:] if key[:1].isupper() else value
-
-    text = re.sub(r"\{(\w+)\}", sub, template)
-    text = re.sub(r"\s+", " ", text).replace(" ,", ",").replace(" .", ".").strip()
-    return text[:1].upper() + text[1:]
-
-
-def join_items(items: Sequence[str]) -> str:
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
 
 # -- the generator ------------------------------------------------------------------------------------
 
@@ -311,15 +148,15 @@ class SyntheticCaptioner:
         rest = [e for e in salience if e not in opener_entities]
         summary = join_items([noun_phrase(e, style, rng, max_attributes=1) for e in opener_entities]) \
             or "few distinguishable features"
-        opener = _Sentence(_fill(str(rng.choice(style.openers(kind))), summary=summary), "opener",
+        opener = _Sentence(fill_template(str(rng.choice(style.openers(kind))), summary=summary), "opener",
                            frozenset(e.name for e in opener_entities))
         body: list[_Sentence] = []
         if style.layout == "list" and rest:
             listed, rest = rest[:5], rest[5:]
             items = join_items([noun_phrase(e, style, rng) for e in listed])
-            body.append(_Sentence(_fill(str(rng.choice(style.list_templates)), items=items), "list",
+            body.append(_Sentence(fill_template(str(rng.choice(style.list_templates)), items=items), "list",
                                   frozenset(e.name for e in listed)))
-        relations = _entity_relations(graph, {e.name: e for e in kept})
+        relations = entity_relations(graph, {e.name: e for e in kept})
         for entity in rest:
             body.append(self._entity_sentence(entity, relations, graph, rng))
         for fake in fakes:
@@ -342,8 +179,8 @@ class SyntheticCaptioner:
         tail: list[_Sentence] = []
         if claim is not None:
             phrase = str(rng.choice(fidelity.DISTRICT_PHRASES[claim]))
-            tail.append(_Sentence(_fill(str(rng.choice(style.knowledge_templates)),
-                                        district=f"{_article(phrase)} {phrase}"), "knowledge"))
+            tail.append(_Sentence(fill_template(str(rng.choice(style.knowledge_templates)),
+                                                district=f"{article(phrase)} {phrase}"), "knowledge"))
         tail.append(_Sentence(str(rng.choice(style.closers)), "closer"))
         # 6. length: trim random body sentences, or pad with view remarks, then filler
         target = int(rng.integers(persona.length.min_words, persona.length.max_words + 1))
@@ -379,18 +216,18 @@ class SyntheticCaptioner:
         where = where_phrase(entity, graph)
         if options and rng.random() < relation_chance:
             predicate, other = options[int(rng.integers(0, len(options)))]
-            text = _fill(str(rng.choice(style.relation_templates)),
-                         subject=noun_phrase(entity, style, rng, keep_states=False),
-                         verb=_verb(predicate, entity, rng), object=_definite(other), where=where,
-                         be="are" if _is_plural(entity) else "is")
-            return _Sentence(text, "body", frozenset({entity.name, other.name}), _category(entity.name))
-        text = _fill(str(rng.choice(style.entity_templates)), phrase=noun_phrase(entity, style, rng),
-                     be="are" if _is_plural(entity) else "is", where=where)
-        return _Sentence(text, "body", frozenset({entity.name}), _category(entity.name))
+            text = fill_template(str(rng.choice(style.relation_templates)),
+                                 subject=noun_phrase(entity, style, rng, keep_states=False),
+                                 verb=verb_phrase(predicate, entity, rng), object=definite(other), where=where,
+                                 be="are" if is_plural(entity) else "is")
+            return _Sentence(text, "body", frozenset({entity.name, other.name}), category_of(entity.name))
+        text = fill_template(str(rng.choice(style.entity_templates)), phrase=noun_phrase(entity, style, rng),
+                             be="are" if is_plural(entity) else "is", where=where)
+        return _Sentence(text, "body", frozenset({entity.name}), category_of(entity.name))
 
     def _fake_sentence(self, fake: Entity, kept: Sequence[Entity], graph: Mapping[str, Any],
                        rng: np.random.Generator) -> _Sentence:
-        anchors = [e for e in kept if e.name not in _UNIQUE and e.name not in fidelity.UNCOUNTABLE]
+        anchors = [e for e in kept if e.name not in UNIQUE and e.name not in fidelity.UNCOUNTABLE]
         if anchors and rng.random() < 0.5:
             anchor = anchors[int(rng.integers(0, len(anchors)))]
             return self._entity_sentence(fake, {fake.name: [("near", anchor)]}, graph, rng, relation_chance=1.0)
@@ -415,11 +252,11 @@ class SyntheticCaptioner:
 
 def _elaboration(entity: Entity, graph: Mapping[str, Any], rng: np.random.Generator) -> _Sentence:
     """A second, plain sentence about a kind's position: padding that adds no new claim."""
-    verb = "are" if _is_plural(entity) else "is"
+    verb = "are" if is_plural(entity) else "is"
     where = where_phrase(entity, graph)
-    text = _fill(str(rng.choice(["{The} {be} mostly {where}.", "{The} {be} found {where}.",
-                                 "Most of {the} {be} {where}."])), the=_definite(entity), be=verb, where=where)
-    return _Sentence(text, "remark", frozenset({entity.name}), _category(entity.name))
+    text = fill_template(str(rng.choice(["{The} {be} mostly {where}.", "{The} {be} found {where}.",
+                                         "Most of {the} {be} {where}."])), the=definite(entity), be=verb, where=where)
+    return _Sentence(text, "remark", frozenset({entity.name}), category_of(entity.name))
 
 
 def _pick(pool: Sequence[str], k: int, rng: np.random.Generator) -> list[str]:
@@ -429,14 +266,18 @@ def _pick(pool: Sequence[str], k: int, rng: np.random.Generator) -> list[str]:
     return [pool[int(i)] for i in order[: min(k, len(pool))]]
 
 
+_SIZE_SWAPS = {"tall": "low-rise", "low-rise": "tall", "mid-rise": "tall", "low": "tall", "large": "small",
+               "small": "large", "wide": "narrow", "narrow": "wide"}
+
+
 def _corrupt_attribute(entity: Entity, rng: np.random.Generator) -> tuple[Entity, str] | None:
     attrs = list(entity.attributes)
-    candidates = [i for i, a in enumerate(attrs) if a in _COLOURS or a in _SIZE_SWAPS]
+    candidates = [i for i, a in enumerate(attrs) if a in COLOURS or a in _SIZE_SWAPS]
     if not candidates:
         return None
     i = candidates[int(rng.integers(0, len(candidates)))]
     old = attrs[i]
-    new = _SIZE_SWAPS[old] if old in _SIZE_SWAPS else str(rng.choice([c for c in _COLOURS if c != old]))
+    new = _SIZE_SWAPS[old] if old in _SIZE_SWAPS else str(rng.choice([c for c in COLOURS if c != old]))
     attrs[i] = new
     return replace(entity, attributes=tuple(attrs)), f"{entity.name}: {old} -> {new}"
 
@@ -451,7 +292,7 @@ FAKE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 def _hallucinate(kind: str, present: set[str], n: int, from_scene: float, graph: Mapping[str, Any],
                  rng: np.random.Generator) -> list[Entity]:
     """``n`` absent kinds: other twin scenes' objects, or plausible things the twins never draw."""
-    scene_pool = [v for v in fidelity.SCENE_VOCABULARY.get(kind, ()) if v not in present and v not in _UNIQUE]
+    scene_pool = [v for v in fidelity.SCENE_VOCABULARY.get(kind, ()) if v not in present and v not in UNIQUE]
     absent_pool = [v for v in fidelity.PLAUSIBLE_ABSENT.get(kind, ()) if v not in present]
     width, height = int(graph["width"]), int(graph["height"])
     out: list[Entity] = []
@@ -465,20 +306,6 @@ def _hallucinate(kind: str, present: set[str], n: int, from_scene: float, graph:
         count = 1 if rng.random() < 0.6 else int(rng.integers(2, 5))
         attributes = FAKE_ATTRIBUTES.get(name, ()) if rng.random() < 0.7 else ()
         out.append(Entity(name, count, attributes, 0.01, (x0, y0, x0 + 8, y0 + 8), hallucinated=True))
-    return out
-
-
-def _entity_relations(graph: Mapping[str, Any], kept: Mapping[str, Entity]) -> dict[str, list[tuple[str, Entity]]]:
-    """Name-level relations between kept kinds: subject name -> [(predicate, object entity)], deduplicated."""
-    by_id = {int(o["id"]): str(o["name"]) for o in graph.get("objects", ())}
-    out: dict[str, list[tuple[str, Entity]]] = {}
-    seen: set[tuple[str, str, str]] = set()
-    for relation in graph.get("relations", ()):
-        subject, obj = by_id.get(int(relation["subject"])), by_id.get(int(relation["object"]))
-        predicate = str(relation["predicate"])
-        if subject in kept and obj in kept and subject != obj and (subject, predicate, obj) not in seen:
-            seen.add((subject, predicate, obj))
-            out.setdefault(subject, []).append((predicate, kept[obj]))
     return out
 
 
@@ -519,7 +346,7 @@ def _region_caption(persona: Persona, graph: Mapping[str, Any], box: Sequence[fl
     phrases = [noun_phrase(e, style, rng, max_attributes=1) for e in kept[:3]]
     template = str(rng.choice(style.region_templates)) if len(phrases) > 1 else "{items}"
     while True:
-        text = _fill(template, items=join_items(phrases), first=phrases[0], rest=join_items(phrases[1:])) + "."
+        text = fill_template(template, items=join_items(phrases), first=phrases[0], rest=join_items(phrases[1:])) + "."
         if len(text.split()) <= 20 or len(phrases) == 1:
             return " ".join(text.split()[:20]).rstrip(",") if len(text.split()) > 20 else text
         phrases.pop()
@@ -578,8 +405,8 @@ def merge_details(overall: str, local_details: Sequence[str], detail_templates: 
             groups.append([phrase])
     for group in groups:
         many = len(group) > 1 or not re.match(r"(a|an|one|the)\b", group[0])
-        added.append(_fill(str(rng.choice(list(detail_templates))), details=join_items(group),
-                           be="are" if many else "is"))
+        added.append(fill_template(str(rng.choice(list(detail_templates))), details=join_items(group),
+                                   be="are" if many else "is"))
     added += [s[:1].upper() + s[1:] for s in sentences]
     if not added:
         return base
@@ -587,54 +414,3 @@ def merge_details(overall: str, local_details: Sequence[str], detail_templates: 
     if len(parts) >= 3:
         return " ".join(parts[:-1] + added + parts[-1:])
     return " ".join([base, *added]) if base else " ".join(added)
-
-
-# -- short captions for the pretraining world ----------------------------------------------------------
-
-_SHORT_OPENERS = {
-    "satellite": ("An aerial view of {items}.", "A satellite image of {items}.", "Top-down view of {items}."),
-    "streetview": ("A city street with {items}.", "A street-level view of {items}.", "An urban scene with {items}."),
-}
-_EXACT = PersonaStyle(
-    layout="paragraph", count_style="exact", max_attributes=1, connector_rate=0.0, openers_satellite=("",),
-    openers_streetview=("",), list_templates=("",), entity_templates=("",), relation_templates=("",),
-    connectors=("",), knowledge_templates=("",), filler=("",), remarks_satellite=("",), remarks_streetview=("",),
-    closers=("",), region_templates=("",), detail_templates=("",),
-)
-
-
-def short_caption(graph: Mapping[str, Any], rng: np.random.Generator, max_tokens: int = 77) -> str:
-    """A truthful one-or-two-sentence caption within CLIP's 77 tokens (pretraining-world CLIP text).
-
-    Conventional CLIP pretraining text: short, accurate, no persona noise. The token budget is
-    checked with open_clip's tokenizer when it is installed, else with a conservative word bound.
-    """
-    kind = str(graph.get("kind", "satellite"))
-    entities = entities_of(graph)
-    if not entities:
-        return "An aerial view of open ground." if kind == "satellite" else "An empty street-level view."
-    ranked = sorted(entities, key=lambda e: -e.area * rng.uniform(0.6, 1.4))
-    template = str(rng.choice(_SHORT_OPENERS.get(kind, _SHORT_OPENERS["satellite"])))
-    phrases = [noun_phrase(e, _EXACT, rng) for e in ranked[:5]]
-    relations = _entity_relations(graph, {e.name: e for e in ranked[:5]})
-    second = ""
-    subject = next((e for e in ranked[:5] if relations.get(e.name)), None)
-    if subject is not None and rng.random() < 0.6:
-        predicate, other = relations[subject.name][0]
-        second = " " + _fill("{Subject} {verb} {object}.", subject=noun_phrase(subject, _EXACT, rng, keep_states=False),
-                             verb=_verb(predicate, subject, rng), object=_definite(other))
-    while True:
-        text = _fill(template, items=join_items(phrases)) + second
-        if _fits(text, max_tokens) or (len(phrases) == 1 and not second):
-            return text
-        if second:
-            second = ""
-        else:
-            phrases.pop()
-
-
-def _fits(text: str, max_tokens: int) -> bool:
-    try:
-        return fidelity.clip_token_length(text) <= max_tokens
-    except ImportError:
-        return 2 * len(text.split()) + 2 <= max_tokens

@@ -16,7 +16,8 @@ import json
 import tomllib
 from importlib import resources
 
-# The simulated MLLM captioners (synthetic_captioner): long captions, local captions, short captions.
+# The simulated MLLM captioners (synthetic_captioner, grammar, short_captions): long captions, local
+# captions, and the pretraining world's short captions.
 CAPTIONER_VERSION = 1
 # The data-level pipeline: segmentation, maximal rectangles, phrase extraction, refinement, CAPTURE
 # consensus, and the caption files it writes.
