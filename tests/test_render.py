@@ -172,8 +172,10 @@ def test_land_use_changes_building_kinds() -> None:
 
 def test_city_styles_parse_and_differ() -> None:
     from urbanln_bench.specs import get_city, pretraining_world
+    from urbanln_bench.synth.style import city_style
 
-    styles = [get_city(name).style for name in ("NY", "BJ", "SH", "SZ")] + [c.style for c in pretraining_world()]
+    cities = [get_city(name) for name in ("NY", "BJ", "SH", "SZ")] + pretraining_world()
+    styles = [city_style(c) for c in cities]
     assert len({s.name for s in styles}) == len(styles)
     assert len({(s.ground, s.road, s.street_width) for s in styles}) == len(styles)
     images = {

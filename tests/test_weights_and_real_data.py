@@ -65,3 +65,21 @@ def test_data_root_environment_variable(city_dir: Path, tmp_path: Path):
                  "--seeds", "0", "--results", str(tmp_path / "results"), env=env)
     assert result.returncode == 0, result.stderr
     assert next((tmp_path / "results").rglob("*.json")).relative_to(tmp_path / "results").parts[0].startswith("real-")
+
+
+def test_a_real_data_city_file_needs_no_twin_tables(tmp_path: Path):
+    """A city file with only catalogue facts runs on its data folder; asked for a twin, it says what is missing."""
+    from conftest import write_city_dir
+
+    city_file = tmp_path / "Metro.toml"
+    city_file.write_text('name = "Metro"\nfull_name = "Metro (real data)"\ntasks = ["Pop", "Crime"]\nimagery = ["SI", "SV"]\n')
+    data = write_city_dir(tmp_path / "Metro", city="Metro")
+    result = cli("run", "--method", "color-histogram", "--city-file", str(city_file), "--data-root", str(data),
+                 "--task", "Pop", "--imagery", "SI", "--seeds", "0", "--results", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stderr
+    [path] = list((tmp_path / "results").rglob("*.json"))
+    assert json.loads(path.read_text())["cell"]["id"] == "Metro/Pop/SI"
+    result = cli("run", "--method", "color-histogram", "--city-file", str(city_file), "--task", "Pop",
+                 "--imagery", "SI", "--seeds", "0", "--results", str(tmp_path / "results"))
+    assert result.returncode == 2
+    assert "Metro.toml: no [geo] table, so city 'Metro' has no synthetic twin; give its data with --data-root" in result.stderr

@@ -650,7 +650,10 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        _console().print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        from rich.markup import escape
+
+        # escaped: messages name TOML tables ("[twin]") and lists that rich would read as markup
+        _console().print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _console().print("[red]interrupted[/red]")

@@ -1,8 +1,11 @@
 """City and task files: the declarative catalogue (docs/architecture.md#core-concepts, paper Table 5).
 
-A city file (``cities/NY.toml``) declares the region grid, imagery, tasks and labelled counts of the
-paper's Table 5, and the parameters of its synthetic twin; a task file (``tasks/Pop.toml``) declares
-the indicator, unit, transform, source and how a twin generates it. Users add their own with
+A city file (``cities/NY.toml``) declares the imagery, tasks and labelled counts of the paper's Table 5;
+a task file (``tasks/Pop.toml``) declares the indicator, unit, transform and source. The tables that
+only a synthetic twin needs (a city's ``[geo]`` grid, ``[twin]`` and ``[style]``, a task's ``[twin]``)
+are optional: this module keeps ``[twin]`` and ``[style]`` as plain tables and ``urbanln_bench.synth``
+parses them (``synth/sections.py``), so the catalogue knows nothing of twins and a real-data city needs
+none of them. Users add their own with
 ``--city-file PATH`` or by dropping files into ``$URBANLN_BENCH_HOME/cities`` (default
 ``~/.config/urbanln-bench/cities``); entry points in group ``urbanln_bench.cities`` /
 ``urbanln_bench.tasks`` may name a file path too.
@@ -16,13 +19,11 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from urbanln_bench.errors import SpecError
 from urbanln_bench.registry import Registry, suggest
 from urbanln_bench.strict import from_mapping
-from urbanln_bench.synth.fields import TwinParams
-from urbanln_bench.synth.indicators import IndicatorModel
-from urbanln_bench.synth.style import CityStyle
 
 IMAGERY = ("SV", "SI")
 AUX_MODALITIES = ("poi_counts", "mobility")
@@ -37,7 +38,7 @@ class TaskSpec:
     full_name: str
     unit: str
     source: str
-    twin: IndicatorModel
+    twin: dict[str, Any] | None = None  # the [twin] table: how a twin draws the label (synth/sections.py)
     transform: str = "log1p"  # the paper's target: ln(y + 1)
     derived_from_aux: str = ""  # an auxiliary modality the label is computed from ("" = none)
     source_file: str = ""
@@ -79,14 +80,14 @@ class GeoGrid:
 
 @dataclass(frozen=True)
 class CitySpec:
-    """One city: catalogue facts plus the parameters of its synthetic twin."""
+    """One city: catalogue facts, plus (optional) the grid and tables of its synthetic twin."""
 
     name: str
     full_name: str
     tasks: tuple[str, ...]
-    geo: GeoGrid
-    twin: TwinParams
-    style: CityStyle
+    geo: GeoGrid | None = None  # the region grid a twin places its regions on
+    twin: dict[str, Any] | None = None  # the [twin] table (seed, centres, coast, ...): synth/sections.py
+    style: dict[str, Any] | None = None  # the [style] table (palette, drawing rules): synth/sections.py
     kind: str = "benchmark"
     imagery: tuple[str, ...] = IMAGERY
     aux: tuple[str, ...] = ("poi_counts",)
@@ -112,14 +113,10 @@ class CitySpec:
             for task in self.paper.labelled:
                 if task not in self.tasks:
                     raise ValueError(f"paper.labelled names task '{task}' that is not in tasks")
-        for scale_name, cap in self.max_street_views.items():
-            from urbanln_bench.synth.scales import SCALES
-
-            if scale_name not in SCALES:
-                raise ValueError(f"max_street_views names unknown scale '{scale_name}'; known: {', '.join(SCALES)}")
+        for scale_name, cap in self.max_street_views.items():  # scale names are checked by synth/sections.py
             if cap < 1:
                 raise ValueError(f"max_street_views.{scale_name} must be at least 1, got {cap}")
-        if self.n_regions > self.geo.rows * self.geo.cols:
+        if self.geo is not None and self.n_regions > self.geo.rows * self.geo.cols:
             raise ValueError(
                 f"{self.n_regions} regions do not fit a {self.geo.rows}×{self.geo.cols} grid"
             )
@@ -130,7 +127,7 @@ class CitySpec:
             return self.regions
         if self.paper is not None:
             return self.paper.regions
-        return self.geo.rows * self.geo.cols
+        return self.geo.rows * self.geo.cols if self.geo is not None else 0
 
     @property
     def mean_street_views(self) -> float:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from urbanln_bench.errors import SpecError
+from urbanln_bench.strict import from_mapping
 from urbanln_bench.synth import libm
 from urbanln_bench.synth.latents import LATENT_NAMES
 
@@ -52,7 +53,7 @@ def logit(x):
     return _logit(x)
 
 if TYPE_CHECKING:
-    from urbanln_bench.specs import CitySpec
+    from urbanln_bench.specs import CitySpec, GeoGrid
 
 COAST_SIDES = ("none", "north", "south", "east", "west")
 
@@ -174,6 +175,30 @@ class TwinParams:
             raise ValueError(f"mobility_decay must be positive, got {self.mobility_decay}")
 
 
+def no_twin_error(spec: CitySpec, table: str) -> SpecError:
+    """The error for a city file without a table that only a twin needs (a real-data city)."""
+    return SpecError(f"{spec.source_file or spec.name}: no [{table}] table, so city '{spec.name}' has no synthetic "
+                     f"twin; give its data with --data-root PATH or $URBANLN_BENCH_DATA_ROOT/{spec.name}")
+
+
+def twin_params(spec: CitySpec) -> TwinParams:
+    """The city file's ``[twin]`` table as :class:`TwinParams`, checked like the rest of the file.
+
+    ``specs`` keeps the table as plain TOML (the catalogue knows nothing of twins); the twin parses it
+    here, where the type lives (docs/architecture.md#core-concepts).
+    """
+    if spec.twin is None:
+        raise no_twin_error(spec, "twin")
+    return from_mapping(TwinParams, spec.twin, f"{spec.source_file or spec.name}.twin")
+
+
+def city_grid(spec: CitySpec) -> GeoGrid:
+    """The city file's ``[geo]`` grid, on which a twin places its regions."""
+    if spec.geo is None:
+        raise no_twin_error(spec, "geo")
+    return spec.geo
+
+
 def _rng(seed: int, stream: int, k: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, stream, k])
 
@@ -263,9 +288,10 @@ def _outline_score(params: TwinParams, rows: int, cols: int) -> np.ndarray:
 
 
 def _city_mask_and_order(spec: CitySpec) -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = spec.geo.rows, spec.geo.cols
+    rows, cols = city_grid(spec).rows, city_grid(spec).cols
     n = spec.n_regions
-    sea = _sea_mask(spec.twin, rows, cols)
+    params = twin_params(spec)
+    sea = _sea_mask(params, rows, cols)
     land = int((~sea).sum())
     if n > land:
         raise SpecError(
@@ -273,7 +299,7 @@ def _city_mask_and_order(spec: CitySpec) -> tuple[np.ndarray, np.ndarray]:
             f"{rows}×{cols} grid but the city needs {n} regions; enlarge [geo] rows/cols or shrink "
             "[twin] coast.extent"
         )
-    score = _outline_score(spec.twin, rows, cols)
+    score = _outline_score(params, rows, cols)
     score = np.where(sea, -np.inf, score).ravel()
     chosen = np.sort(np.argsort(-score, kind="stable")[:n])  # row-major order
     mask = np.zeros(rows * cols, dtype=bool)
@@ -288,7 +314,7 @@ def city_cells(spec: CitySpec) -> np.ndarray:
     sea) are kept, so the count is exact at any scale and the city stays compact.
     """
     _, chosen = _city_mask_and_order(spec)
-    return np.stack(np.divmod(chosen, spec.geo.cols), axis=1).astype(np.int64)
+    return np.stack(np.divmod(chosen, city_grid(spec).cols), axis=1).astype(np.int64)
 
 
 def _standardise(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -306,8 +332,8 @@ def generate_latents(spec: CitySpec) -> np.ndarray:
     Rows align with :func:`city_cells`; columns follow ``LATENT_NAMES``. See the module docstring
     for how each latent is built.
     """
-    p: TwinParams = spec.twin
-    rows, cols = spec.geo.rows, spec.geo.cols
+    p = twin_params(spec)
+    rows, cols = city_grid(spec).rows, city_grid(spec).cols
     mask, _ = _city_mask_and_order(spec)
     shape = (rows, cols)
     sigma = p.correlation_length

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from urbanln_bench.errors import SpecError
+from urbanln_bench.strict import from_mapping
 from urbanln_bench.synth import libm
 from urbanln_bench.synth.auxiliary import (
     POI_CATEGORIES,
@@ -40,6 +41,7 @@ from urbanln_bench.synth.auxiliary import (
     simulate_mobility,
     simulate_poi_counts,
 )
+from urbanln_bench.synth.fields import twin_params
 from urbanln_bench.synth.latents import LATENT_NAMES
 
 
@@ -118,6 +120,13 @@ class IndicatorModel:
         for i, (a, b, _) in enumerate(self.interactions):
             _check_latent(a, f"interactions[{i}]")
             _check_latent(b, f"interactions[{i}]")
+
+
+def indicator_model(task: TaskSpec) -> IndicatorModel:
+    """The task file's ``[twin]`` table as :class:`IndicatorModel` (how a twin draws the label)."""
+    if task.twin is None:
+        raise SpecError(f"{task.source_file or task.name}: no [twin] table, so a twin cannot draw task '{task.name}'")
+    return from_mapping(IndicatorModel, task.twin, f"{task.source_file or task.name}.twin")
 
 
 def _column(latents: np.ndarray, name: str) -> np.ndarray:
@@ -206,9 +215,9 @@ def label_mask(spec: CitySpec, task: TaskSpec, latents: np.ndarray) -> np.ndarra
     """Which regions carry a label: exactly round(share·n), sparser in thin and watery regions."""
     n = latents.shape[0]
     k = int(round(spec.labelled_share(task.name) * n))
-    rng = np.random.default_rng([spec.twin.seed, _MISSING_STREAM, _task_key(task.name)])
+    rng = np.random.default_rng([twin_params(spec).seed, _MISSING_STREAM, _task_key(task.name)])
     score = rng.gumbel(size=n)
-    for name, weight in task.twin.label_propensity.items():
+    for name, weight in indicator_model(task).label_propensity.items():
         score += weight * _column(latents, name)
     mask = np.zeros(n, dtype=bool)
     mask[np.argsort(-score, kind="stable")[:k]] = True
@@ -232,19 +241,21 @@ def simulate_twin_tables(
 ) -> TwinTables:
     """Indicators, their conditional moments, POI counts and (where the city has them) mobility flows.
 
-    Deterministic in (``spec.twin.seed``, task name); the order of ``tasks`` does not matter.
+    Deterministic in (the ``[twin]`` seed, task name); the order of ``tasks`` does not matter.
     """
     if latents.shape != (len(cells), len(LATENT_NAMES)):
         raise ValueError(f"latents of shape {latents.shape} do not match {len(cells)} cells")
     where = spec.source_file or spec.name
-    seed = spec.twin.seed
+    params = twin_params(spec)
+    seed = params.seed
     poi_counts = simulate_poi_counts(latents, seed)
     indicators: dict[str, np.ndarray] = {}
     log_means: dict[str, np.ndarray] = {}
     log_variances: dict[str, np.ndarray] = {}
     for task in tasks:
+        model = indicator_model(task)
         if task.derived_from_aux == "poi_counts":
-            if task.twin.weights or task.twin.interactions:
+            if model.weights or model.interactions:
                 raise SpecError(
                     f"{task.source_file or task.name}: [twin] weights/interactions are ignored for a task "
                     "derived from poi_counts (its label is the POI total); remove them"
@@ -257,16 +268,16 @@ def simulate_twin_tables(
                 "cannot turn into a label; only 'poi_counts' is supported"
             )
         else:
-            eta = linear_predictor(task.twin, latents)
+            eta = linear_predictor(model, latents)
             rng = np.random.default_rng([seed, _NOISE_STREAM, _task_key(task.name)])
-            values = sample_indicator(task.twin, eta, rng)
-            log_means[task.name], log_variances[task.name] = conditional_log_moments(task.twin, eta)
+            values = sample_indicator(model, eta, rng)
+            log_means[task.name], log_variances[task.name] = conditional_log_moments(model, eta)
         values = np.where(label_mask(spec, task, latents), values, np.nan)
         indicators[task.name] = values
     mobility = None
     if "mobility" in spec.aux:
         mobility = simulate_mobility(
-            latents, cells, seed, spec.twin.mobility_decay, spec.twin.mobility_trips_per_region
+            latents, cells, seed, params.mobility_decay, params.mobility_trips_per_region
         )
     return TwinTables(
         indicators=indicators,

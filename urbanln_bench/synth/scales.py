@@ -34,8 +34,11 @@ SCALES: dict[str, Scale] = {
 }
 
 
-def get_scale(name: str) -> Scale:
+def get_scale(name: str, where: str = "") -> Scale:
+    """The scale named ``name``; a UserError (prefixed with ``where``, e.g. a file) for an unknown name."""
     try:
         return SCALES[name]
     except KeyError:
-        raise UserError(f"unknown scale '{name}'{suggest(name, list(SCALES))}; known: {', '.join(SCALES)}") from None
+        prefix = f"{where} names " if where else ""
+        raise UserError(f"{prefix}unknown scale '{name}'{suggest(name, list(SCALES))}; "
+                        f"known: {', '.join(SCALES)}") from None

@@ -11,6 +11,12 @@ different land uses deliberately share some hues, so colour alone does not give 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from urbanln_bench.strict import from_mapping
+
+if TYPE_CHECKING:
+    from urbanln_bench.specs import CitySpec
 
 RGB = tuple[int, int, int]
 LANE_MARKING_STYLES: tuple[str, ...] = ("dashed", "solid", "double", "none")
@@ -98,3 +104,8 @@ class CityStyle:
                     raise ValueError(f"{field_name}: colour {colour} must be three channels in 0–255")
         if self.colour_jitter < 0:
             raise ValueError(f"colour_jitter must be >= 0, got {self.colour_jitter}")
+
+
+def city_style(spec: CitySpec) -> CityStyle:
+    """The city file's ``[style]`` table as :class:`CityStyle` (every key optional: defaults above)."""
+    return from_mapping(CityStyle, spec.style or {}, f"{spec.source_file or spec.name}.style")

@@ -24,8 +24,11 @@ from urbanln_bench.data import layout
 from urbanln_bench.data.manifest import write_manifest
 from urbanln_bench.specs import CitySpec, get_task
 from urbanln_bench.synth import libm
+from urbanln_bench.synth.fields import city_grid, twin_params
+from urbanln_bench.synth.indicators import indicator_model
 from urbanln_bench.synth.latents import LATENT_NAMES
 from urbanln_bench.synth.scales import Scale, get_scale
+from urbanln_bench.synth.style import city_style
 
 Progress = Callable[[int], None]
 
@@ -70,22 +73,41 @@ def twin_content_digest(root: Path) -> str:
 
 
 def with_seed(spec: CitySpec, seed: int | None) -> CitySpec:
-    if seed is None or seed == spec.twin.seed:
+    """``spec`` with its twin drawn from another seed (``--twin-seed``)."""
+    if seed is None or seed == twin_params(spec).seed:
         return spec
-    return dataclasses.replace(spec, twin=dataclasses.replace(spec.twin, seed=seed))
+    return dataclasses.replace(spec, twin={**(spec.twin or {}), "seed": seed})
+
+
+def check_twin_tables(spec: CitySpec) -> None:
+    """Parse every table a twin of ``spec`` needs (the city's ``[geo]``, ``[twin]``, ``[style]``, each
+    task's ``[twin]``), so a typo or a real-data city fails before anything is rendered."""
+    city_grid(spec)
+    twin_params(spec)
+    city_style(spec)
+    for name in spec.tasks:
+        indicator_model(get_task(name))
+    for scale_name in spec.max_street_views:
+        get_scale(scale_name, where=f"{spec.source_file or spec.name}: max_street_views")
+
+
+def _task_hash_input(name: str) -> dict:
+    """A task as it enters a twin's key: its fields with ``[twin]`` resolved to the full model (defaults
+    spelled out), so a file that writes a default gives the same key as one that leaves it out."""
+    task = get_task(name)
+    data = dataclasses.asdict(task)
+    data.pop("source_file", None)
+    data["twin"] = dataclasses.asdict(indicator_model(task))
+    return data
 
 
 def twin_config(spec: CitySpec, scale: Scale) -> dict:
     """Everything that determines a twin's bytes."""
-    tasks = {}
-    for name in spec.tasks:
-        task = dataclasses.asdict(get_task(name))
-        task.pop("source_file", None)
-        tasks[name] = config_hash(task)
+    tasks = {name: config_hash(_task_hash_input(name)) for name in spec.tasks}
     return {
         "city": spec.name,
         "city_file_sha256": spec.digest,
-        "seed": spec.twin.seed,
+        "seed": twin_params(spec).seed,
         "scale": scale.name,
         "tasks": tasks,
         "generator": generator_identity(),
@@ -94,7 +116,7 @@ def twin_config(spec: CitySpec, scale: Scale) -> dict:
 
 def twin_dir(spec: CitySpec, scale: Scale, root: Path | None = None) -> Path:
     key = config_hash(twin_config(spec, scale))
-    return (root or cache_root()) / "twins" / f"{spec.name}-{scale.name}-seed{spec.twin.seed}-{key}"
+    return (root or cache_root()) / "twins" / f"{spec.name}-{scale.name}-seed{twin_params(spec).seed}-{key}"
 
 
 def region_id(row: int, col: int) -> str:
@@ -125,8 +147,9 @@ def streetview_counts(spec: CitySpec, cells: np.ndarray, latents: np.ndarray, sc
     weight = 0.5 + col["density"] + col["road_density"]
     weight = weight / weight.mean()
     counts = np.zeros(len(cells), dtype=int)
+    seed = twin_params(spec).seed
     for i, (row, column) in enumerate(cells):
-        rng = np.random.default_rng([spec.twin.seed, _STREAM_STREETVIEW_COUNT, int(row), int(column)])
+        rng = np.random.default_rng([seed, _STREAM_STREETVIEW_COUNT, int(row), int(column)])
         u, v = rng.random(2)
         if u < p_none[i]:
             continue
@@ -147,18 +170,19 @@ def _render_regions(job: tuple) -> list[tuple[str, str, dict]]:
 
     out_dir, spec, scale, items = job
     out_dir = Path(out_dir)
+    seed, style = twin_params(spec).seed, city_style(spec)
     graphs = []
     for rid, row, column, latent_values, n_sv in items:
         latent = dict(zip(LATENT_NAMES, latent_values, strict=True))
-        rng = np.random.default_rng([spec.twin.seed, _STREAM_SATELLITE, row, column])
-        image, graph = render_satellite(latent, spec.style, scale.satellite_px, rng)
+        rng = np.random.default_rng([seed, _STREAM_SATELLITE, row, column])
+        image, graph = render_satellite(latent, style, scale.satellite_px, rng)
         image.save(out_dir / layout.SATELLITE / f"{rid}.png", format="PNG", compress_level=6)
         graphs.append(("SI", rid, graph.to_dict()))
         if n_sv:
             (out_dir / layout.STREETVIEW / rid).mkdir()
         for k in range(n_sv):
-            rng = np.random.default_rng([spec.twin.seed, _STREAM_STREETVIEW, row, column, k])
-            image, graph = render_streetview(latent, spec.style, scale.streetview_px, rng)
+            rng = np.random.default_rng([seed, _STREAM_STREETVIEW, row, column, k])
+            image, graph = render_streetview(latent, style, scale.streetview_px, rng)
             image.save(out_dir / layout.STREETVIEW / rid / f"{k:03d}.png", format="PNG", compress_level=6)
             graphs.append(("SV", f"{rid}/{k:03d}", graph.to_dict()))
     return graphs
@@ -211,8 +235,9 @@ def generate_twin(spec: CitySpec, scale: Scale, out_dir: Path, *, workers: int |
 
     lat = np.full(len(cells), np.nan)
     lon = np.full(len(cells), np.nan)
-    lat[:] = spec.geo.origin_lat + (cells[:, 0] + 0.5) * spec.geo.cell_deg_lat
-    lon[:] = spec.geo.origin_lon + (cells[:, 1] + 0.5) * spec.geo.cell_deg_lon
+    geo = city_grid(spec)
+    lat[:] = geo.origin_lat + (cells[:, 0] + 0.5) * geo.cell_deg_lat
+    lon[:] = geo.origin_lon + (cells[:, 1] + 0.5) * geo.cell_deg_lon
     _write_csv(out_dir / layout.REGIONS, list(layout.REGION_COLUMNS),
                [[rid, str(int(r)), str(int(c)), f"{a:.6f}", f"{o:.6f}"]
                 for rid, (r, c), a, o in zip(ids, cells, lat, lon, strict=True)])
@@ -279,6 +304,7 @@ def ensure_twin(spec: CitySpec, scale: str | Scale = "small", *, root: Path | No
                 workers: int | None = None, progress_factory: Callable[[int], Progress] | None = None) -> Path:
     """The twin's folder in the cache, generating it first if needed (atomic and locked)."""
     scale = get_scale(scale) if isinstance(scale, str) else scale
+    check_twin_tables(spec)
     target = twin_dir(spec, scale, root)
     if (target / layout.MANIFEST).exists():
         return target
