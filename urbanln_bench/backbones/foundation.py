@@ -11,7 +11,7 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,9 @@ from urbanln_bench.cache import atomic_write_text, cache_root, config_hash, file
 from urbanln_bench.errors import UserError
 
 FOUNDATION_LABEL = "synthetic foundation"
-TRAINER_VERSION = 1  # bump when train_foundation changes what it produces
+# bump when train_foundation (its initial model, its training loop pretrain_foundation) changes what it
+# produces; pinned by tests/test_training_golden.py (docs/identity.md)
+TRAINER_VERSION = 1
 Progress = Callable[[str, int], Callable[[int], None]]
 
 
@@ -214,32 +216,30 @@ def image_to_text_recall(model, images: list[np.ndarray], captions: list[str], t
     return out
 
 
-def train_foundation(config: FoundationConfig, path: Path, progress: Progress | None = None,
-                     device: str = "cpu", provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Pretrain ``config.profile``'s CLIP from scratch on the pretraining world and write it atomically.
+def initial_foundation_model(config: FoundationConfig):
+    """``config.profile``'s CLIP, randomly initialised from ``config.seed`` (the caller's global RNG stays
+    untouched), its tokenizer and preprocessing: where :func:`train_foundation` starts."""
+    import torch
 
-    CLIP's recipe, small: symmetric InfoNCE (open_clip ``ClipLoss``) with a learned temperature, AdamW
-    (no decay on gains/biases), linear warm-up then cosine decay, horizontal flips; a fixed seed makes
-    it deterministic on CPU. A held-out slice of the world's images measures image→text retrieval.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_clip(config.profile)
+
+
+def pretrain_foundation(model, images: Sequence[np.ndarray], tokens, preprocess: ClipPreprocess,
+                        config: FoundationConfig, *, device="cpu", progress: Progress | None = None) -> loop.LoopResult:
+    """The foundation's training loop, on ``images`` and their caption ``tokens`` (one row each): trains
+    ``model`` in place for ``config.epochs`` epochs and returns the per-step losses.
+
+    CLIP's recipe, small: symmetric InfoNCE (open_clip ``ClipLoss``) with a learned temperature clamped
+    to ≤ 100, AdamW (no decay on gains/biases), linear warm-up then cosine decay, horizontal flips, the
+    last smaller batch kept; every draw from ``config.seed``, so it is deterministic on CPU.
     """
     import torch
     from open_clip.loss import ClipLoss
 
-    started = time.perf_counter()
     device_t = torch.device(device)
-    with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays untouched
-        torch.manual_seed(config.seed)
-        model, tokenizer, preprocess = build_clip(config.profile)
-    pairs = world_caption_pairs(config.profile, config.seed, preprocess.context_length)
-    n = len(pairs.images)
-    order = np.random.default_rng(config.seed).permutation(n)
-    n_holdout = max(16, int(round(config.holdout_fraction * n)))
-    holdout, train = sorted(order[:n_holdout].tolist()), sorted(order[n_holdout:].tolist())
-    train_images = [pairs.images[i] for i in train]
-    tokens = trim_tokens(tokenizer([pairs.captions[i] for i in train]))
-    loaded = time.perf_counter()
-
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -251,7 +251,7 @@ def train_foundation(config: FoundationConfig, path: Path, progress: Progress | 
         generator = torch.Generator().manual_seed(config.seed)
 
         def batch_loss(idx):
-            pixels = loop.random_flips(loop.pixel_batch([train_images[i] for i in idx.tolist()], preprocess),
+            pixels = loop.random_flips(loop.pixel_batch([images[i] for i in idx.tolist()], preprocess),
                                        generator).to(device_t)
             text = trim_tokens(tokens[idx]).to(device_t)
             with loop.autocast(device_t):
@@ -263,11 +263,36 @@ def train_foundation(config: FoundationConfig, path: Path, progress: Progress | 
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
 
-        result = loop.optimise(
+        return loop.optimise(
             optimiser, schedule,
-            loop.shuffled_batches(len(train), config.batch_size, generator, epochs=config.epochs, drop_last=False),
+            loop.shuffled_batches(len(images), config.batch_size, generator, epochs=config.epochs, drop_last=False),
             batch_loss, steps=total_steps, after_step=clamp_temperature, progress=progress,
             description=f"pretraining the CLIP '{config.profile}' synthetic foundation")
+
+
+def train_foundation(config: FoundationConfig, path: Path, progress: Progress | None = None,
+                     device: str = "cpu", provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Pretrain ``config.profile``'s CLIP from scratch on the pretraining world and write it atomically.
+
+    :func:`pretrain_foundation` from :func:`initial_foundation_model` on the world's training images
+    (CLIP's recipe, small; a fixed seed makes it deterministic on CPU). A held-out slice of the world's
+    images measures image→text retrieval.
+    """
+    import torch
+
+    started = time.perf_counter()
+    device_t = torch.device(device)
+    model, tokenizer, preprocess = initial_foundation_model(config)
+    pairs = world_caption_pairs(config.profile, config.seed, preprocess.context_length)
+    n = len(pairs.images)
+    order = np.random.default_rng(config.seed).permutation(n)
+    n_holdout = max(16, int(round(config.holdout_fraction * n)))
+    holdout, train = sorted(order[:n_holdout].tolist()), sorted(order[n_holdout:].tolist())
+    train_images = [pairs.images[i] for i in train]
+    tokens = trim_tokens(tokenizer([pairs.captions[i] for i in train]))
+    loaded = time.perf_counter()
+
+    result = pretrain_foundation(model, train_images, tokens, preprocess, config, device=device_t, progress=progress)
     losses = result.epoch_means()
     trained = time.perf_counter()
 

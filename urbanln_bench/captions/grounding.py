@@ -409,10 +409,38 @@ def _steps_per_epoch(config: GroundingConfig, samples_by_shape: Mapping[tuple[in
     return sum(math.ceil(len(m) / config.images_per_batch) for m in samples_by_shape.values())
 
 
-def _fit(config: GroundingConfig, vocab: PhraseVocabulary, images: Mapping[tuple[int, ...], Any],
-         samples_by_shape: Mapping[tuple[int, ...], list[int]], objects: Sequence[tuple[np.ndarray, np.ndarray]],
-         progress: Progress | None) -> tuple[Any, list[float]]:
-    """The training loop: each epoch every image once, with ``boxes_per_image`` regions; batches of one image size."""
+def grounder_training_set(items: Sequence[WorldImage], vocab: PhraseVocabulary) -> tuple[
+        dict[tuple[int, ...], Any], dict[tuple[int, ...], list[int]], list[tuple[np.ndarray, np.ndarray]]]:
+    """What :func:`fit_grounder` trains on: the images stacked per image size (normalised tensors), each
+    size's members (indices into ``items``, in order) and each image's objects as (boxes, kind ids)."""
+    import torch
+
+    kind_index = {k: i for i, k in enumerate(vocab.kinds)}
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, item in enumerate(items):
+        by_shape.setdefault(item.image.shape, []).append(i)
+    images = {shape: torch.stack([to_tensor(items[i].image) for i in members]) for shape, members in by_shape.items()}
+    objects = [_object_arrays(item.graph, kind_index) for item in items]
+    return images, by_shape, objects
+
+
+@dataclass
+class GrounderFit:
+    """A trained grounder (eval mode) and its training losses, per epoch and step."""
+
+    model: Any
+    step_losses: list[list[float]]
+
+    def epoch_mean_loss(self) -> list[float]:
+        return [round(float(np.mean(epoch)), 4) for epoch in self.step_losses]
+
+
+def fit_grounder(config: GroundingConfig, vocab: PhraseVocabulary, images: Mapping[tuple[int, ...], Any],
+                 samples_by_shape: Mapping[tuple[int, ...], list[int]],
+                 objects: Sequence[tuple[np.ndarray, np.ndarray]], progress: Progress | None = None) -> GrounderFit:
+    """The training loop, from a model initialised from ``config.seed`` (inputs from
+    :func:`grounder_training_set`): each epoch every image once, with ``boxes_per_image`` regions; batches
+    of one image size. Deterministic on CPU (run it under :func:`one_torch_thread`, as the cache does)."""
     import torch
     import torch.nn.functional as F
 
@@ -423,7 +451,7 @@ def _fit(config: GroundingConfig, vocab: PhraseVocabulary, images: Mapping[tuple
     junk = torch.ones(n_junk)
     total_steps = config.epochs * _steps_per_epoch(config, samples_by_shape)
     warmup = max(1, total_steps // 20)
-    losses: list[float] = []
+    losses: list[list[float]] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_grounder(config, len(vocab.words))
@@ -478,9 +506,9 @@ def _fit(config: GroundingConfig, vocab: PhraseVocabulary, images: Mapping[tuple
                 epoch_losses.append(float(loss.detach()))
                 if advance:
                     advance(1)
-            losses.append(round(float(np.mean(epoch_losses)), 4))
+            losses.append(epoch_losses)
     model.eval()
-    return model, losses
+    return GrounderFit(model, losses)
 
 
 def train_grounder(config: GroundingConfig, path: Path, progress: Progress | None = None,
@@ -496,16 +524,12 @@ def train_grounder(config: GroundingConfig, path: Path, progress: Progress | Non
     started = time.perf_counter()
     world, manifests = world_images(config.profile)
     vocab = build_vocabulary(world)
-    kind_index = {k: i for i, k in enumerate(vocab.kinds)}
     train = [w for w in world if not is_holdout(w.uid, config.holdout_fraction)]
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, item in enumerate(train):
-        by_shape.setdefault(item.image.shape, []).append(i)
-    images = {shape: torch.stack([to_tensor(train[i].image) for i in members]) for shape, members in by_shape.items()}
-    objects = [_object_arrays(item.graph, kind_index) for item in train]
+    images, by_shape, objects = grounder_training_set(train, vocab)
     loaded = time.perf_counter()
     with one_torch_thread():
-        model, losses = _fit(config, vocab, images, by_shape, objects, progress)
+        fit = fit_grounder(config, vocab, images, by_shape, objects, progress)
+    model, losses = fit.model, fit.epoch_mean_loss()
     trained = time.perf_counter()
     report = {
         **(provenance or {}),

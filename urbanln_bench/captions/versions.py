@@ -2,7 +2,8 @@
 foundation are keyed by (docs/identity.md), instead of the components' source text.
 
 Bump a component's version when what it computes changes for the same settings and inputs. Each
-version is guarded by a golden output in tests/test_caption_golden.py, which fails when the output
+version is guarded by a golden output (tests/test_caption_golden.py for the captioners, the pipeline
+and the calibration's scorer; tests/test_training_golden.py for the phrase grounder), which fails when the output
 moves without a bump (and when a bump comes without a new golden entry), saying which constant to
 change. A refactor that computes the same leaves every key, and so every committed record, valid.
 

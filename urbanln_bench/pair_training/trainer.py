@@ -27,6 +27,10 @@ import torch
 from urbanln_bench.pair_training.augment import AUGMENTATIONS
 from urbanln_bench.pair_training.samplers import Candidates
 
+# bump when the pair trainer (this loop, or the samplers, losses, augmentations or encoders of
+# pair_training) changes what it produces; pinned by tests/test_training_golden.py (docs/identity.md)
+PAIR_TRAINER_VERSION = 1
+
 
 @dataclass(frozen=True)
 class TrainConfig:
