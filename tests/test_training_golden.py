@@ -244,5 +244,5 @@ def test_pair_training_matches_its_golden_values(kind):
     assert now[0] == golden[0] and np.allclose(now[1], golden[1], rtol=PAIR_TOLERANCE, atol=0) and np.isclose(
         now[2], golden[2], rtol=PAIR_TOLERANCE, atol=0), (
         f"pair training ({kind}) now gives (steps, epoch losses, mean |w|) {now}, not {golden}. If meant, bump "
-        "PAIR_TRAINER_VERSION (urbanln_bench/pair_training/trainer.py) and, while it is in no record key, the "
-        "versions of Tile2Vec, PG-SimCLR and MuseCL, and pin the new values")
+        "PAIR_TRAINER_VERSION (urbanln_bench/pair_training/trainer.py; it is in every pair-trained record's key), "
+        "pin the new values and re-run the Tile2Vec, PG-SimCLR and MuseCL records")

@@ -24,7 +24,7 @@ from typing import Any
 
 from urbanln_bench.backbones.clip import build_clip, clip_config
 from urbanln_bench.backbones.foundation import (
-    _foundation_config,
+    foundation_config,
     foundation_clip,
     foundation_key,
     foundation_label,
@@ -234,7 +234,7 @@ def weight_source_label(profile: str, weights: str = "", device: str = "cpu") ->
             found = _hub_weights(candidate)
             if found is not None:
                 return found.source
-    key, _ = foundation_key(_foundation_config(profile), device)
+    key, _ = foundation_key(foundation_config(profile), device)
     return foundation_label(profile, key)
 
 

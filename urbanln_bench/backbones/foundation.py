@@ -116,7 +116,7 @@ FOUNDATION_RECIPES = {
 }
 
 
-def _foundation_config(profile: str) -> FoundationConfig:
+def foundation_config(profile: str) -> FoundationConfig:
     try:
         return FOUNDATION_RECIPES[profile]
     except KeyError:
@@ -152,7 +152,7 @@ def foundation_label(profile: str, key: str) -> str:
 
 
 def foundation_path(profile: str, device: str = "cpu") -> Path:
-    key, _ = foundation_key(_foundation_config(profile), device)
+    key, _ = foundation_key(foundation_config(profile), device)
     return cache_root() / "backbones" / f"clip-foundation-{profile}-{key}.pt"
 
 
@@ -162,7 +162,7 @@ def foundation_clip(profile: str, progress: Progress | None = None, device: str 
     Its JSON sidecar (same name, ``.json``) holds the recipe, timings, parameter counts and the
     held-out image→text retrieval check.
     """
-    config = _foundation_config(profile)
+    config = foundation_config(profile)
     key, inputs = foundation_key(config, device)
     path = cache_root() / "backbones" / f"clip-foundation-{profile}-{key}.pt"
     label = foundation_label(profile, key)

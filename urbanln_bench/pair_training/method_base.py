@@ -38,6 +38,13 @@ class PairTrainedMethod(Method):
     def weight_source(self) -> str:
         return f"from scratch (self-supervised on the fit city, {self.run_profile} profile)"
 
+    def identity(self) -> dict[str, Any]:
+        """The method's identity plus the shared pair trainer's version (docs/identity.md): a change of
+        the trainer moves every pair-trained record's key without touching the methods' own versions."""
+        from urbanln_bench.pair_training.trainer import PAIR_TRAINER_VERSION
+
+        return {**super().identity(), "pair_trainer": PAIR_TRAINER_VERSION}
+
     def fit_report(self) -> dict[str, Any]:
         return dict(self._report)
 
