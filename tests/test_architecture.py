@@ -100,3 +100,25 @@ def test_no_import_cycle_in_the_package():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``from urbanln_bench.x import _name`` in ``path``: another module's private name."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("urbanln_bench"):
+            out += [f"{path.name}:{node.lineno}: {node.module}.{alias.name}" for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return out
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = [hit for path in _modules().values() for hit in _private_imports(path)]
+    assert found == []
+
+
+def test_the_private_import_finder_finds_one(tmp_path: Path):
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from urbanln_bench.backbones.foundation import (\n        FOUNDATION_RECIPES,\n"
+                    "        _secret,\n    )\n")
+    assert _private_imports(path) == ["m.py:2: urbanln_bench.backbones.foundation._secret"]
