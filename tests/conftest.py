@@ -15,8 +15,22 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Every test (and every CLI subprocess a test starts) uses one throw-away cache, never the user's.
-os.environ["URBANLN_BENCH_CACHE"] = tempfile.mkdtemp(prefix="urbanln-test-cache-")
+# Every test (and every CLI subprocess a test starts) uses one throw-away cache, never the user's. The
+# process that starts the run makes it and removes it at the end; pytest-xdist workers inherit its
+# environment and share it, so each tiny artefact (twin, foundation, grounder, surrogate) is built once
+# per run: the cache's file locks make a second worker wait for the first instead of building it again.
+_SHARED = "_URBANLN_BENCH_TEST_CACHE"
+_OWNS_CACHE = not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(_SHARED))
+if _OWNS_CACHE:
+    os.environ[_SHARED] = tempfile.mkdtemp(prefix="urbanln-test-cache-")
+os.environ["URBANLN_BENCH_CACHE"] = os.environ[_SHARED]
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _OWNS_CACHE:
+        import shutil
+
+        shutil.rmtree(os.environ[_SHARED], ignore_errors=True)
 
 
 def write_city_dir(root: Path, *, n_regions: int = 12, tasks=("Pop", "Crime"), streetviews: int = 2,

@@ -13,8 +13,8 @@ def data_files(root: Path) -> list[str]:
     """Relative paths (POSIX) of every data file under ``root``, sorted.
 
     Excluded: the manifest itself, ``captions/`` (they have their own keys) and ``city.json`` —
-    metadata, which for a twin records the generator's code fingerprint: a refactor that leaves
-    every data byte unchanged must not change the data's identity.
+    metadata, which for a twin records its configuration and generator version: a change there that
+    leaves every data byte unchanged must not change the data's identity.
     """
     files = []
     for path in root.rglob("*"):
