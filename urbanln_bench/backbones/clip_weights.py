@@ -24,8 +24,8 @@ from typing import Any
 
 from urbanln_bench.backbones.clip import build_clip, clip_config
 from urbanln_bench.backbones.foundation import (
-    foundation_config,
     foundation_clip,
+    foundation_config,
     foundation_key,
     foundation_label,
 )
