@@ -1,12 +1,14 @@
 """The twin generator's golden output: its version is bumped exactly when its output changes.
 
 The twin is data (docs/identity.md): the same bytes on every CPU, and a change of what it renders
-must come with a new ``TWIN_GENERATOR_VERSION`` (which moves every twin cache key) and that version's
-digest in ``TWIN_GOLDEN``.
+must come with a new ``TWIN_GENERATOR_VERSION`` or renderer version (each moves every twin cache key)
+and the new versions' digest in ``TWIN_GOLDEN``; each renderer has a golden of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -14,21 +16,58 @@ import numpy as np
 import pytest
 
 from urbanln_bench.synth import libm
-from urbanln_bench.synth.twin import TWIN_GENERATOR_VERSION, TWIN_GOLDEN, twin_content_digest
+from urbanln_bench.synth.latents import LATENT_NAMES
+from urbanln_bench.synth.style import CityStyle
+from urbanln_bench.synth.twin import TWIN_GOLDEN, twin_content_digest, twin_versions
 
 
-def test_tiny_twin_matches_the_golden_digest_of_its_version(tiny_ny: Path):
-    assert TWIN_GENERATOR_VERSION in TWIN_GOLDEN, (
-        f"TWIN_GENERATOR_VERSION is {TWIN_GENERATOR_VERSION} but TWIN_GOLDEN (urbanln_bench/synth/twin.py) "
-        "has no digest for it: add the digest this test prints on failure")
+def test_tiny_twin_matches_the_golden_digest_of_its_versions(tiny_ny: Path):
+    versions = twin_versions()
+    assert versions in TWIN_GOLDEN, (
+        f"the twin's (generator, satellite renderer, street-view renderer) versions are {versions} but "
+        "TWIN_GOLDEN (urbanln_bench/synth/twin.py) has no digest for them: add the digest this test prints "
+        "on failure")
     digest = twin_content_digest(tiny_ny)
-    assert digest == TWIN_GOLDEN[TWIN_GENERATOR_VERSION], (
-        f"the NY tiny twin now renders digest {digest}, not the golden "
-        f"{TWIN_GOLDEN[TWIN_GENERATOR_VERSION]} of generator version {TWIN_GENERATOR_VERSION}. If the change "
-        "is meant, bump TWIN_GENERATOR_VERSION in urbanln_bench/synth/twin.py and add "
-        f"{{{TWIN_GENERATOR_VERSION + 1}: \"{digest}\"}} to TWIN_GOLDEN; committed records on twins then need "
-        "re-running. If it is not meant (a refactor, a library upgrade, another CPU), the twin is no "
-        "longer the same data: find what moved.")
+    assert digest == TWIN_GOLDEN[versions], (
+        f"the NY tiny twin now renders digest {digest}, not the golden {TWIN_GOLDEN[versions]} of versions "
+        f"{versions}. If the change is meant, bump the version of what changed (TWIN_GENERATOR_VERSION in "
+        "urbanln_bench/synth/twin.py, or a renderer's version, whose own golden below fails too) and add "
+        f"{{NEW_VERSIONS: \"{digest}\"}} to TWIN_GOLDEN; committed records on twins then need re-running. If it "
+        "is not meant (a refactor, a library upgrade, another CPU), the twin is no longer the same data: find "
+        "what moved.")
+
+
+def _render_digest(render, sizes: tuple[int, int]) -> str:
+    """sha256 of 32 renders: 8 seeded latents × 2 styles × 2 sizes (pixels and scene graphs)."""
+    h = hashlib.sha256()
+    styles = (CityStyle(), CityStyle(street_width=1.6, lane_marking_style="double", window_style="bands",
+                                     cloudiness=0.3))
+    for k in range(8):
+        latent = dict(zip(LATENT_NAMES, np.random.default_rng([7, k]).random(len(LATENT_NAMES)), strict=True))
+        for s, style in enumerate(styles):
+            for size in sizes:
+                image, graph = render(latent, style, size, np.random.default_rng([k, s, size]))
+                h.update(f"{image.mode}{image.size}".encode() + image.tobytes())
+                h.update(json.dumps(graph.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("renderer", ["satellite", "streetview"])
+def test_each_renderer_matches_the_golden_digest_of_its_version(renderer):
+    from urbanln_bench.synth import render_satellite, render_streetview
+
+    module, render, sizes = {
+        "satellite": (render_satellite, render_satellite.render_satellite, (64, 96)),
+        "streetview": (render_streetview, render_streetview.render_streetview, (48, 64)),
+    }[renderer]
+    name = f"{renderer.upper()}_RENDERER_VERSION"
+    version, golden = getattr(module, name), getattr(module, f"{renderer.upper()}_GOLDEN")
+    digest = _render_digest(render, sizes)
+    assert version in golden, f"{name} is {version} but its golden table has no digest for it: add {digest!r}"
+    assert digest == golden[version], (
+        f"the {renderer} renderer now gives digest {digest}, not the golden {golden[version]} of {name} "
+        f"{version}. If meant, bump {name} ({module.__name__}), add {{{version + 1}: {digest!r}}} to its golden "
+        "table and the twin's new digest to TWIN_GOLDEN.")
 
 
 def test_content_digest_reads_pixels_not_png_bytes(tmp_path: Path):

@@ -119,5 +119,7 @@ class ClipBackedMethod(Method):
         return model, tokenizer, preprocess
 
     def identity(self) -> dict[str, Any]:
+        from urbanln_bench.clip_training.trainer import CLIP_TRAINER_VERSION
+
         return {**super().identity(), "clip": self.clip_profile(), "recipe": self.recipe(),
-                "run_profile": self.run_profile}
+                "run_profile": self.run_profile, "clip_trainer": CLIP_TRAINER_VERSION}

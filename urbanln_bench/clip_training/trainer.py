@@ -33,6 +33,10 @@ from urbanln_bench.errors import UserError
 
 Progress = Callable[[str, int], Callable[[int], None]]
 TRAIN_PARTS = ("all", "image", "text")
+# bump when train_clip (with the shared training_loop it runs) changes what it produces for the same
+# model, data, config and loss; it is in every CLIP-backed method's key (ClipBackedMethod.identity) and
+# pinned by tests/test_training_golden.py (docs/identity.md)
+CLIP_TRAINER_VERSION = 1
 
 
 @dataclass(frozen=True)

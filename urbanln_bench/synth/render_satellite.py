@@ -38,6 +38,13 @@ from urbanln_bench.synth.satellite_parts import (
 from urbanln_bench.synth.scene import SceneBuilder, SceneGraph, colour_name
 from urbanln_bench.synth.style import RGB, CityStyle
 
+# Bump when a satellite tile's pixels or scene graph change for the same latents, style, size and draws
+# (this module, satellite_parts, or the helpers render_streetview shares with it); part of every twin's
+# key through synth.twin.generator_identity, pinned by tests/test_twin_golden.py (docs/identity.md).
+SATELLITE_RENDERER_VERSION = 1
+# sha256 of 32 tiles (8 seeded latents × 2 styles × 64 and 96 px: pixels and scene graphs) per version
+SATELLITE_GOLDEN = {1: "30fb985875cf62ffe5c5fb830617dcdd9372c97226d2941fd792541dbba2ddc3"}
+
 # Every latent but deprivation: the renderers read only these, so deprivation cannot leak into pixels.
 RENDERED_LATENTS: tuple[str, ...] = tuple(name for name in LATENT_NAMES if name != "deprivation")
 

@@ -23,6 +23,12 @@ from urbanln_bench.synth.render_satellite import capped_poisson, finish, jitter,
 from urbanln_bench.synth.scene import SceneBuilder, SceneGraph, colour_name
 from urbanln_bench.synth.style import RGB, CityStyle
 
+# Bump when a street view's pixels or scene graph change for the same latents, style, size and draws;
+# part of every twin's key through synth.twin.generator_identity, pinned by tests/test_twin_golden.py.
+STREETVIEW_RENDERER_VERSION = 1
+# sha256 of 32 views (8 seeded latents × 2 styles × 48 and 64 px: pixels and scene graphs) per version
+STREETVIEW_GOLDEN = {1: "bf38c9e6bdb044febbe3910de0544afe7a6fcd57dbd08dc107dca3c149e6370f"}
+
 _NEON: tuple[RGB, ...] = ((255, 40, 200), (40, 240, 255), (180, 255, 60), (255, 120, 40))
 _CLOTHES: tuple[RGB, ...] = ((40, 40, 60), (180, 40, 40), (220, 220, 210), (60, 90, 150), (90, 70, 50), (200, 160, 60))
 _SKIN: tuple[RGB, ...] = ((230, 190, 160), (190, 140, 100), (120, 80, 60))

@@ -27,17 +27,21 @@ from urbanln_bench.synth import libm
 from urbanln_bench.synth.fields import city_grid, twin_params
 from urbanln_bench.synth.indicators import indicator_model
 from urbanln_bench.synth.latents import LATENT_NAMES
+from urbanln_bench.synth.render_satellite import SATELLITE_RENDERER_VERSION
+from urbanln_bench.synth.render_streetview import STREETVIEW_RENDERER_VERSION
 from urbanln_bench.synth.scales import Scale, get_scale
 from urbanln_bench.synth.style import city_style
 
 Progress = Callable[[int], None]
 
-# The twin generator's version: part of every twin key (docs/identity.md). Bump it whenever the bytes a
-# twin renders change (latents, indicators, images, scene graphs, aux tables); tests/test_twin_golden.py
-# fails until you do, and until TWIN_GOLDEN names the new version's digest.
+# The twin generator's version: part of every twin key (docs/identity.md), with the two renderers'
+# versions (SATELLITE_RENDERER_VERSION, STREETVIEW_RENDERER_VERSION). Bump it whenever what the generator
+# itself writes changes (latents, indicators, aux tables, region choice, street-view counts, the layout);
+# tests/test_twin_golden.py fails until you do, and until TWIN_GOLDEN names the new versions' digest.
 TWIN_GENERATOR_VERSION = 1
-# Digest of the NY twin at scale tiny (decoded pixels, scene graphs, tables) per generator version.
-TWIN_GOLDEN = {1: "e3bc4fd10d28ef54910c4f495b7d2fb0fa0c63a0931b021aac011c240e1614d9"}
+# Digest of the NY twin at scale tiny (decoded pixels, scene graphs, tables) per
+# (generator, satellite renderer, street-view renderer) version.
+TWIN_GOLDEN = {(1, 1, 1): "e3bc4fd10d28ef54910c4f495b7d2fb0fa0c63a0931b021aac011c240e1614d9"}
 
 # Sub-stream tags: every random draw of a region comes from default_rng([seed, TAG, row, col, ...]).
 _STREAM_STREETVIEW_COUNT = 11
@@ -50,7 +54,13 @@ def generator_identity() -> dict[str, str | int]:
     the image library's (Pillow draws the shapes; pyproject.toml bounds it to versions that draw alike)."""
     import PIL
 
-    return {"version": TWIN_GENERATOR_VERSION, "pillow": PIL.__version__}
+    return {"version": TWIN_GENERATOR_VERSION, "satellite_renderer": SATELLITE_RENDERER_VERSION,
+            "streetview_renderer": STREETVIEW_RENDERER_VERSION, "pillow": PIL.__version__}
+
+
+def twin_versions() -> tuple[int, int, int]:
+    """(generator, satellite renderer, street-view renderer) versions: what TWIN_GOLDEN is keyed by."""
+    return (TWIN_GENERATOR_VERSION, SATELLITE_RENDERER_VERSION, STREETVIEW_RENDERER_VERSION)
 
 
 def twin_content_digest(root: Path) -> str:
