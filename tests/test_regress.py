@@ -87,3 +87,12 @@ def test_method_tolerance_for_a_method_outside_the_suite_is_refused(suite: Path)
     toml.write_text(toml.read_text() + 'tile2vec = { ok = 1e-6, warn = 1e-6 }\n')
     with pytest.raises(UserError, match="not in the suite: tile2vec"):
         load_suite(suite)
+
+
+def test_update_of_one_method_keeps_the_other_references(suite: Path, tiny_ny):
+    before = {p.relative_to(suite / "reference"): p.read_bytes() for p in (suite / "reference").rglob("*.json")}
+    regress(suite, update=True, reason="test", methods=("oracle-latents",), log=lambda m: None)
+    after = {p.relative_to(suite / "reference"): p.read_bytes() for p in (suite / "reference").rglob("*.json")}
+    assert set(after) == set(before)  # resnet18, the floors and random-features are still there
+    assert all(after[p] == before[p] for p in before if "oracle-latents" not in p.parts)
+    assert changelog_hash(suite) == references_hash(suite / "reference")

@@ -103,3 +103,19 @@ def test_city_file_street_view_cap_only_lowers_counts():
     assert np.array_equal(capped, np.minimum(free, 2))  # the same draws, clipped; no region gains or loses all views
     other_scale = streetview_counts(dataclasses.replace(spec, max_street_views={"full": 1}), cells, latents, small)
     assert np.array_equal(other_scale, free)
+
+
+def test_a_comment_in_the_city_file_keeps_the_twin_key(tmp_path: Path):
+    from urbanln_bench.specs import load_city_file
+
+    source = Path(get_city("NY").source_file).read_text()
+    plain, commented = tmp_path / "a" / "NY.toml", tmp_path / "b" / "NY.toml"
+    for path, text in ((plain, source), (commented, "# my notes on this city\n" + source.replace("\n[", "\n\n[", 1))):
+        path.parent.mkdir()
+        path.write_text(text)
+    scale = get_scale("tiny")
+    assert twin_dir(load_city_file(plain), scale, tmp_path) == twin_dir(load_city_file(commented), scale, tmp_path)
+    changed = tmp_path / "c" / "NY.toml"
+    changed.parent.mkdir()
+    changed.write_text(source.replace("seed = ", "seed = 1", 1))
+    assert twin_dir(load_city_file(changed), scale, tmp_path) != twin_dir(load_city_file(plain), scale, tmp_path)

@@ -126,6 +126,21 @@ def compare(suite: Suite, reference_dir: Path, results: Path, methods: tuple[str
     return out
 
 
+def _replace_references(reference_dir: Path, results: Path, *, whole: bool) -> None:
+    """Put the new records in place: all of them, or (``--method``) only the re-run methods' folders
+    (``<tag>/<city>/<method>/``), leaving the other methods' references as they are."""
+    if whole or not reference_dir.exists():
+        if reference_dir.exists():
+            shutil.rmtree(reference_dir)
+        shutil.copytree(results, reference_dir)
+        return
+    for method_dir in sorted({path.parent for path in results.rglob("*.json")}):
+        target = reference_dir / method_dir.relative_to(results)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(method_dir, target)
+
+
 def regress(folder: Path, *, update: bool = False, reason: str = "", methods: tuple[str, ...] | None = None,
             log=print) -> list[Comparison]:
     suite = load_suite(folder)
@@ -137,9 +152,7 @@ def regress(folder: Path, *, update: bool = False, reason: str = "", methods: tu
             if not reason:
                 raise UserError("regress --update moves reference numbers: say why with --reason \"...\"")
             old = references_hash(reference_dir) if reference_dir.exists() else "none"
-            if reference_dir.exists():
-                shutil.rmtree(reference_dir)
-            shutil.copytree(results, reference_dir)
+            _replace_references(reference_dir, results, whole=methods is None)
             new = references_hash(reference_dir)
             today = datetime.date.today().isoformat()
             with open(folder / "CHANGELOG.md", "a") as handle:

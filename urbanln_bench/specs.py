@@ -98,7 +98,7 @@ class CitySpec:
     # CPU; the cap is part of the city file, so of the twin's key, and the leaderboard states it
     max_street_views: dict[str, int] = field(default_factory=dict)
     source_file: str = ""
-    digest: str = field(default="", compare=False)  # sha256 of the file's bytes (twin provenance)
+    digest: str = field(default="", compare=False)  # sha256 of the file's bytes (provenance; keys use the values)
 
     def __post_init__(self) -> None:
         if self.kind not in CITY_KINDS:

@@ -116,7 +116,8 @@ def twin_config(spec: CitySpec, scale: Scale) -> dict:
     tasks = {name: config_hash(_task_hash_input(name)) for name in spec.tasks}
     return {
         "city": spec.name,
-        "city_file_sha256": spec.digest,
+        # the city file's parsed values, so a comment or reformatting does not re-render its twin
+        "city_spec": config_hash({k: v for k, v in dataclasses.asdict(spec).items() if k not in ("source_file", "digest")}),
         "seed": twin_params(spec).seed,
         "scale": scale.name,
         "tasks": tasks,
