@@ -26,8 +26,15 @@ BASE = PipelineConfig(captioners=TWO, phrase_scorer="clip:smoke", limit=3)
 
 
 @pytest.fixture(scope="module")
-def city(tiny_ny: Path) -> CityData:
-    return CityData.open(tiny_ny)
+def city(tiny_ny: Path, tmp_path_factory) -> CityData:
+    """A private copy of the NY tiny twin without its caption sets: the tests here check what a run
+    builds, reuses or leaves behind in the twin's captions/ folder, which no other test (nor another
+    pytest-xdist worker) writes into meanwhile."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("caption-pipeline") / "NY"
+    shutil.copytree(tiny_ny, copy, ignore=lambda folder, names: ["captions"] if Path(folder) == tiny_ny else [])
+    return CityData.open(copy)
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +184,9 @@ def test_a_failing_run_leaves_nothing_half_written(city, monkeypatch):
 # -- bad input through the CLI (issue item 9) ----------------------------------------------------------
 
 
-def _captions_cli(*args: str):
-    return cli("captions", "build", "--city", "NY", "--scale", "tiny", "--limit", "3", "--no-refine", "--random", *args)
+def _captions_cli(city: CityData, *args: str):
+    return cli("captions", "build", "--city", "NY", "--data-root", str(city.root), "--limit", "3", "--no-refine",
+               "--random", *args)
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -190,7 +198,7 @@ def test_bad_caption_files_are_clear_errors_and_write_nothing(city, tmp_path, li
     before = set(_key_dirs(city))
     path = tmp_path / "captions.jsonl"
     path.write_text("\n".join(line.replace("IMAGE", sorted(city.satellite_ids())[0]) for line in lines) + "\n")
-    result = _captions_cli("--captioner", f"file:{path}")
+    result = _captions_cli(city, "--captioner", f"file:{path}")
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and str(path) in result.stderr
     assert set(_key_dirs(city)) == before
@@ -201,7 +209,7 @@ def test_bad_caption_files_are_clear_errors_and_write_nothing(city, tmp_path, li
 def test_missing_backend_folders_are_clear_errors(city, option):
     before = set(_key_dirs(city))
     args = [a for a in ("--captioner", "synthetic:qwen2.5-vl-7b") if option[0] != "--captioner"] + option
-    result = cli("captions", "build", "--city", "NY", "--scale", "tiny", "--limit", "2", *args)
+    result = cli("captions", "build", "--city", "NY", "--data-root", str(city.root), "--limit", "2", *args)
     assert result.returncode == 2, result.stderr
     assert "/no/such/" in result.stderr and "does not exist" in result.stderr
     assert set(_key_dirs(city)) == before

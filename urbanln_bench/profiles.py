@@ -34,14 +34,15 @@ def check_profile(profile: str) -> str:
     return profile
 
 
-def recipe(recipes: Mapping[str, T], profile: str, what: str) -> T:
-    """The entry of a recipe table for ``profile``; a UserError naming ``what`` when it has none.
+def recipe(recipes: Mapping[str, T], profile: str, what: str, hint: str = "") -> T:
+    """The entry of a recipe table for ``profile``; a UserError naming ``what`` (and ending with
+    ``hint``, what to do instead) when it has none.
 
     No fallback to another profile: a run under ``paper`` that silently trained with the ``cpu``
     settings would record numbers that mean something else than its record says.
     """
-    check_profile(profile)
     try:
         return recipes[profile]
     except KeyError:
-        raise UserError(f"{what} has no recipe for profile '{profile}' (it has: {', '.join(recipes)})") from None
+        raise UserError(f"{what} has no recipe for profile '{profile}'{suggest(profile, list(recipes))} "
+                        f"(it has: {', '.join(recipes)}){'; ' + hint if hint else ''}") from None

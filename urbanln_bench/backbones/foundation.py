@@ -28,7 +28,7 @@ from urbanln_bench.backbones.clip import (
     trim_tokens,
 )
 from urbanln_bench.cache import atomic_write_text, cache_root, config_hash, file_lock
-from urbanln_bench.errors import UserError
+from urbanln_bench.profiles import recipe
 
 FOUNDATION_LABEL = "synthetic foundation"
 # bump when train_foundation (its initial model, its training loop pretrain_foundation) changes what it
@@ -117,11 +117,7 @@ FOUNDATION_RECIPES = {
 
 
 def foundation_config(profile: str) -> FoundationConfig:
-    try:
-        return FOUNDATION_RECIPES[profile]
-    except KeyError:
-        raise UserError(f"no synthetic-foundation recipe for CLIP '{profile}' (only {', '.join(FOUNDATION_RECIPES)}); "
-                        "pass a checkpoint with --weights") from None
+    return recipe(FOUNDATION_RECIPES, profile, "the synthetic foundation CLIP", "pass a checkpoint with --weights")
 
 
 def foundation_key(config: FoundationConfig, device: str = "cpu") -> tuple[str, dict[str, Any]]:

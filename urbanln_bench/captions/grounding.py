@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from urbanln_bench.captions.versions import GROUNDING_VERSION
-from urbanln_bench.errors import UserError
+from urbanln_bench.profiles import recipe
 
 GROUNDER_LABEL = "phrase grounder"
 PAD, UNK = 0, 1
@@ -112,11 +112,8 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def grounding_config(profile: str) -> GroundingConfig:
-    try:
-        return GROUNDING_RECIPES[profile]
-    except KeyError:
-        raise UserError(f"no phrase-grounder recipe for profile '{profile}' (only {', '.join(GROUNDING_RECIPES)}); "
-                        "use 'clip:PROFILE@foundation' for the CLIP-cosine scorer or owlv2:DIR") from None
+    return recipe(GROUNDING_RECIPES, profile, "the phrase grounder",
+                  "use 'clip:PROFILE@foundation' for the CLIP-cosine scorer or owlv2:DIR")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from urbanln_bench.synth.render_satellite import capped_poisson, finish, jitter, pick, visible_latents
+from urbanln_bench.synth.satellite_parts import Canvas
 from urbanln_bench.synth.scene import SceneBuilder, SceneGraph, colour_name
 from urbanln_bench.synth.style import RGB, CityStyle
 
@@ -42,16 +43,8 @@ def _shade(colour: RGB, factor: float) -> RGB:
 
 
 @dataclass
-class _Canvas:
-    """What every drawing step needs: the image, its graph, the rng, the style and the latents."""
-
-    draw: ImageDraw.ImageDraw
-    graph: SceneBuilder
-    rng: np.random.Generator
-    style: CityStyle
-    lat: dict[str, float]
-    size: int
-    unit: float
+class _Canvas(Canvas):
+    """A street view's canvas."""
 
     def land_use(self) -> int:
         """0 residential, 1 commercial, 2 industrial, drawn from the region's land-use shares."""

@@ -26,8 +26,9 @@ TreeGroup = tuple[int | None, list[tuple[float, float, float]], str]  # (anchor 
 
 
 @dataclass
-class Tile:
-    """What every drawing step needs: the image, its graph, the rng, the style and the latents."""
+class Canvas:
+    """What every drawing step of either renderer needs: the image, its graph, the rng, the style and
+    the latents."""
 
     draw: ImageDraw.ImageDraw
     graph: SceneBuilder
@@ -35,8 +36,14 @@ class Tile:
     style: CityStyle
     lat: dict[str, float]
     size: int
-    unit: float  # drawing scale: lengths are given in pixels of a 64-px tile, times ``unit``
-    jit: float  # the style's colour jitter
+    unit: float  # drawing scale: lengths are given in pixels of a 64-px image, times ``unit``
+
+
+@dataclass
+class Tile(Canvas):
+    """A satellite tile's canvas."""
+
+    jit: float = 0.0  # the style's colour jitter
 
 
 @dataclass
