@@ -48,3 +48,34 @@ def test_probe_one_seed_all_500_epochs(benchmark, cell):
 
 def test_ridge_probe(benchmark, cell):
     benchmark.pedantic(ridge_probe, args=cell, rounds=5, iterations=1, warmup_rounds=1)
+
+
+def test_ridge_probe_global_scaling(benchmark, cell):
+    """The records' ridge column (one global scale, the embedding's geometry kept)."""
+    benchmark.pedantic(ridge_probe, args=cell, kwargs={"scaling": "global"}, rounds=5, iterations=1,
+                       warmup_rounds=1)
+
+
+def test_paired_bootstrap_one_cell(benchmark):
+    """compare.paired_difference on a paper-sized cell: 10 seeds × 100 test regions, 2000 replicates."""
+    import json
+    from pathlib import Path
+
+    from urbanln_bench.compare import paired_difference
+    from urbanln_bench.records import Record
+
+    template = json.loads((Path(__file__).resolve().parents[1] / "results" / "synthetic-small" / "NY" /
+                           "color-histogram" / "Crime_SI_random.json").read_text())
+    rng = np.random.default_rng(0)
+    truth = {s: rng.normal(5.0, 1.0, 100) for s in range(10)}
+
+    def record(sd: float) -> Record:
+        data = json.loads(json.dumps(template))
+        data["per_seed"] = [{"seed": s, "r2": 0.0, "rmse": 1.0, "mae": 1.0, "predictions": {
+            "ids": [str(i) for i in range(100)], "y": y.tolist(), "mlp": (y + rng.normal(0, sd, 100)).tolist(),
+            "ridge": y.tolist()}} for s, y in truth.items()]
+        return Record.from_json(data)
+
+    a, b = record(0.5), record(0.6)
+    diff = benchmark.pedantic(paired_difference, args=(a, b), rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(ci=[diff.low, diff.high])

@@ -45,6 +45,26 @@ def test_records_are_complete_and_self_describing(store: Path):
     assert record["probe"]["target"].startswith("ln(y+1)")
 
 
+def test_records_keep_ridge_scores_and_each_seeds_test_predictions(store: Path):
+    from urbanln_bench.compare import paired_difference
+    from urbanln_bench.metrics import regression_metrics
+    from urbanln_bench.records import load_record
+
+    oracle = load_record(store / "synthetic-tiny/NY/oracle-latents/Pop_SI_random.json")
+    hist = load_record(store / "synthetic-tiny/NY/color-histogram/Pop_SI_random.json")
+    for seed in oracle.per_seed:
+        stored = seed["predictions"]
+        assert len(stored["ids"]) == len(stored["y"]) == len(stored["mlp"]) == len(stored["ridge"]) == seed["n_test"]
+        for probe, key in (("mlp", "r2"), ("ridge", "ridge_r2")):  # the stored predictions give the stored R²
+            assert regression_metrics(np.array(stored["y"]), np.array(stored[probe]))["r2"] == pytest.approx(
+                seed[key], abs=1e-5)
+        assert seed["ridge_alpha"] > 0
+    assert oracle.metrics["ridge_r2"].n == 2 and oracle.probe["ridge"]["selection"] == "validation MSE"
+    diff = paired_difference(oracle, hist)  # same splits: comparable region by region
+    assert diff is not None and diff.seeds == 2
+    assert diff.diff == pytest.approx(oracle.metrics["r2"].mean - hist.metrics["r2"].mean, abs=1e-5)
+
+
 def test_same_split_for_sv_and_si(store: Path):
     sv = json.loads((store / "synthetic-tiny/NY/oracle-latents/Pop_SV_random.json").read_text())
     si = json.loads((store / "synthetic-tiny/NY/oracle-latents/Pop_SI_random.json").read_text())

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from urbanln_bench.compare import CellComparison, compare_cell, mean_ranks, paired_difference, predictions
 from urbanln_bench.records import MethodInfo, Record, iter_records
 from urbanln_bench.reference.paper import MISSING, PaperTable, improvement_rows, paper_cities, paper_table
 
@@ -22,7 +23,8 @@ PAPER_METRIC = {"r2": "R2", "rmse": "RMSE", "mae": "MAE"}
 PAPER_ORDER = ("ResNet-18", "Tile2Vec", "PG-SimCLR", "RemoteCLIP", "UrbanCLIP", "MuseCL", "UrbanVLP")
 ROLE_ORDER = {"method": 0, "floor": 2, "oracle": 3}
 CITY_ORDER = ("BJ", "SH", "SZ", "NY")
-NOTE_MARK = " †"  # a cell whose record carries notes (a task derived from the method's auxiliary data)
+NOTE_MARK = " †"
+TIE_MARK = " ≈"  # statistically tied with the cell's winner (compare.py)  # a cell whose record carries notes (a task derived from the method's auxiliary data)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict
         row = Row(row_label(record), cell.imagery, method.role, method.ours, _short_weights(method.weight_source),
                   record.split["strategy"], cell.imagery in method.native_imagery, is_ablation(method))
         metrics: dict = record.metric_dicts()
+        metrics["record"] = record  # for paired comparisons (compare.py); not a metric
         if record.notes:
             metrics["notes"] = list(record.notes)
         tables[(cell.city, record.data.tag)][row][cell.task] = metrics
@@ -171,16 +174,48 @@ def _improvements(city: str, rows: dict[Row, dict[str, dict]], tasks: list[str])
     return out
 
 
+def cell_comparisons(rows: dict[Row, dict[str, dict]], tasks: list[str]) -> dict[str, CellComparison]:
+    """Task → the paired comparison of the competing rows (role "method") with the task's winner."""
+    out = {}
+    for task in tasks:
+        records = {row.label + "|" + row.imagery: metrics[task]["record"] for row, metrics in rows.items()
+                   if row.role == "method" and task in metrics and "record" in metrics[task]}
+        comparison = compare_cell(records)
+        if comparison is not None and any(d is not None for d in comparison.differences.values()):
+            out[task] = comparison
+    return out
+
+
+def _r2_mark(comparison: CellComparison | None, row: Row) -> tuple[str, str]:
+    """(prefix, suffix) around a row's R²: bold for the cell's winner, ≈ for a statistical tie with it."""
+    if comparison is None or row.role != "method":
+        return "", ""
+    key = row.label + "|" + row.imagery
+    if key == comparison.winner:
+        return "**", "**"
+    return ("", TIE_MARK) if comparison.tied(key) else ("", "")
+
+
 def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str], *,
                  native_only: bool) -> list[str]:
     header = ["Method", "Imagery", "Weights", *(f"{t} {METRIC_LABELS[m]}" for t in tasks for m in METRICS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
     chosen = ({r: v for r, v in rows.items() if r.native and r.strategy == "random" and not r.ablation}
               if native_only else rows)
+    comparisons = cell_comparisons(chosen, tasks) if native_only else {}
+
+    def cell(row: Row, metrics: dict, task: str, metric: str) -> str:
+        if task not in metrics:
+            return MISSING
+        text = _fmt(metrics[task].get(metric))
+        if metric != "r2":
+            return text
+        before, after = _r2_mark(comparisons.get(task), row)
+        return before + text + after + (NOTE_MARK if metrics[task].get("notes") else "")
+
     for row in sorted(chosen, key=_sort_key):
         metrics = chosen[row]
-        cells = [_fmt(metrics.get(t, {}).get(m)) + (NOTE_MARK if m == "r2" and metrics.get(t, {}).get("notes") else "")
-                 if t in metrics else MISSING for t in tasks for m in METRICS]
+        cells = [cell(row, metrics, t, m) for t in tasks for m in METRICS]
         role = {"floor": " *(floor)*", "oracle": " *(ceiling)*"}.get(row.role, "")
         imagery = row.imagery if native_only else f"{row.imagery}, {row.strategy}"
         lines.append("| " + " | ".join([row.label + role, imagery, row.weights, *cells]) + " |")
@@ -198,7 +233,25 @@ def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: l
     if any(v.get("notes") for metrics in chosen.values() for v in metrics.values()):
         lines += ["", f"{NOTE_MARK.strip()} The method trains on the auxiliary data this task is derived from; "
                       "reported because the paper reports it."]
+    if native_only:
+        lines += ["", _comparison_note(chosen, comparisons, tasks)]
     return lines
+
+
+def _comparison_note(rows: dict[Row, dict[str, dict]], comparisons: dict[str, CellComparison],
+                     tasks: list[str]) -> str:
+    methods = [m for row, metrics in rows.items() if row.role == "method" for m in metrics.values()]
+    without = sum(1 for m in methods if "record" in m and not predictions(m["record"]))
+    if comparisons:
+        text = (f"**Bold**: the task's winner (highest mean R² among the methods); {TIE_MARK.strip()}: tied with "
+                f"it (the 95 % paired bootstrap interval of the R² difference over test regions and seeds "
+                f"contains 0; `compare.py`). Compared on {len(comparisons)} of {len(tasks)} tasks.")
+    else:
+        text = "No paired comparison yet: ties with the winner cannot be told apart from differences."
+    if without:
+        text += (f" {without} of these records were made before records kept their test predictions and are "
+                 "left out of the comparisons; re-running them (`--overwrite always`) adds them.")
+    return text
 
 
 def ablation_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
@@ -210,16 +263,26 @@ def ablation_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], task
     full = {r.imagery: v for r, v in ours.items() if not r.ablation}
     header = ["Variant", "Imagery", *(f"{t} R²" for t in tasks), *(f"Δ {t}" for t in tasks)]
     lines = [f"### {city} — ablations (`{tag}`)", "",
-             "R² mean ± std over probe seeds; Δ = variant − full UrbanLN on the same imagery.", "",
+             "R² mean ± std over probe seeds; Δ = variant − full UrbanLN on the same imagery, with its 95 % paired "
+             "bootstrap interval where both records keep test predictions (≈: the interval contains 0).", "",
              "| " + " | ".join(header) + " |", "|---|---|" + "|".join(["---:"] * (len(header) - 2)) + "|"]
     for row in sorted(ours, key=lambda r: (r.imagery, r.ablation, r.label)):
         metrics = ours[row]
         base = full.get(row.imagery, {})
         cells = [_fmt(metrics.get(t, {}).get("r2")) for t in tasks]
-        deltas = [f"{metrics[t]['r2']['mean'] - base[t]['r2']['mean']:+.3f}" if row.ablation and t in metrics
-                  and t in base else MISSING for t in tasks]
+        deltas = [_ablation_delta(metrics[t], base[t]) if row.ablation and t in metrics and t in base else MISSING
+                  for t in tasks]
         lines.append("| " + " | ".join([row.label, row.imagery, *cells, *deltas]) + " |")
     return lines + [""]
+
+
+def _ablation_delta(variant: dict, full: dict) -> str:
+    diff = None
+    if "record" in variant and "record" in full:
+        diff = paired_difference(variant["record"], full["record"])
+    if diff is None:
+        return f"{variant['r2']['mean'] - full['r2']['mean']:+.3f}"
+    return diff.text() + (TIE_MARK if diff.tied else "")
 
 
 def _ranks(values: list[float]) -> list[float]:
@@ -274,8 +337,13 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
              "Winner = highest mean test R² among the methods above (native imagery; floors and the ceiling "
              "excluded). Gap = the ceiling of the method's imagery (the oracle row; SI for fused SV+SI) − its R². "
              "ρ = Spearman rank correlation of our R² with the paper-reported R² over the models in both.", "",
-             "| Task | Winner | Runner-up | Best floor | Winner's gap to ceiling | Paper's winner | ρ vs paper (n) |",
-             "|---|---|---|---|---:|---|---:|"]
+             "Tied = the methods whose 95 % paired bootstrap interval of the R² difference from the winner "
+             "contains 0 (— when the records keep no test predictions). Ridge winner = the winner under the "
+             "closed-form ridge probe, named where it differs from the MLP's.", "",
+             "| Task | Winner | Runner-up | Tied with the winner | Ridge winner | Best floor | Winner's gap to ceiling "
+             "| Paper's winner | ρ vs paper (n) |",
+             "|---|---|---|---|---|---|---:|---|---:|"]
+    comparisons = cell_comparisons(methods, tasks)
     for task in tasks:
         scored = sorted(((r2(v, task), r) for r, v in methods.items() if r2(v, task) is not None),
                         key=lambda x: (-x[0], x[1].label))
@@ -286,7 +354,15 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
                     key=lambda x: x[0], default=None)
         top = ceiling(winner.imagery, task)
         mark = NOTE_MARK if methods[winner][task].get("notes") else ""
+        comparison = comparisons.get(task)
+        tied = ([r.label for _, r in scored[1:] if comparison.tied(r.label + "|" + r.imagery)]
+                if comparison is not None else None)
+        ridge = max(((v[task]["ridge_r2"]["mean"], r) for r, v in methods.items()
+                     if task in v and "ridge_r2" in v[task]), key=lambda x: (x[0], x[1].label), default=None)
+        ridge_text = MISSING if ridge is None else ("same" if ridge[1] == winner
+                                                    else f"{ridge[1].label} ({ridge[0]:.3f})")
         cells = [task, f"{winner.label} ({best:.3f}){mark}", f"{runner[1].label} ({runner[0]:.3f})" if runner else MISSING,
+                 MISSING if tied is None else (", ".join(tied) or "none"), ridge_text,
                  f"{floor[1].label} ({floor[0]:.3f})" if floor else MISSING,
                  f"{top - best:.3f}" if top is not None else MISSING]
         if paper is not None and task in paper.tasks:
@@ -300,6 +376,15 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
         else:
             cells += [MISSING, MISSING]
         lines.append("| " + " | ".join(cells) + " |")
+    ranks = mean_ranks([{row.label + "|" + row.imagery: v[task]["record"] for row, v in methods.items()
+                         if task in v and "record" in v[task]} for task in tasks])
+    if ranks:
+        lines += ["", "Mean rank over the tasks with comparable records (1 = best by R²; 95 % bootstrap interval "
+                      "from resampling every task's test regions):", "",
+                  "| Method | Imagery | Mean rank | 95 % interval | Tasks |", "|---|---|---:|---|---:|"]
+        for key, rank in sorted(ranks.items(), key=lambda kv: (kv[1].mean, kv[0])):
+            label, imagery = key.split("|")
+            lines.append(f"| {label} | {imagery} | {rank.mean:.2f} | [{rank.low:.2f}, {rank.high:.2f}] | {rank.cells} |")
     lines += ["", "Distance to the ceiling (oracle R² − method R², lower is better):", "",
               "| Method | Imagery | " + " | ".join(f"{t} gap" for t in tasks) + " |",
               "|---|---|" + "|".join(["---:"] * len(tasks)) + "|"]

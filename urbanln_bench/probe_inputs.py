@@ -130,26 +130,39 @@ def prepare_probe_data(
     split_indices: Sequence[np.ndarray],
     region_ids: Sequence[str] | None = None,
     dtype: type = np.float64,
+    scaling: str = "per-feature",
 ) -> ProbeData:
     """Check inputs, take ln(y+1), standardise features and targets with train statistics.
 
-    A feature (or target) with zero train variance is only centred (its std is taken as 1).
+    ``scaling="per-feature"`` (the MLP probe's): every feature is centred and divided by its own train
+    std; a feature (or target) with zero train variance is only centred (its std is taken as 1).
     Standardised features are clipped to ±``FEATURE_CLIP`` train standard deviations: a region far
     outside the train range (say a histogram bin that is almost never non-zero in train) must not
     blow a prediction up. The same rule holds for every method.
+
+    ``scaling="global"`` (the ridge probe's): features are centred and divided by one number, the root
+    mean train variance over features, and not clipped. It keeps the embedding's geometry (which
+    directions carry its variance) as the method made it: per-feature scaling inflates directions of
+    tiny variance to unit variance, which can drown a low-rank embedding's signal in noise.
     """
+    if scaling not in ("per-feature", "global"):
+        raise ValueError(f"scaling must be 'per-feature' or 'global', got {scaling!r}")
     X, y, (tr, va, te) = check_probe_inputs(X, y, split_indices, region_ids)
     x64 = X.astype(np.float64)
     mu = x64[tr].mean(axis=0)
     sd = x64[tr].std(axis=0)
+    if scaling == "global":
+        rms = float(np.sqrt(np.mean(sd**2)))
+        sd = np.full_like(sd, rms if rms > 0 else 1.0)
     sd = np.where(sd > 0, sd, 1.0)
+    clip = FEATURE_CLIP if scaling == "per-feature" else np.inf
     t = np.log1p(y.astype(np.float64))
     t_mean = float(t[tr].mean())
     t_std = float(t[tr].std())
     t_std = t_std if t_std > 0 else 1.0
 
     def feats(idx: np.ndarray) -> np.ndarray:
-        return np.clip((x64[idx] - mu) / sd, -FEATURE_CLIP, FEATURE_CLIP).astype(dtype)
+        return np.clip((x64[idx] - mu) / sd, -clip, clip).astype(dtype)
 
     def targ(idx: np.ndarray) -> np.ndarray:
         return ((t[idx] - t_mean) / t_std).astype(dtype)

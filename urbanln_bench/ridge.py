@@ -33,12 +33,15 @@ def ridge_probe(
     split_indices: Sequence[np.ndarray],
     alphas: Sequence[float] = RIDGE_ALPHAS,
     region_ids: Sequence[str] | None = None,
+    scaling: str = "per-feature",
 ) -> RidgeResult:
     """Fit ridge on train for every alpha (one SVD), pick the alpha with the lowest val MSE
-    (the smallest alpha on a tie), and report test metrics at that alpha."""
+    (the smallest alpha on a tie), and report test metrics at that alpha. ``scaling`` is
+    :func:`~urbanln_bench.probe_inputs.prepare_probe_data`'s: the records' ridge column uses ``global``
+    (the embedding's own geometry); the twin's difficulty check keeps ``per-feature``."""
     if len(alphas) == 0 or min(alphas) < 0:
         raise ValueError("alphas must be a non-empty grid of values >= 0")
-    data = prepare_probe_data(X, y, split_indices, region_ids)
+    data = prepare_probe_data(X, y, split_indices, region_ids, scaling=scaling)
     # Features and target are centred on train, so the intercept is 0 on the standardised scale.
     u, s, vt = np.linalg.svd(data.x_train, full_matrices=False)
     uty = u.T @ data.t_train

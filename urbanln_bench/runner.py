@@ -173,10 +173,23 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
     return embeddings, False
 
 
+PREDICTION_DECIMALS = 6  # ln(y+1) predictions are stored rounded: 1e-6 is far below any R² difference shown
+
+
+def seed_predictions(region_ids, test_index, truth, mlp, ridge) -> dict[str, list]:
+    """A seed's test regions, their ln(y+1) targets and both probes' predictions, as a record keeps them."""
+    def rounded(values) -> list[float]:
+        return [round(float(v), PREDICTION_DECIMALS) for v in values]
+
+    return {"ids": [region_ids[i] for i in test_index], "y": rounded(truth), "mlp": rounded(mlp),
+            "ridge": rounded(ridge)}
+
+
 def probe_cell(embeddings, data: CityData, task: str, imagery: str, options: RunOptions, grid_by_id: dict):
     """Probe one cell for every seed: split over labelled regions, drop those without the imagery."""
     from urbanln_bench.metrics import aggregate
     from urbanln_bench.probe import ProbeConfig, fit_probe, tune_probe
+    from urbanln_bench.ridge import ridge_probe
     from urbanln_bench.splits import split_regions
 
     y_all = data.indicator(task)
@@ -200,21 +213,32 @@ def probe_cell(embeddings, data: CityData, task: str, imagery: str, options: Run
             config, summary = tune_probe(X, y, indices, options.tune, seed, base, region_ids=embeddings.region_ids)
             tuned = {"n_trials": options.tune, "best_params": summary.best_params}
         result = fit_probe(X, y, indices, config, seed, region_ids=embeddings.region_ids)
+        ridge = ridge_probe(X, y, indices, region_ids=embeddings.region_ids, scaling="global")
         t_val = np.log1p(y[indices.val])
         per_seed.append({"seed": seed, **{k: float(v) for k, v in result.metrics.items()},
                          # validation scores, for choosing recipes and settings without looking at test
                          "val_mse": float(result.val_mse), "val_r2": float(1.0 - result.val_mse / np.var(t_val)),
                          "best_epoch": result.best_epoch, "n_train": len(indices.train), "n_val": len(indices.val),
-                         "n_test": len(indices.test)})
+                         "n_test": len(indices.test),
+                         **{f"ridge_{k}": float(ridge.metrics[k]) for k in ("r2", "rmse", "mae")},
+                         "ridge_alpha": ridge.alpha,
+                         # the test predictions (ln(y+1) scale), so two methods can be compared region by
+                         # region on the same split (compare.py: paired bootstrap)
+                         "predictions": seed_predictions(embeddings.region_ids, indices.test, np.log1p(y[indices.test]),
+                                                         result.test_predictions, ridge.test_predictions)})
         splits[str(seed)] = restricted.digest
-    metrics = aggregate([{k: s[k] for k in ("r2", "rmse", "mae", "rmse_raw", "mae_raw")} for s in per_seed])
+    metrics = aggregate([{k: s[k] for k in ("r2", "rmse", "mae", "rmse_raw", "mae_raw", "ridge_r2", "ridge_rmse",
+                                            "ridge_mae")} for s in per_seed])
     split_info = {"strategy": options.strategy, "seeds": list(options.seeds), "digests": splits,
                   "labelled_regions": len(labelled), "dropped_without_imagery": dropped}
     from urbanln_bench.probe_inputs import FEATURE_CLIP, PROBE_VERSION
+    from urbanln_bench.ridge import RIDGE_ALPHAS
 
     probe_info = {**dataclasses.asdict(base), "digest": base.digest, "version": PROBE_VERSION,
                   "feature_clip_sd": FEATURE_CLIP, "tune_trials": options.tune,
-                  "target": "ln(y+1), standardised on train", "tuned": tuned}
+                  "target": "ln(y+1), standardised on train", "tuned": tuned,
+                  "ridge": {"alphas": list(RIDGE_ALPHAS), "selection": "validation MSE",
+                            "scaling": "centred, one global scale (the embedding's geometry kept)"}}
     return per_seed, metrics, split_info, probe_info
 
 

@@ -1,0 +1,128 @@
+"""Paired comparisons (compare.py): bootstrap intervals that find real differences and call noise a tie."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from urbanln_bench.compare import compare_cell, mean_ranks, paired_difference, predictions
+from urbanln_bench.metrics import regression_metrics
+from urbanln_bench.records import Record
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = json.loads((REPO / "results" / "synthetic-small" / "NY" / "color-histogram" / "Crime_SI_random.json").read_text())
+
+
+def _record(label: str, per_seed_pred: dict[int, np.ndarray], y: dict[int, np.ndarray]) -> Record:
+    """A record of one cell whose seeds carry the given test predictions (and the R² they give)."""
+    data = json.loads(json.dumps(TEMPLATE))
+    data["method"]["variant"] = label
+    data["cell"] = {"id": "NY/Crime/SI", "city": "NY", "task": "Crime", "imagery": "SI"}
+    per_seed = []
+    for seed, pred in per_seed_pred.items():
+        r2 = regression_metrics(y[seed], pred)["r2"]
+        ids = [f"r{seed:03d}c{i:03d}" for i in range(len(pred))]
+        per_seed.append({"seed": seed, "r2": r2, "rmse": 1.0, "mae": 1.0, "predictions": {
+            "ids": ids, "y": y[seed].tolist(), "mlp": pred.tolist(), "ridge": pred.tolist()}})
+    data["per_seed"] = per_seed
+    r2s = [s["r2"] for s in per_seed]
+    data["metrics"]["r2"] = {"mean": float(np.mean(r2s)), "std": float(np.std(r2s, ddof=1)), "n": len(r2s)}
+    return Record.from_json(data, label)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    rng = np.random.default_rng(0)
+    return {seed: rng.normal(5.0, 1.0, 90) for seed in range(5)}
+
+
+def _noisy(truth, sd: float, seed: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {s: y + rng.normal(0.0, sd, len(y)) for s, y in truth.items()}
+
+
+def test_identical_predictions_differ_by_exactly_zero(truth):
+    pred = _noisy(truth, 0.5, 1)
+    diff = paired_difference(_record("a", pred, truth), _record("b", pred, truth))
+    assert diff.diff == 0.0 and diff.low == 0.0 and diff.high == 0.0 and diff.tied
+    assert diff.seeds == 5 and diff.regions == 450
+
+
+def test_a_clearly_better_method_is_not_tied_and_the_point_estimate_is_the_mean_r2_difference(truth):
+    good, bad = _record("good", _noisy(truth, 0.3, 1), truth), _record("bad", _noisy(truth, 0.9, 2), truth)
+    diff = paired_difference(good, bad)
+    assert diff.low > 0.2 and not diff.tied
+    assert diff.diff == pytest.approx(good.metrics["r2"].mean - bad.metrics["r2"].mean, abs=1e-12)
+    assert paired_difference(bad, good).high < -0.2
+
+
+def _jittered(preds: dict[int, np.ndarray], sd: float, seed: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {s: p + rng.normal(0.0, sd, len(p)) for s, p in preds.items()}
+
+
+def test_two_nearly_identical_methods_are_tied(truth):
+    pred = _noisy(truth, 0.6, 1)
+    a, b = _record("a", pred, truth), _record("b", _jittered(pred, 0.05, 2), truth)
+    assert paired_difference(a, b).tied
+
+
+def test_the_interval_is_deterministic_and_narrower_when_paired(truth):
+    a, b = _record("a", _noisy(truth, 0.5, 1), truth), _record("b", _noisy(truth, 0.55, 2), truth)
+    assert paired_difference(a, b) == paired_difference(a, b)
+
+
+def test_records_without_predictions_or_on_other_splits_are_not_compared(truth):
+    a = _record("a", _noisy(truth, 0.5, 1), truth)
+    bare = Record.from_json({**json.loads(json.dumps(TEMPLATE))}, "bare")
+    assert predictions(bare) == {} and paired_difference(a, bare) is None
+    shifted = {s: np.roll(y, 1) for s, y in truth.items()}  # other test regions' targets: another split
+    assert paired_difference(a, _record("b", _noisy(shifted, 0.5, 2), shifted)) is None
+
+
+def test_compare_cell_names_the_winner_and_its_ties(truth):
+    best = _noisy(truth, 0.3, 1)
+    records = {"best": _record("best", best, truth),
+               "close": _record("close", _jittered(best, 0.03, 2), truth),
+               "far": _record("far", _noisy(truth, 1.0, 3), truth)}
+    cell = compare_cell(records)
+    assert cell.winner == min(("best", "close"), key=lambda k: -records[k].metrics["r2"].mean)
+    other = "close" if cell.winner == "best" else "best"
+    assert cell.tied(other) and not cell.tied("far")
+
+
+def test_mean_ranks_order_methods_and_give_intervals(truth):
+    cells = []
+    for k in range(4):
+        cells.append({"best": _record("best", _noisy(truth, 0.3, 10 + k), truth),
+                      "mid": _record("mid", _noisy(truth, 0.7, 20 + k), truth),
+                      "worst": _record("worst", _noisy(truth, 1.5, 30 + k), truth)})
+    ranks = mean_ranks(cells, n_bootstrap=500)
+    assert ranks["best"].mean == 1.0 and ranks["mid"].mean == 2.0 and ranks["worst"].mean == 3.0
+    assert ranks["best"].high < ranks["mid"].low and ranks["best"].cells == 4
+
+
+def test_the_leaderboard_marks_the_winner_its_ties_and_ranks(truth, tmp_path: Path):
+    from urbanln_bench.leaderboard import render_leaderboard
+    from urbanln_bench.records import write_record
+
+    best = _noisy(truth, 0.3, 1)
+    for label, pred in (("Alpha", best), ("Beta", _jittered(best, 0.03, 2)), ("Gamma", _noisy(truth, 1.0, 3))):
+        record = _record(label, pred, truth)
+        data = record.to_json()
+        data["method"].update(role="method", name=label.lower(), slug=label.lower(), display_name=label,
+                              native_imagery=["SI"])
+        write_record(tmp_path / "synthetic-small" / "NY" / label.lower() / "Crime_SI_random.json",
+                     Record.from_json(data, label))
+    text = render_leaderboard(tmp_path)
+    rows: dict[str, str] = {}  # the first table (native imagery) only
+    for line in text.splitlines():
+        if line.startswith(("| Alpha", "| Beta", "| Gamma")):
+            rows.setdefault(line.split(" |")[0].strip("| "), line)
+    winner = "Alpha" if "**" in rows["Alpha"] else "Beta"
+    other = "Beta" if winner == "Alpha" else "Alpha"
+    assert "**" in rows[winner] and "≈" in rows[other] and "≈" not in rows["Gamma"] and "**" not in rows["Gamma"]
+    assert "Compared on 1 of 3 tasks" in text
