@@ -65,6 +65,17 @@ def test_records_keep_ridge_scores_and_each_seeds_test_predictions(store: Path):
     assert diff.diff == pytest.approx(oracle.metrics["r2"].mean - hist.metrics["r2"].mean, abs=1e-5)
 
 
+def test_spectrum_summary_measures_collapse():
+    from urbanln_bench.runner import spectrum_summary
+
+    rng = np.random.default_rng(0)
+    full = spectrum_summary(rng.normal(size=(400, 8)))
+    assert 7.0 < full["participation_ratio"] <= 8.0 and full["components_99"] == 8
+    collapsed = spectrum_summary(np.outer(rng.normal(size=400), rng.normal(size=8)) + 1e-6 * rng.normal(size=(400, 8)))
+    assert collapsed["participation_ratio"] < 1.01 and collapsed["components_90"] == 1
+    assert spectrum_summary(np.ones((5, 3)))["participation_ratio"] == 0.0
+
+
 def test_same_split_for_sv_and_si(store: Path):
     sv = json.loads((store / "synthetic-tiny/NY/oracle-latents/Pop_SV_random.json").read_text())
     si = json.loads((store / "synthetic-tiny/NY/oracle-latents/Pop_SI_random.json").read_text())

@@ -173,6 +173,22 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
     return embeddings, False
 
 
+def spectrum_summary(vectors: np.ndarray) -> dict[str, float | int]:
+    """How many directions an embedding uses: the participation ratio (Σλ)² / Σλ² of its PCA spectrum
+    (1 = collapsed onto one direction, D = every direction equally) and how many principal components
+    hold 90 % and 99 % of its variance."""
+    x = np.asarray(vectors, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    eig = np.clip(np.linalg.svd(x, compute_uv=False) ** 2, 0.0, None)
+    total = float(eig.sum())
+    if total <= 0:
+        return {"participation_ratio": 0.0, "components_90": 0, "components_99": 0}
+    share = np.cumsum(eig) / total
+    return {"participation_ratio": round(total**2 / float((eig**2).sum()), 3),
+            "components_90": int(np.searchsorted(share, 0.90) + 1),
+            "components_99": int(np.searchsorted(share, 0.99) + 1)}
+
+
 PREDICTION_DECIMALS = 6  # ln(y+1) predictions are stored rounded: 1e-6 is far below any R² difference shown
 
 
@@ -356,7 +372,8 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
                 metrics={name: MetricSummary(**summary) for name, summary in metrics.items()},
                 embedding={"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
                            "pooling": embeddings.meta.get("pooling"),
-                           "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region")},
+                           "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region"),
+                           **spectrum_summary(embeddings.vectors)},
                 pretraining=_pretraining_summary(embeddings.meta),
                 notes=tuple(aux_notes(meta, task)),
                 harness_version=HARNESS_VERSION, git_revision=revision,
