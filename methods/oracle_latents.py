@@ -1,6 +1,7 @@
 """Oracle: the twin's true latents, probed with the same head, splits and seeds as every method —
-the ceiling of what any representation of these regions can reach (synthetic twins only). The harness
-hands it the latents; no method ever gets them."""
+the ceiling of what any representation of these regions can reach (synthetic twins only). It declares
+``truth=("latents",)``, so the harness hands it the latents (``fit_inputs.TrueLatents``); no method that
+does not declare them ever gets them (docs/methods.md#floors-and-oracle)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class OracleLatents(Method):
         description="The twin's true latent variables per region (synthetic only): the ceiling.",
         role="oracle",
         synthetic_only=True,
+        truth=("latents",),
     )
 
     def weight_source(self) -> str:

@@ -90,3 +90,19 @@ def test_summary_names_winners_gaps_to_the_ceiling_and_rank_agreement(tmp_path: 
     assert ("| Pop | UrbanLN+SI (0.550) | Tile2Vec (0.500) | — | — | Colour histogram (SI) (0.420) | 0.250 | "
             "UrbanLN+SI (0.725) | +0.80 (4) |") in text
     assert "| ResNet-18 | SI | 0.400 |" in text and "| UrbanLN+SI | SI | 0.250 |" in text
+
+
+def test_the_information_chain_and_the_gap_share_frame_the_methods(tmp_path: Path):
+    write_record(tmp_path, "tile2vec", "Tile2Vec", "Pop", "SI", 0.50, 1.0)
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SI", 0.30, 1.0)
+    write_record(tmp_path, "hist", "Colour histogram", "Pop", "SI", 0.40, 1.0, native=("SV", "SI"), role="floor")
+    write_record(tmp_path, "sg", "Scene-graph ceiling", "Pop", "SI", 0.60, 1.0, native=("SV", "SI"), role="ceiling")
+    write_record(tmp_path, "text", "Caption text (consensus)", "Pop", "SI", 0.55, 1.0, native=("SV", "SI"),
+                 role="reference")
+    write_record(tmp_path, "oracle", "Oracle", "Pop", "SI", 0.80, 0.5, native=("SV", "SI"), role="oracle")
+    text = render_leaderboard(tmp_path)
+    assert "| Pop | SI | 0.800 | 0.600 | 0.550 | 0.500 | 0.400 |" in text  # oracle → ceiling → text → best → floor
+    assert "| Tile2Vec | SI | 50 % | — | — | 50 % |" in text and "| ResNet-18 | SI | -50 % | — | — | -50 % |" in text
+    # framing rows never win: the winner is the best competing method
+    assert "| Pop | Tile2Vec (0.500) | ResNet-18 (0.300) |" in text
+    assert "Caption text (consensus) (SI) *(reference)*" in text and "*(ceiling)*" in text

@@ -116,7 +116,7 @@ def test_leaderboard_is_deterministic_and_check_detects_staleness(store: Path, t
     text = render_leaderboard(store)
     assert text == render_leaderboard(store)
     assert "## NY — synthetic twin (`synthetic-tiny`)" in text
-    assert "Oracle (true latents) (SI) *(ceiling)*" in text and "Colour histogram (SV) *(floor)*" in text
+    assert "Oracle (true latents) (SI) *(latent oracle)*" in text and "Colour histogram (SV) *(floor)*" in text
     assert "ResNet-18 *(paper-reported)*" in text and "| — |" in text  # PG-SimCLR on NY POI
     out = tmp_path / "leaderboard.md"
     assert cli("leaderboard", "--results", str(store), "--out", str(out)).returncode == 0
@@ -217,7 +217,8 @@ def test_rekey_rewrites_only_the_key_of_a_stale_record(store: Path, tmp_path: Pa
 
 
 def test_python_users_get_the_cli_frame_and_table(tmp_path: Path):
-    """run_frame adds the floor and the ceiling on the run's cells; run_table is the table `run` prints."""
+    """run_frame adds the floor, the scene-graph ceiling and the latent oracle on the run's cells; run_table is
+    the table `run` prints."""
     from urbanln_bench.leaderboard import run_table
     from urbanln_bench.runner import run_frame
 
@@ -226,11 +227,12 @@ def test_python_users_get_the_cli_frame_and_table(tmp_path: Path):
     outcomes = run(opts, log=lambda m: None)
     framed = run_frame(opts, outcomes)
     assert sorted((o.record.method.name, o.cell) for o in framed) == [
-        ("color-histogram", "NY/Pop/SI"), ("oracle-latents", "NY/Pop/SI")]
+        ("color-histogram", "NY/Pop/SI"), ("oracle-latents", "NY/Pop/SI"), ("scene-graph-ceiling", "NY/Pop/SI")]
     table = run_table([o.record for o in outcomes], "NY", results)
     roles = {row.label: (row.role, row.this_run) for row in table.rows}
     assert roles["Random features (SI)"] == ("floor", True)
-    assert ("oracle", False) in roles.values() and table.tasks == ["Pop"]
+    assert ("oracle", False) in roles.values() and ("ceiling", False) in roles.values() and table.tasks == ["Pop"]
     oracle = next(row for row in table.rows if row.role == "oracle")
-    assert oracle.r2["Pop"]["mean"] == framed[1].record.metric("r2").mean
+    by_name = {o.record.method.name: o.record for o in framed}
+    assert oracle.r2["Pop"]["mean"] == by_name["oracle-latents"].metric("r2").mean
     assert run_frame(dataclasses.replace(opts, pretrain_city="SZ"), outcomes) == []  # transfer: no frame

@@ -9,8 +9,9 @@ slow method should pretrain briefly there), once per imagery the method runs on:
 - **batch-size invariance**: embedding with batch size 7 and 64 → the same vectors (catches batch
   statistics, e.g. a BatchNorm left in training mode); not applicable to per-region methods;
 - **fit determinism**: a second ``fit`` from the same seed → identical embeddings;
-- **labels unseen**: that second ``fit`` runs on a copy of the twin whose indicator table (and, except
-  for the oracle, its true latents) is replaced by random numbers; the embeddings must not change.
+- **labels unseen**: that second ``fit`` runs on a copy of the twin whose indicator table (and, unless
+  the method declares them in ``MethodMeta.truth`` as the oracle does, its true latents) is replaced by
+  random numbers; the embeddings must not change.
   Each ``fit`` runs under a private cache root (``URBANLN_BENCH_CACHE``) in which the twin under check —
   wherever a method looks for it: the view's image index, ``ensure_twin`` by name, the harness's own
   objects — *is* that copy, and in which nothing the method cached during the other fit is visible.
@@ -207,7 +208,7 @@ def _regions_with(data, imagery: str) -> int:
     return len(view.regions.ids)
 
 
-def _check_imagery(name: str, settings: dict[str, str], twin: Path, imagery: str, is_oracle: bool,
+def _check_imagery(name: str, settings: dict[str, str], twin: Path, imagery: str, gets_latents: bool,
                    add: Callable[..., None]) -> None:
     from urbanln_bench.cache import cache_root
     from urbanln_bench.data.loader import CityData
@@ -253,8 +254,8 @@ def _check_imagery(name: str, settings: dict[str, str], twin: Path, imagery: str
         add("fit determinism", imagery, SKIP, "not run")
         add("labels unseen", imagery, FAIL, f"the harness handed fit a {first.fit_input_type}, not an UnlabelledCity")
         return
-    what = "indicators" + ("" if is_oracle else " and true latents")
-    with private_cache(shared, twin, scramble=True, latents=not is_oracle) as folder:
+    what = "indicators" + ("" if gets_latents else " and true latents")
+    with private_cache(shared, twin, scramble=True, latents=not gets_latents) as folder:
         try:
             scrambled = _Run(name, CityData.open(folder), imagery, settings).embeddings
             same, detail = _compare(first.embeddings, scrambled, DETERMINISM_RTOL)
@@ -324,6 +325,6 @@ def check_method(name: str, city: str = "NY", imagery: list[str] | None = None,
     add("load", "", PASS, f"{label}; weights: {source}")
     twin = ensure_twin(spec, CHECK_SCALE)
     for one in chosen:
-        _check_imagery(name, dict(settings or {}), twin, one, method.meta.role == "oracle", add)
+        _check_imagery(name, dict(settings or {}), twin, one, "latents" in method.meta.truth, add)
     report.seconds = time.perf_counter() - started
     return report

@@ -200,6 +200,7 @@ def list_methods(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
         meta = get_method(name).meta
         rows.append({"name": name, "display_name": meta.display_name, "imagery": meta.imagery,
                      "native_imagery": list(meta.native_imagery), "role": meta.role,
+                     "truth": list(meta.truth),
                      "builtin": METHODS.is_builtin(name), "description": meta.description})
     if json_out:
         typer.echo(json.dumps(rows, indent=1))
@@ -239,7 +240,8 @@ def _print_run_table(records, city: str, results: Path) -> None:
     table.add_column("Imagery")
     for t in built.tasks:
         table.add_column(f"{t} R²", justify="right")
-    suffix = {"floor": " (floor)", "oracle": " (ceiling)"}
+    suffix = {"floor": " (floor)", "oracle": " (latent oracle)", "ceiling": " (ceiling)",
+              "reference": " (reference)"}
     for row in built.rows:
         cells = []
         for t in built.tasks:

@@ -1,11 +1,13 @@
 """What a method's ``fit`` gets besides the unlabelled city: fit inputs (docs/architecture.md#core-concepts).
 
-Some methods need more than images: caption sets (UrbanLN, UrbanCLIP, UrbanVLP), or, for the oracle,
-the twin's true latents. Each such input is a provider with a name (the key of ``FitContext.extras``
-and of the record key part), an identity (what the input depends on besides the data, for cache and
-record keys; None when it adds nothing to them) and ``provide`` (the value, and provenance for the
-embedding's metadata). The runner loops over the providers a method needs and knows none of them;
-auxiliary tables (POI counts, mobility) reach a method through the unlabelled city itself.
+Some methods need more than images: caption sets (UrbanLN, UrbanCLIP, UrbanVLP, the caption-text rows),
+or, for a method that declares it in ``MethodMeta.truth``, a twin's ground truth: its true latents (the
+oracle) or its per-image scene graphs (the scene-graph ceiling). Each such input is a provider with a
+name (the key of ``FitContext.extras`` and of the record key part), an identity (what the input depends
+on besides the data, for cache and record keys; None when it adds nothing to them) and ``provide`` (the
+value, and provenance for the embedding's metadata). The runner loops over the providers a method
+needs and knows none of them; auxiliary tables (POI counts, mobility) reach a method through the
+unlabelled city itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from urbanln_bench.data.loader import CityData
+from urbanln_bench.errors import UserError
 from urbanln_bench.method import Method
 from urbanln_bench.registry import Registry
 
@@ -73,14 +76,27 @@ def caption_identity(method: Method, imagery: str, profile: str) -> dict[str, An
 
 
 def method_captions(method: Method, data: CityData, imagery: str, profile: str,
-                    progress: Callable | None) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
-    """Run (or reuse) the caption pipeline on ``data`` for the method; (captions, provenance)."""
-    from urbanln_bench.captions.pipeline import run_pipeline
+                    progress: Callable | None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Run (or reuse) the caption pipeline on ``data`` for the method; (captions, provenance).
 
-    captions, info = {}, {}
+    Captions per caption imagery: image id → the selected caption, or, for a method whose
+    ``caption_stage()`` is ``raw`` or ``refined``, image id → the list of every candidate."""
+    from urbanln_bench.captions.pipeline import FILES, run_pipeline
+
+    stage = method.caption_stage()
+    if stage not in FILES:
+        raise UserError(f"method '{method.meta.name}': caption_stage() must be one of {', '.join(FILES)}, got {stage!r}")
+    captions: dict[str, Any] = {}
+    info = {}
     for caption_imagery, config in caption_configs(method, imagery, profile).items():
         run_ = run_pipeline(data, config, progress)
-        captions[caption_imagery] = {r["image_id"]: r["caption"] for r in run_.read("selected")}
+        if stage == "selected":
+            captions[caption_imagery] = {r["image_id"]: r["caption"] for r in run_.read("selected")}
+        else:  # every candidate, in the pipeline's order
+            per_image: dict[str, list[str]] = {}
+            for r in run_.read(stage):
+                per_image.setdefault(r["image_id"], []).append(r["caption"])
+            captions[caption_imagery] = per_image
         info[caption_imagery] = {"city": data.name, "key": run_.key, "reused": run_.reused,
                                  "images": len(captions[caption_imagery]),
                                  "seconds": run_.info.get("seconds_total")}
@@ -106,13 +122,14 @@ class CaptionSets:
 
 
 class TrueLatents:
-    """The twin's latents of the embedded city, for the oracle only (no method ever gets them). They are
-    a function of the data, whose manifest every key already carries, so they add no identity."""
+    """The twin's latents of the embedded city, for a method that declares ``truth=("latents",)`` (the
+    oracle); no other method gets them. They are a function of the data, whose manifest every key already
+    carries, so they add no identity."""
 
     name = "latents"
 
     def needed(self, method: Method, imagery: str, profile: str) -> bool:
-        return method.meta.role == "oracle"
+        return self.name in method.meta.truth
 
     def identity(self, method: Method, imagery: str, profile: str) -> Any | None:
         return None
@@ -125,9 +142,32 @@ class TrueLatents:
         return None
 
 
+class SceneGraphs:
+    """The twin's ground-truth scene graphs of the embedded city, for a method that declares
+    ``truth=("scene_graphs",)`` (the scene-graph ceiling): {"SI" / "SV": image id → graph dict} for the
+    cell's imagery (both for ``SV+SI``), as ``truth/scene_graphs/*.jsonl`` stores them
+    (``synth/scene.py``). Files of the data, so no identity beyond its manifest."""
+
+    name = "scene_graphs"
+
+    def needed(self, method: Method, imagery: str, profile: str) -> bool:
+        return self.name in method.meta.truth
+
+    def identity(self, method: Method, imagery: str, profile: str) -> Any | None:
+        return None
+
+    def provide(self, method, fit_data, data, imagery, profile, progress):
+        kinds = ("SV", "SI") if imagery == "SV+SI" else (imagery,)
+        return {kind: data.scene_graphs(kind) for kind in kinds}, None
+
+    def summarise(self, provenance):
+        return None
+
+
 FIT_INPUTS: Registry[FitInput] = Registry("fit input")
 FIT_INPUTS.register("captions")(CaptionSets())
 FIT_INPUTS.register("latents")(TrueLatents())
+FIT_INPUTS.register("scene_graphs")(SceneGraphs())
 
 
 def needed_fit_inputs(method: Method, imagery: str, profile: str) -> list[FitInput]:

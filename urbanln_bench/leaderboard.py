@@ -21,7 +21,9 @@ METRICS = ("r2", "rmse", "mae")
 METRIC_LABELS = {"r2": "R²", "rmse": "RMSE", "mae": "MAE"}
 PAPER_METRIC = {"r2": "R2", "rmse": "RMSE", "mae": "MAE"}
 PAPER_ORDER = ("ResNet-18", "Tile2Vec", "PG-SimCLR", "RemoteCLIP", "UrbanCLIP", "MuseCL", "UrbanVLP")
-ROLE_ORDER = {"method": 0, "floor": 2, "oracle": 3}
+ROLE_ORDER = {"method": 0, "floor": 2, "reference": 3, "ceiling": 4, "oracle": 5}
+ROLE_MARK = {"floor": " *(floor)*", "reference": " *(reference)*", "ceiling": " *(ceiling)*",
+             "oracle": " *(latent oracle)*"}
 CITY_ORDER = ("BJ", "SH", "SZ", "NY")
 NOTE_MARK = " †"
 TIE_MARK = " ≈"  # statistically tied with the cell's winner (compare.py)  # a cell whose record carries notes (a task derived from the method's auxiliary data)
@@ -101,7 +103,7 @@ def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict
 class RunTableRow:
     label: str
     imagery: str
-    role: str  # method / floor / oracle / paper
+    role: str  # one of method.ROLES, or paper
     this_run: bool  # a row of the run's own method
     r2: dict[str, dict | None]  # task → {mean, std, n} (None: no record)
 
@@ -133,7 +135,7 @@ def run_table(records: list[Record], city: str, results_dir: Path) -> RunTable |
     rows = collect(results_dir).get((city, tag), {})
     shown = {row: metrics for row, metrics in rows.items()
              if row.strategy == "random" and (row.label in mine or (row.native and not row.ablation))}
-    order = {"method": 0, "floor": 1, "oracle": 2}
+    order = ROLE_ORDER
     out = [RunTableRow(row.label, row.imagery, row.role, row.label in mine,
                        {t: shown[row].get(t, {}).get("r2") for t in tasks})
            for row in sorted(shown, key=lambda r: (order[r.role], r.label not in mine, r.label, r.imagery))]
@@ -216,7 +218,7 @@ def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: l
     for row in sorted(chosen, key=_sort_key):
         metrics = chosen[row]
         cells = [cell(row, metrics, t, m) for t in tasks for m in METRICS]
-        role = {"floor": " *(floor)*", "oracle": " *(ceiling)*"}.get(row.role, "")
+        role = ROLE_MARK.get(row.role, "")
         imagery = row.imagery if native_only else f"{row.imagery}, {row.strategy}"
         lines.append("| " + " | ".join([row.label + role, imagery, row.weights, *cells]) + " |")
     if native_only:
@@ -385,6 +387,7 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
         for key, rank in sorted(ranks.items(), key=lambda kv: (kv[1].mean, kv[0])):
             label, imagery = key.split("|")
             lines.append(f"| {label} | {imagery} | {rank.mean:.2f} | [{rank.low:.2f}, {rank.high:.2f}] | {rank.cells} |")
+    lines += _information_chain(rows, methods, tasks)
     lines += ["", "Distance to the ceiling (oracle R² − method R², lower is better):", "",
               "| Method | Imagery | " + " | ".join(f"{t} gap" for t in tasks) + " |",
               "|---|---|" + "|".join(["---:"] * len(tasks)) + "|"]
@@ -395,6 +398,68 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
             gaps.append(f"{top - value:.3f}" if value is not None and top is not None else MISSING)
         lines.append("| " + " | ".join([row.label, row.imagery, *gaps]) + " |")
     return lines + [""]
+
+
+def _colour_floor(rows: dict[Row, dict[str, dict]], imagery: str, task: str) -> float | None:
+    """The colour-histogram floor's R² on ``imagery`` (a fused method: the better of SV and SI)."""
+    values = [v[task]["r2"]["mean"] for r, v in rows.items() if r.role == "floor" and r.strategy == "random"
+              and r.label.startswith("Colour histogram") and r.imagery in imagery.split("+") and task in v]
+    return max(values) if values else None
+
+
+def _role_r2(rows: dict[Row, dict[str, dict]], role: str, imagery: str, task: str) -> float | None:
+    """The best R² of a framing role's rows on exactly ``imagery``."""
+    values = [v[task]["r2"]["mean"] for r, v in rows.items() if r.role == role and r.strategy == "random"
+              and r.imagery == imagery and task in v]
+    return max(values) if values else None
+
+
+def _percent(share: float) -> str:
+    value = round(100 * share)
+    return f"{value if value != 0 else 0} %"  # no "-0 %"
+
+
+def _information_chain(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict[str, dict]],
+                       tasks: list[str]) -> list[str]:
+    """Where the information is, per task and imagery (latent oracle → scene-graph ceiling → caption text →
+    best method → colour floor), and each method's share of the floor → scene-graph gap it closes."""
+    imageries = sorted({r.imagery for r in rows if r.role == "ceiling" and r.strategy == "random"},
+                       key=lambda i: ("SV", "SI", "SV+SI").index(i) if i in ("SV", "SI", "SV+SI") else 9)
+    if not imageries:
+        return []
+
+    def fmt(value: float | None) -> str:
+        return MISSING if value is None else f"{value:.3f}"
+
+    lines = ["", "Where the information is (R²): the latent oracle (all a region's latents), the scene-graph ceiling "
+                 "(what a perfect parser of the pixels could know), the best caption-text row (what the caption sets "
+                 "know before any image training), the best method and the colour floor.", "",
+             "| Task | Imagery | Latent oracle | Scene-graph ceiling | Caption text | Best method | Colour floor |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for task in tasks:
+        for imagery in imageries:
+            best = max((v[task]["r2"]["mean"] for r, v in methods.items() if r.imagery == imagery and task in v),
+                       default=None)
+            oracle = _role_r2(rows, "oracle", "SI" if imagery == "SV+SI" else imagery, task)
+            lines.append(f"| {task} | {imagery} | {fmt(oracle)} | {fmt(_role_r2(rows, 'ceiling', imagery, task))} | "
+                         f"{fmt(_role_r2(rows, 'reference', imagery, task))} | {fmt(best)} | "
+                         f"{fmt(_colour_floor(rows, imagery, task))} |")
+    lines += ["", "Share of the gap from the colour floor to the scene-graph ceiling that each method closes "
+                  "((R² − floor) / (ceiling − floor) on its imagery; 100 % = all a perfect parser could add, "
+                  "below 0 = under the floor):", "",
+              "| Method | Imagery | " + " | ".join(f"{t} share" for t in tasks) + " | Mean |",
+              "|---|---|" + "|".join(["---:"] * (len(tasks) + 1)) + "|"]
+    for row in sorted(methods, key=_sort_key):
+        shares = []
+        for task in tasks:
+            floor, top = _colour_floor(rows, row.imagery, task), _role_r2(rows, "ceiling", row.imagery, task)
+            value = methods[row].get(task, {}).get("r2", {}).get("mean")
+            shares.append(None if None in (floor, top, value) or top - floor <= 0 else (value - floor) / (top - floor))
+        known = [x for x in shares if x is not None]
+        cells = [MISSING if x is None else _percent(x) for x in shares]
+        lines.append("| " + " | ".join([row.label, row.imagery, *cells,
+                                        _percent(sum(known) / len(known)) if known else MISSING]) + " |")
+    return lines
 
 
 TRANSFER_TASK = "Pop"

@@ -32,7 +32,12 @@ if TYPE_CHECKING:
     from urbanln_bench.data.loader import UnlabelledCity
 
 IMAGERY_MODES = ("SV", "SI", "either", "fused")
-ROLES = ("method", "floor", "oracle")
+# What a row is in a table: a competing "method"; a "floor" (hand-crafted or random features); the latent
+# "oracle" (the ceiling of every representation); the scene-graph "ceiling" (what a perfect parser of the
+# pixels could know); a "reference" (what the caption sets know, before any image training). Only
+# "method" rows compete for winners, ranks and improvements (docs/architecture.md#roles).
+ROLES = ("method", "floor", "oracle", "ceiling", "reference")
+TRUTH_INPUTS = ("latents", "scene_graphs")  # a twin's ground truth a method may declare (fit_inputs.py provides it)
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,9 @@ class MethodMeta:
     uses_aux: tuple[str, ...] = ()  # auxiliary modalities it trains on; cells derived from them show "—"
     requires: tuple[str, ...] = ()  # auxiliary modalities it cannot run without; a city lacking one shows "—"
     report_derived_cells: bool = False  # run the cells derived from uses_aux anyway (the paper reports them), flagged
-    role: str = "method"  # "floor" and "oracle" rows frame the leaderboard
+    role: str = "method"  # one of ROLES: every role but "method" frames the leaderboard
     synthetic_only: bool = False  # needs a twin's truth (the oracle)
+    truth: tuple[str, ...] = ()  # the twin's ground-truth inputs fit receives (TRUTH_INPUTS); needs synthetic_only
     ours: bool = False  # UrbanLN variants: the improvement rows compare these with the best baseline
     ablation_of: str = ""  # an ablation of another registered method (its own row in the ablation table)
     default_config: Mapping[str, Any] = field(default_factory=dict)
@@ -63,6 +69,13 @@ class MethodMeta:
         allowed = {"fused": {"SV+SI"}, "SV": {"SV"}, "SI": {"SI"}, "either": {"SV", "SI"}}[self.imagery]
         if not self.native_imagery or not set(self.native_imagery) <= allowed:
             raise ValueError(f"method '{self.name}': native_imagery {self.native_imagery} does not fit imagery {self.imagery}")
+        unknown_truth = [n for n in self.truth if n not in TRUTH_INPUTS]
+        if unknown_truth:
+            raise ValueError(f"method '{self.name}': truth names unknown input {unknown_truth[0]!r}; "
+                             f"known: {', '.join(TRUTH_INPUTS)}")
+        if self.truth and not self.synthetic_only:
+            raise ValueError(f"method '{self.name}': truth {self.truth} exists only on a synthetic twin; "
+                             "set synthetic_only=True")
         from urbanln_bench.specs import AUX_MODALITIES
 
         for what, names in (("uses_aux", self.uses_aux), ("requires", self.requires)):
@@ -85,7 +98,7 @@ class FitContext:
     scale: str
     profile: str = "cpu"  # run profile: smoke, cpu or paper
     progress: Any = None  # callable(description, total) -> advance(n), or None
-    extras: dict[str, Any] = field(default_factory=dict)  # harness-provided inputs for special roles (oracle)
+    extras: dict[str, Any] = field(default_factory=dict)  # fit inputs (fit_inputs.py): captions, declared truth
 
 
 class Method:
@@ -138,10 +151,16 @@ class Method:
 
         The harness runs the caption pipeline (``captions/pipeline.py``) on the fit city with these
         settings over the pipeline's defaults and hands ``fit`` the selected captions in
-        ``context.extras["captions"][imagery]`` (image id → caption). Captioners play MLLMs looking at
-        the images; they never see labels.
+        ``context.extras["captions"][imagery]`` (image id → caption; see ``caption_stage``). Captioners play
+        MLLMs looking at the images; they never see labels.
         """
         return {}
+
+    def caption_stage(self) -> str:
+        """Which file of each caption set ``fit`` gets (``captions/pipeline.py``): ``"selected"`` (the
+        default: image id → the one selected caption), or ``"raw"`` / ``"refined"`` (image id → the list of
+        every captioner's candidates, in the pipeline's order: captioners as configured, candidates by index)."""
+        return "selected"
 
     def architecture(self):
         """``profiling.Architecture`` (encoder with random weights, total / trainable parameters) or None.

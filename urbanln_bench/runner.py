@@ -383,14 +383,15 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
     return outcomes
 
 
-FRAME_METHODS = ("color-histogram", "oracle-latents")  # the floor and the ceiling every twin run is read against
+# the floor, the scene-graph ceiling and the latent oracle every twin run is read against (docs/architecture.md#roles)
+FRAME_METHODS = ("color-histogram", "scene-graph-ceiling", "oracle-latents")
 
 
 def run_frame(options: RunOptions, outcomes: list[CellOutcome], progress: Callable | None = None,
               log: Callable[[str], None] = lambda m: None) -> list[CellOutcome]:
-    """The floor (colour histogram) and the ceiling (oracle latents) on the cells ``outcomes`` cover, so a
-    run's numbers are read against both, as the CLI's table is: a fused method's SV+SI cells are framed
-    on both imageries. Only on a synthetic twin (real data has no oracle) and not for a transfer run;
+    """The floor (colour histogram), the scene-graph ceiling and the latent oracle on the cells ``outcomes``
+    cover, so a run's numbers are read against them, as the CLI's table is: a fused method's SV+SI cells are
+    framed on both imageries and by the fused scene-graph ceiling. Only on a synthetic twin (real data has no oracle) and not for a transfer run;
     reused when stored, like any cell."""
     records = [o.record for o in outcomes if o.record is not None]
     if not records or records[0].data.source != "synthetic" or options.pretrain_city or options.dry_run:
@@ -398,10 +399,13 @@ def run_frame(options: RunOptions, outcomes: list[CellOutcome], progress: Callab
     imagery = sorted({i for r in records for i in r.cell.imagery.split("+")})
     tasks = list(dict.fromkeys(r.cell.task for r in records))
     framed: list[CellOutcome] = []
-    for name in FRAME_METHODS:
+    frame = FRAME_METHODS + (("scene-graph-ceiling-fused",) if any("+" in r.cell.imagery for r in records) else ())
+    for name in frame:
         if name != options.method:
-            framed += run(dataclasses.replace(options, method=name, settings={}, pretrain_city=None, imagery=imagery,
-                                              tasks=tasks), progress=progress, log=log)
+            fused = name.endswith("-fused")
+            framed += run(dataclasses.replace(options, method=name, settings={}, pretrain_city=None,
+                                              imagery=None if fused else imagery, tasks=tasks),
+                          progress=progress, log=log)
     return framed
 
 
@@ -439,9 +443,20 @@ def _pretraining_summary(meta: dict[str, Any]) -> dict[str, Any] | None:
         return None
     out = {"city": fit["city"], "data_manifest": fit["data_manifest"], "seconds": fit["seconds"]}
     report = fit.get("report") or {}
-    for key in ("steps", "epochs", "pairs", "batch_size", "context_length", "captions_filling_context",
-                "parameters", "loss", "loss_first_last", "ipsi", "weights"):
+    for key in ("steps", "epochs", "pairs", "batch_size", "images", "context_length", "captions_filling_context",
+                "parameters", "loss", "loss_first_last", "ipsi", "text_targets", "weights"):
         if key in report:
             out[key] = report[key]
+    out["images_seen"] = images_seen(report)
     out.update(fit_input_summaries(meta))
     return out
+
+
+def images_seen(report: dict[str, Any]) -> int | None:
+    """The training budget a fit spent, in images (or image–text pairs) seen: the report's own count, else
+    steps × batch size; 0 for a method that does not train; None when the report does not say."""
+    if "images_seen" in report:
+        return int(report["images_seen"])
+    if "steps" in report and isinstance(report.get("batch_size"), int | float):
+        return int(report["steps"]) * int(report["batch_size"])
+    return 0 if not report.get("steps") else None
