@@ -32,6 +32,7 @@ def test_the_encoder_has_the_documented_size_and_width():
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 128)
 
 
+@pytest.mark.slow  # end to end through the caption pipeline and training (CI runs it)
 def test_end_to_end_on_the_tiny_twin_records_its_budget(tmp_path: Path, tiny_ny):
     from urbanln_bench.runner import RunOptions, run
 

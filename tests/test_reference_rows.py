@@ -195,6 +195,7 @@ def caption_records(tmp_path_factory, tiny_ny) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow  # end to end through two caption pipelines and the sentence model (CI runs it)
 def test_caption_text_rows_embed_their_own_caption_sets(caption_records: dict, tiny_ny: Path):
     from urbanln_bench.runner import embedding_cache_path, make_method
 
@@ -221,6 +222,7 @@ def test_caption_text_rows_embed_their_own_caption_sets(caption_records: dict, t
     assert not np.allclose(vectors["caption-text-raw"], vectors["caption-text-consensus"], atol=1e-4)
 
 
+@pytest.mark.slow  # end to end through two caption pipelines and the sentence model (CI runs it)
 def test_raw_stage_hands_fit_every_candidate(caption_records: dict, tiny_ny: Path):
     from urbanln_bench.data.loader import CityData
     from urbanln_bench.fit_inputs import method_captions
