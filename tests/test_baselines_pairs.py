@@ -70,6 +70,8 @@ def test_tile2vec_end_to_end(store):
     record = json.loads((results / "synthetic-tiny/NY/tile2vec/Pop_SI_random.json").read_text())
     assert record["method"]["config"]["input_size"] == 32 and record["embedding"]["dim"] == 128
     assert record["pretraining"]["steps"] == 4 and record["pretraining"]["parameters"] > 0
+    # the budget: 4 steps of 25 triplets, three images each
+    assert record["pretraining"]["images_seen"] == 4 * 25 * 3
     assert record["notes"] == [] and np.isfinite(record["metrics"]["r2"]["mean"])
 
 

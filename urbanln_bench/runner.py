@@ -456,7 +456,7 @@ def images_seen(report: dict[str, Any]) -> int | None:
     """The training budget a fit spent, in images (or image–text pairs) seen: the report's own count, else
     steps × batch size; 0 for a method that does not train; None when the report does not say."""
     if "images_seen" in report:
-        return int(report["images_seen"])
+        return None if report["images_seen"] is None else int(report["images_seen"])
     if "steps" in report and isinstance(report.get("batch_size"), int | float):
         return int(report["steps"]) * int(report["batch_size"])
     return 0 if not report.get("steps") else None

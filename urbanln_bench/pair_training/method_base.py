@@ -51,8 +51,12 @@ class PairTrainedMethod(Method):
     @staticmethod
     def summarise(logs: dict[str, dict]) -> dict[str, Any]:
         """The fit report: per encoder the trainer's log, plus totals the record keeps."""
+        seen = [log.get("images_seen") for log in logs.values() if "images" in log]  # image encoders only (not
+        # MuseCL's fusion head, which trains on region features)
         return {
             "steps": sum(log["steps"] for log in logs.values()),
+            # the budget in images seen (None for a log cached before the trainer counted them)
+            "images_seen": sum(seen) if all(isinstance(n, int) and n > 0 for n in seen) else None,
             "parameters": sum(log["parameters"] for log in logs.values()),
             "loss_first_last": {name: [round(log["epoch_loss"][0], 4), round(log["epoch_loss"][-1], 4)]
                                 for name, log in logs.items() if log["epoch_loss"]},

@@ -109,6 +109,7 @@ class TrainLog:
     anchors: int
     images: int
     parameters: int
+    images_seen: int = 0  # every image of every anchor, positive and negative the encoder saw (the budget)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -156,7 +157,7 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
     model.to(device).train()
     started = time.perf_counter()
     epoch_loss: list[float] = []
-    steps = 0
+    steps = seen = 0
     for _ in range(config.epochs):
         if config.pairs_per_epoch:
             order = anchors[torch.randint(len(anchors), (per_epoch,), generator=generator).numpy()]
@@ -172,6 +173,7 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
                 regions.append(negatives.sample(batch, generator))
             image_index = np.concatenate([images.sample(r, generator) for r in regions])
             pixels = augment(images.pixels[torch.from_numpy(image_index)], generator).to(device)
+            seen += len(image_index)
             embeddings = list(model(pixels).split(len(batch)))
             loss = objective(embeddings, [torch.from_numpy(r) for r in regions])
             optimiser.zero_grad(set_to_none=True)
@@ -185,7 +187,7 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
         epoch_loss.append(total / max(count, 1))
     model.eval()
     return TrainLog(epoch_loss, steps, time.perf_counter() - started, int(len(anchors)), int(len(images.pixels)),
-                    sum(p.numel() for p in model.parameters()))
+                    sum(p.numel() for p in model.parameters()), seen)
 
 
 def cached_state(path: Path, model: torch.nn.Module, train: Callable[[], dict]) -> dict:
