@@ -129,15 +129,9 @@ class CaptionRegression(TorchImageEncoder):
     def caption_settings(self, imagery: str) -> dict[str, dict[str, Any]]:
         """UrbanLN's caption sets (refinement and consensus on); ``captioners`` and
         ``candidates_per_captioner`` as in UrbanLN's settings (empty / 0 = the pipeline's)."""
-        settings: dict[str, Any] = {"refinement": True, "consensus": True}
-        captioners = self._settings["captioners"]
-        if isinstance(captioners, str):
-            captioners = [c.strip() for c in captioners.split(",") if c.strip()]
-        if captioners:
-            settings["captioners"] = tuple(captioners)
-        if int(self._settings["candidates_per_captioner"]) > 0:
-            settings["candidates_per_captioner"] = int(self._settings["candidates_per_captioner"])
-        return {imagery: settings}
+        from urbanln_bench.fit_inputs import caption_request
+
+        return {imagery: caption_request(self._settings, refinement=True, consensus=True)}
 
     def fit(self, city, imagery: str, context: FitContext) -> None:
         import torch

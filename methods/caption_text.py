@@ -87,15 +87,9 @@ class CaptionText(Method):
         return f"{MODEL_LABEL}, on the {self.stage} caption sets"
 
     def caption_settings(self, imagery: str) -> dict[str, dict[str, Any]]:
-        settings: dict[str, Any] = dict(STAGES[self.stage][0])
-        captioners = self.config["captioners"]
-        if isinstance(captioners, str):
-            captioners = [c.strip() for c in captioners.split(",") if c.strip()]
-        if captioners:
-            settings["captioners"] = tuple(captioners)
-        if int(self.config["candidates_per_captioner"]) > 0:
-            settings["candidates_per_captioner"] = int(self.config["candidates_per_captioner"])
-        return {imagery: settings}
+        from urbanln_bench.fit_inputs import caption_request
+
+        return {imagery: caption_request(self.config, **STAGES[self.stage][0])}
 
     def caption_stage(self) -> str:
         return STAGES[self.stage][1]

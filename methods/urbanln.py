@@ -74,16 +74,10 @@ class UrbanLN(ClipBackedMethod):
 
     def caption_settings(self, imagery: str) -> dict[str, dict[str, Any]]:
         """The caption sets ``fit`` needs: the cell's imagery, with the variant's ablation flags."""
-        settings: dict[str, Any] = {"refinement": bool(self.config["refinement"]),
-                                    "consensus": bool(self.config["consensus"])}
-        captioners = self.config["captioners"]
-        if isinstance(captioners, str):
-            captioners = [c.strip() for c in captioners.split(",") if c.strip()]
-        if captioners:
-            settings["captioners"] = tuple(captioners)
-        if int(self.config["candidates_per_captioner"]) > 0:
-            settings["candidates_per_captioner"] = int(self.config["candidates_per_captioner"])
-        return {imagery: settings}
+        from urbanln_bench.fit_inputs import caption_request
+
+        return {imagery: caption_request(self.config, refinement=bool(self.config["refinement"]),
+                                         consensus=bool(self.config["consensus"]))}
 
     # -- training ----------------------------------------------------------------------------------
     def fit(self, city, imagery: str, context: FitContext) -> None:

@@ -13,7 +13,7 @@ unlabelled city itself.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from urbanln_bench.data.loader import CityData
@@ -37,6 +37,21 @@ class FitInput(Protocol):
     def summarise(self, provenance: dict[str, Any]) -> Any:
         """What the result record keeps of the provenance ``provide`` returned."""
         ...
+
+
+def caption_request(settings: Mapping[str, Any], *, refinement: bool, consensus: bool) -> dict[str, Any]:
+    """The pipeline settings a caption-consuming method asks for (its ``caption_settings``): the refinement
+    and consensus flags plus the method's ``captioners`` (a list or "a,b"; empty = the pipeline's) and
+    ``candidates_per_captioner`` (0 = the pipeline's) settings."""
+    request: dict[str, Any] = {"refinement": refinement, "consensus": consensus}
+    captioners = settings["captioners"]
+    if isinstance(captioners, str):
+        captioners = [c.strip() for c in captioners.split(",") if c.strip()]
+    if captioners:
+        request["captioners"] = tuple(captioners)
+    if int(settings["candidates_per_captioner"]) > 0:
+        request["candidates_per_captioner"] = int(settings["candidates_per_captioner"])
+    return request
 
 
 def caption_configs(method: Method, imagery: str, profile: str) -> dict[str, Any]:

@@ -198,13 +198,20 @@ def _r2_mark(comparison: CellComparison | None, row: Row) -> tuple[str, str]:
     return ("", TIE_MARK) if comparison.tied(key) else ("", "")
 
 
+def native_rows(rows: dict[Row, dict[str, dict]]) -> dict[Row, dict[str, dict]]:
+    """The paper-shaped table's rows: native imagery, random split, no ablations."""
+    return {r: v for r, v in rows.items() if r.native and r.strategy == "random" and not r.ablation}
+
+
 def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str], *,
-                 native_only: bool) -> list[str]:
+                 native_only: bool, comparisons: dict[str, CellComparison] | None = None) -> list[str]:
     header = ["Method", "Imagery", "Weights", *(f"{t} {METRIC_LABELS[m]}" for t in tasks for m in METRICS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
-    chosen = ({r: v for r, v in rows.items() if r.native and r.strategy == "random" and not r.ablation}
-              if native_only else rows)
-    comparisons = cell_comparisons(chosen, tasks) if native_only else {}
+    chosen = native_rows(rows) if native_only else rows
+    if not native_only:
+        comparisons = {}
+    elif comparisons is None:
+        comparisons = cell_comparisons(chosen, tasks)
 
     def cell(row: Row, metrics: dict, task: str, metric: str) -> str:
         if task not in metrics:
@@ -317,11 +324,12 @@ def paper_name(label: str) -> str:
     return label.replace(" (surrogate)", "")
 
 
-def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
+def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str],
+                    comparisons: dict[str, CellComparison] | None = None) -> list[str]:
     """Per task: who wins among the methods of the paper-shaped table, the best floor, the ceiling, every
-    method's distance to the ceiling of its imagery, and how our ranking agrees with the paper's."""
-    methods = {r: v for r, v in rows.items() if r.role == "method" and r.native and r.strategy == "random"
-               and not r.ablation}
+    method's distance to the ceiling of its imagery, and how our ranking agrees with the paper's.
+    ``comparisons``: the paired comparisons of the native rows (``cell_comparisons``), when computed already."""
+    methods = {r: v for r, v in native_rows(rows).items() if r.role == "method"}
     oracle = {r.imagery: v for r, v in rows.items() if r.role == "oracle" and r.strategy == "random"}
     floors = {r: v for r, v in rows.items() if r.role == "floor" and r.strategy == "random"}
     if len(methods) < 2:
@@ -345,7 +353,8 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
              "| Task | Winner | Runner-up | Tied with the winner | Ridge winner | Best floor | Winner's gap to ceiling "
              "| Paper's winner | ρ vs paper (n) |",
              "|---|---|---|---|---|---|---:|---|---:|"]
-    comparisons = cell_comparisons(methods, tasks)
+    if comparisons is None:
+        comparisons = cell_comparisons(methods, tasks)
     for task in tasks:
         scored = sorted(((r2(v, task), r) for r, v in methods.items() if r2(v, task) is not None),
                         key=lambda x: (-x[0], x[1].label))
@@ -537,8 +546,9 @@ def render_leaderboard(results_dir: Path) -> str:
             data_note += f", at most {cap} street view{'s' if cap > 1 else ''} per region (`max_street_views` in its city file)"
         lines += [f"## {city} — {kind} (`{tag}`)", "",
                   f"{data_note}. Methods on their native imagery, random 6:2:2 split.", ""]
-        lines += city_section(city, tag, rows, tasks, native_only=True)
-        summary = summary_section(city, tag, rows, tasks)
+        comparisons = cell_comparisons(native_rows(rows), tasks)  # bootstraps: once per city
+        lines += city_section(city, tag, rows, tasks, native_only=True, comparisons=comparisons)
+        summary = summary_section(city, tag, rows, tasks, comparisons)
         if summary:
             lines += [""] + summary[:-1]
         ablations = ablation_section(city, tag, rows, tasks)
