@@ -33,14 +33,15 @@ import numpy as np
 
 from urbanln_bench.errors import UserError
 from urbanln_bench.method import FitContext, MethodMeta, TorchImageEncoder
-from urbanln_bench.profiles import recipe
+from urbanln_bench.profiles import images_seen_budget, recipe, steps_for_budget
 
-# per run profile: input size, epochs, batch size, learning rate, and the images-seen budget that caps the
-# steps (steps = min(epochs · images / batch, max_images_seen / batch))
+# per run profile: input size, batch size, learning rate; the length of training is the profile's
+# images-seen budget (profiles.IMAGES_SEEN_BUDGETS: steps = budget / batch), or under ``paper`` (no budget)
+# the recipe's epochs
 RECIPES: dict[str, dict[str, Any]] = {
-    "smoke": {"input_size": 32, "epochs": 2, "batch_size": 16, "lr": 1e-3, "max_images_seen": 256},
-    "cpu": {"input_size": 64, "epochs": 30, "batch_size": 64, "lr": 1e-3, "max_images_seen": 48_000},
-    "paper": {"input_size": 96, "epochs": 60, "batch_size": 128, "lr": 1e-3, "max_images_seen": 400_000},
+    "smoke": {"input_size": 32, "batch_size": 16, "lr": 1e-3},
+    "cpu": {"input_size": 64, "batch_size": 64, "lr": 1e-3},
+    "paper": {"input_size": 96, "epochs": 60, "batch_size": 128, "lr": 1e-3},
 }
 WIDTHS = (32, 64, 128, 128)
 _TOKEN = re.compile(r"[a-z]{2,}")
@@ -100,11 +101,13 @@ class CaptionRegression(TorchImageEncoder):
         native_imagery=("SV", "SI"),
         description="A 4-block CNN from scratch regressing each image's consensus caption (TF-IDF → SVD); "
                     "the text-regression baseline of caption-based pretraining.",
+        starts_from="caption-regression-start",
         citation="Joulin et al., Learning Visual Features from Large Weakly Supervised Data, ECCV 2016",
         default_config={"text_dim": 64, "input_size": 0, "epochs": 0, "batch_size": 0, "lr": 0.0,
-                        "max_images_seen": 0, "captioners": [], "candidates_per_captioner": 0},
+                        "images_seen": 0, "captioners": [], "candidates_per_captioner": 0},
     )
     RECIPES: ClassVar[dict[str, dict[str, Any]]] = RECIPES
+    UNTRAINED: ClassVar[bool] = False  # the starting-weights row (methods/starting_weights.py): no captions, no step
     mean = (0.5, 0.5, 0.5)
     std = (0.25, 0.25, 0.25)
 
@@ -114,21 +117,34 @@ class CaptionRegression(TorchImageEncoder):
 
     @property
     def config(self) -> dict[str, Any]:
-        """The run profile's recipe under the user's ``--set`` values (0 = the recipe's)."""
+        """The run profile's recipe under the user's ``--set`` values (0 = the recipe's), with the
+        images-seen budget (``images_seen``; None under a profile that trains by epochs)."""
         base = recipe(self.RECIPES, self.run_profile, f"method '{self.meta.name}'")
-        return {**self._settings, **{k: (v if self._settings.get(k) in (0, 0.0, None) else self._settings[k])
-                                     for k, v in base.items()}}
+        config = {**self._settings, **{k: (v if self._settings.get(k) in (0, 0.0, None) else self._settings[k])
+                                       for k, v in base.items()}}
+        budget = images_seen_budget(self.run_profile, self._settings.get("images_seen"))
+        if budget is not None and self._settings.get("epochs"):
+            raise UserError(f"method '{self.meta.name}': epochs cannot be set under the '{self.run_profile}' "
+                            "profile, whose images-seen budget sets the length of training; set images_seen=N instead")
+        config["images_seen"] = budget
+        if budget is not None:
+            config.pop("epochs", None)
+        return config
 
     @property
     def input_size(self) -> int:  # the harness resizes every image to this; training sees the same
         return int(self.config["input_size"])
 
     def weight_source(self) -> str:
+        if self.UNTRAINED:
+            return f"seeded initialisation, not trained ({self.run_profile} profile)"
         return f"from scratch (caption regression on the fit city's consensus captions, {self.run_profile} profile)"
 
     def caption_settings(self, imagery: str) -> dict[str, dict[str, Any]]:
         """UrbanLN's caption sets (refinement and consensus on); ``captioners`` and
         ``candidates_per_captioner`` as in UrbanLN's settings (empty / 0 = the pipeline's)."""
+        if self.UNTRAINED:
+            return {}
         from urbanln_bench.fit_inputs import caption_request
 
         return {imagery: caption_request(self._settings, refinement=True, consensus=True)}
@@ -139,6 +155,12 @@ class CaptionRegression(TorchImageEncoder):
         from urbanln_bench import training_loop as loop
         from urbanln_bench.embed import preprocess as preprocess_images
 
+        if self.UNTRAINED:
+            torch.manual_seed(context.seed)  # the initialisation fit would train from
+            self.model = build_encoder().eval()
+            self.report = {"steps": 0, "images_seen": 0, "weights": self.weight_source(),
+                           "parameters": {"total": sum(p.numel() for p in self.model.parameters()), "trainable": 0}}
+            return
         captions = context.extras.get("captions", {}).get(imagery)
         if not captions:
             raise UserError(f"{self.meta.name}: the harness gave no {imagery} captions for {city.name}")
@@ -151,8 +173,10 @@ class CaptionRegression(TorchImageEncoder):
         pixels = preprocess_images([city.load_image(i) for i in ids], size, self.mean, self.std)
         y = torch.from_numpy(targets)
         batch = min(int(config["batch_size"]), len(ids))
-        steps = max(1, min(math.ceil(float(config["epochs"]) * len(ids) / batch),
-                           int(config["max_images_seen"]) // batch))
+        if config["images_seen"] is not None:
+            steps = steps_for_budget(int(config["images_seen"]), batch)
+        else:
+            steps = max(1, math.ceil(float(config["epochs"]) * len(ids) / batch))
         generator = torch.Generator().manual_seed(context.seed)
         torch.manual_seed(context.seed)
         encoder = build_encoder()

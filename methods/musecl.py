@@ -30,7 +30,7 @@ Deviations, each for a reason:
   (out- and in-flow distributions over the other regions); MuseCL's similarity code is unreleased;
 - schedule: one epoch = every region (RS) / every street-view region (SV) once as anchor, no validation
   split (the code restores the best-validation weights; a few hundred regions cannot spare one), and the
-  ``cpu`` profile trains half-width encoders for a few epochs, fusion in batches of 8, so NY ``small``
+  ``cpu`` profile trains half-width encoders for half the images-seen budget each, fusion in batches of 8, so NY ``small``
   pretrains in minutes on two cores; ``paper`` has the code's epochs (201 RS, 20 SV, 50 fusion).
 """
 
@@ -43,10 +43,10 @@ from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.pair_training.method_base import PairTrainedMethod
 
 RECIPES = {
-    "smoke": {"input_size": 32, "width": 16, "rs_epochs": 1, "sv_epochs": 1, "rs_batch_size": 32,
+    "smoke": {"input_size": 32, "width": 16, "rs_batch_size": 32,
              "sv_batch_size": 16, "lr": 5e-4, "margin": 5.0, "head_dim": 128, "fusion_epochs": 2,
              "fusion_batch_size": 8, "fusion_lr": 1e-3},
-    "cpu": {"input_size": 64, "width": 32, "rs_epochs": 6, "sv_epochs": 3, "rs_batch_size": 32,
+    "cpu": {"input_size": 64, "width": 32, "rs_batch_size": 32,
             "sv_batch_size": 16, "lr": 5e-4, "margin": 5.0, "head_dim": 128, "fusion_epochs": 50,
             "fusion_batch_size": 8, "fusion_lr": 1e-3},
     "paper": {"input_size": 224, "width": 64, "rs_epochs": 201, "sv_epochs": 20, "rs_batch_size": 32,
@@ -97,6 +97,7 @@ def _fusion_module(in_dim: int, out_dim: int):
 
 
 class MuseCL(PairTrainedMethod):
+    EPOCH_KEYS = ("rs_epochs", "sv_epochs")
     RECIPES = RECIPES
     meta = MethodMeta(
         name="musecl",
@@ -106,12 +107,13 @@ class MuseCL(PairTrainedMethod):
         native_imagery=("SV+SI",),
         description="Satellite (POI-similar positives) and street-view (mobility-similar positives) triplet "
                     "encoders, fused by attention trained towards the region's POI text embedding.",
+        starts_from="musecl-start",
         citation="Yong et al., MuseCL: Predicting Urban Socioeconomic Indicators via Multi-Semantic Contrastive "
                  "Learning, IJCAI 2024",
         uses_aux=("poi_counts", "mobility"),
         requires=("poi_counts", "mobility"),
         report_derived_cells=True,
-        default_config=RECIPES["cpu"],
+        default_config=PairTrainedMethod.settings(RECIPES),
     )
 
     def __init__(self, config=None) -> None:
@@ -177,8 +179,9 @@ class MuseCL(PairTrainedMethod):
         def train_rs() -> dict:
             si = image_set("SI")
             valid = si.has_images()
-            config = TrainConfig(epochs=int(c["rs_epochs"]), batch_size=int(c["rs_batch_size"]), lr=float(c["lr"]),
-                                 amsgrad=True, seed=context.seed)
+            # the two image encoders share the method's budget equally (the fusion head sees no images)
+            config = TrainConfig(epochs=int(c.get("rs_epochs", 0)), max_images=self.images_budget(0.5),
+                                 batch_size=int(c["rs_batch_size"]), lr=float(c["lr"]), amsgrad=True, seed=context.seed)
             return train_pairs(self.rs_model, si, objective, nearest_poi_regions(city.poi.counts, "cosine", valid),
                                DistantNegatives(city.regions, 0, valid=valid), config, device=context.device,
                                progress=context.progress, description=f"MuseCL RS triplets on {city.name}").as_dict()
@@ -187,8 +190,9 @@ class MuseCL(PairTrainedMethod):
             sv = image_set("SV")
             valid = sv.has_images()
             m = city.mobility
-            config = TrainConfig(epochs=int(c["sv_epochs"]), batch_size=int(c["sv_batch_size"]), lr=float(c["lr"]),
-                                 amsgrad=True, seed=context.seed + 1)
+            config = TrainConfig(epochs=int(c.get("sv_epochs", 0)), max_images=self.images_budget(0.5),
+                                 batch_size=int(c["sv_batch_size"]), lr=float(c["lr"]), amsgrad=True,
+                                 seed=context.seed + 1)
             positives = most_similar_mobility_regions(m.origin, m.destination, m.trips, len(city.regions.ids), valid)
             return train_pairs(self.sv_model, sv, objective, positives, DistantNegatives(city.regions, 0, valid=valid),
                                config, device=context.device, progress=context.progress,

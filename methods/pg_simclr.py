@@ -23,7 +23,8 @@ Deviations, each for a reason:
   (one pair's anchor, another's positive); those copies are masked out of the negatives rather than
   pushed apart from themselves.
 - Schedule: 160 epochs at 224 px, batch 128, lr 3e-4 in the ``paper`` profile. The ``cpu`` profile trains a
-  half-width ResNet-18 at 64 px for 8 epochs so NY ``small`` pretrains in minutes on two cores; with
+  half-width ResNet-18 at 64 px for the profile's images-seen budget (half per model) so NY ``small``
+  pretrains in minutes on two cores; with
   20× fewer epochs it takes batch 64 and lr 1e-3 to give the optimiser more, larger steps (on NY small,
   batch 128 / lr 3e-4 made 40 steps per model and ended 0.13–0.29 below the chance loss ln(2N − 1);
   batch 64 / lr 1e-3 makes 72 and ends 0.18–0.39 below it). Checked on validation only (the records'
@@ -38,9 +39,9 @@ from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.pair_training.method_base import PairTrainedMethod
 
 RECIPES = {
-    "smoke": {"input_size": 32, "width": 16, "epochs": 1, "batch_size": 32, "lr": 3e-4, "temperature": 0.5,
+    "smoke": {"input_size": 32, "width": 16, "batch_size": 32, "lr": 3e-4, "temperature": 0.5,
              "projection_dim": 64},
-    "cpu": {"input_size": 64, "width": 32, "epochs": 8, "batch_size": 64, "lr": 1e-3, "temperature": 0.5,
+    "cpu": {"input_size": 64, "width": 32, "batch_size": 64, "lr": 1e-3, "temperature": 0.5,
             "projection_dim": 64},
     "paper": {"input_size": 224, "width": 64, "epochs": 160, "batch_size": 128, "lr": 3e-4, "temperature": 0.5,
               "projection_dim": 64},
@@ -74,11 +75,12 @@ class PGSimCLR(PairTrainedMethod):
         native_imagery=("SI",),
         description="Two SimCLR ResNet-18s from scratch (POI-nearest and adjacent-region positives, NT-Xent "
                     "τ=0.5); concatenated pre-projection features.",
+        starts_from="pg-simclr-start",
         citation="Xi et al., Beyond the First Law of Geography: Learning Representations of Satellite Imagery "
                  "by Leveraging Point-of-Interests, WWW 2022",
         uses_aux=("poi_counts",),
         requires=("poi_counts",),
-        default_config=RECIPES["cpu"],
+        default_config=PairTrainedMethod.settings(RECIPES),
     )
 
     def __init__(self, config=None) -> None:
@@ -133,7 +135,9 @@ class PGSimCLR(PairTrainedMethod):
                 nonlocal images
                 if images is None:
                     images = load_image_set(city, "SI", self.input_size, self.mean, self.std)
-                config = TrainConfig(epochs=int(c["epochs"]), batch_size=int(c["batch_size"]), lr=float(c["lr"]),
+                # the two models share the method's budget equally
+                config = TrainConfig(epochs=int(c.get("epochs", 0)), max_images=self.images_budget(0.5),
+                                     batch_size=int(c["batch_size"]), lr=float(c["lr"]),
                                      optimiser="adam", augment="simclr", seed=context.seed)
                 log = train_pairs(model, images, NTXentObjective(float(c["temperature"])), positives[name](), None,
                                   config, device=context.device, progress=context.progress,

@@ -14,8 +14,8 @@ Faithful to the paper and its code (docs/methods.md#tile2vec):
 Deviations: a region's whole tile is the unit (Tile2Vec samples 50-px sub-tiles from large scenes; here
 a region's tile is what every method embeds); torchvision's ResNet-18 (4 stages, ImageNet stem, RGB)
 instead of TileNet's 5-stage, 4-band variant; one epoch = every region once as anchor (not 100k
-triplets); the ``cpu`` profile trains a half-width ResNet-18 for a few epochs so NY ``small`` pretrains in
-minutes on two cores — the ``paper`` profile has the full width and 50 epochs.
+triplets); the ``cpu`` profile trains a half-width ResNet-18 for the profile's images-seen budget
+(docs/architecture.md#budgets) so NY ``small`` pretrains in minutes on two cores — the ``paper`` profile has the full width and 50 epochs.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.pair_training.method_base import PairTrainedMethod
 
 RECIPES = {
-    "smoke": {"input_size": 32, "width": 16, "epochs": 1, "batch_size": 25, "lr": 1e-3, "margin": 10.0,
+    "smoke": {"input_size": 32, "width": 16, "batch_size": 25, "lr": 1e-3, "margin": 10.0,
              "l2": 0.01, "neighbourhood": 1},
-    "cpu": {"input_size": 64, "width": 32, "epochs": 10, "batch_size": 50, "lr": 1e-3, "margin": 10.0,
+    "cpu": {"input_size": 64, "width": 32, "batch_size": 50, "lr": 1e-3, "margin": 10.0,
             "l2": 0.01, "neighbourhood": 1},
     "paper": {"input_size": 64, "width": 64, "epochs": 50, "batch_size": 50, "lr": 1e-3, "margin": 10.0,
               "l2": 0.01, "neighbourhood": 1},
@@ -42,8 +42,9 @@ class Tile2Vec(PairTrainedMethod):
         imagery="SI",
         native_imagery=("SI",),
         description="ResNet-18 from scratch, triplet loss on (tile, adjacent-region tile, distant tile); z features.",
+        starts_from="tile2vec-start",
         citation="Jean et al., Tile2Vec: Unsupervised Representation Learning for Spatially Distributed Data, AAAI 2019",
-        default_config=RECIPES["cpu"],
+        default_config=PairTrainedMethod.settings(RECIPES),
     )
 
     def __init__(self, config=None) -> None:
@@ -82,7 +83,8 @@ class Tile2Vec(PairTrainedMethod):
         def train() -> dict:
             images = load_image_set(city, "SI", self.input_size, self.mean, self.std)
             radius = int(c["neighbourhood"])
-            config = TrainConfig(epochs=int(c["epochs"]), batch_size=int(c["batch_size"]), lr=float(c["lr"]),
+            config = TrainConfig(epochs=int(c.get("epochs", 0)), max_images=self.images_budget(),
+                                 batch_size=int(c["batch_size"]), lr=float(c["lr"]),
                                  optimiser="adam", betas=(0.5, 0.999), augment="dihedral", seed=context.seed)
             log = train_pairs(self.model, images, TripletObjective(float(c["margin"]), float(c["l2"])),
                               spatial_neighbours(city.regions, radius),

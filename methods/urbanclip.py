@@ -42,8 +42,8 @@ from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.training_loop import CLIP_CONTEXT
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "smoke": {"epochs": 2.0, "max_steps": 8, "batch_size": 16, "lr": 1e-4, "caption_vocabulary": "observed"},
-    "cpu": {"epochs": 8.0, "max_steps": 60, "batch_size": 64, "lr": 1e-4, "caption_vocabulary": "observed"},
+    "smoke": {"batch_size": 16, "lr": 1e-4, "caption_vocabulary": "observed"},
+    "cpu": {"batch_size": 64, "lr": 1e-4, "caption_vocabulary": "observed"},
     "paper": {"epochs": 100.0, "max_steps": 10_000_000, "batch_size": 2, "lr": 3e-4, "caption_vocabulary": "full"},
 }
 
@@ -68,6 +68,7 @@ class UrbanCLIP(ClipBackedMethod):
         description="CLIP fine-tuned with CoCa's contrastive + captioning loss (from-scratch multimodal decoder) on "
                     "one sentence per image of a single captioner's captions (simulated LLaMA-Adapter V2, "
                     "synthetic:llama-adapter-v2); frozen image encoder.",
+        starts_from="clip-start",
         citation="Yan et al., UrbanCLIP: Learning Text-enhanced Urban Region Profiling with Contrastive "
                  "Language-Image Pretraining from the Web, WWW 2024",
         default_config=DEFAULTS,

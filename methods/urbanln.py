@@ -19,7 +19,8 @@ Recipes (``RECIPES``): ``paper`` is the paper's ViT-B/16 with lr 1e-7 as printed
 OpenAI checkpoint when present; the paper prints no batch size or epoch count, so 128 and 10 are our
 choice. ``cpu`` (the default) and ``smoke`` start from the harness's synthetic foundation CLIP of that
 profile (a from-scratch CLIP, never the real OpenAI weights) — lr 1e-7 would not move a model trained
-in minutes, so they use 5e-5 / 1e-4; the step budget keeps the main job inside 30 CPU minutes.
+in minutes, so they use 5e-5 / 1e-4; they train for the profile's images-seen budget
+(docs/architecture.md#budgets), like every self-supervised method.
 Deviation: queue 4096 is kept although a NY ``small`` cell has fewer images (517 SI, 1,405 SV), so
 the queue holds earlier teacher features of the same images — as the paper's own SI cells do
 (NY has 2k satellite tiles).
@@ -34,8 +35,8 @@ from urbanln_bench.method import FitContext, MethodMeta
 from urbanln_bench.training_loop import CLIP_CONTEXT
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "smoke": {"epochs": 2.0, "max_steps": 8, "batch_size": 16, "lr": 1e-4},
-    "cpu": {"epochs": 8.0, "max_steps": 150, "batch_size": 64, "lr": 5e-5},
+    "smoke": {"batch_size": 16, "lr": 1e-4},
+    "cpu": {"batch_size": 64, "lr": 5e-5},
     "paper": {"epochs": 10.0, "max_steps": 100_000, "batch_size": 128, "lr": 1e-7},
 }
 
@@ -66,6 +67,7 @@ class UrbanLN(ClipBackedMethod):
         native_imagery=("SV", "SI"),
         description="CLIP pretrained on refined, consensus-selected long captions with IPSI (77→248 tokens) and "
                     "momentum self-distillation; frozen image encoder.",
+        starts_from="clip-start",
         citation="UrbanLN, AAAI 2026",
         ours=True,
         default_config=DEFAULTS,

@@ -63,8 +63,8 @@ CAPTION_CONTEXT = 77
 ENCODE_BATCH = 64
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "smoke": {"epochs": 2.0, "max_steps": 6, "batch_size": 16, "lr": 1e-4},
-    "cpu": {"epochs": 3.0, "max_steps": 40, "batch_size": 32, "lr": 5e-5},
+    "smoke": {"batch_size": 16, "lr": 1e-4},
+    "cpu": {"batch_size": 32, "lr": 5e-5},
     "paper": {"epochs": 3.0, "max_steps": 10_000_000, "batch_size": 32, "lr": 3e-6},
 }
 
@@ -88,6 +88,7 @@ class UrbanVLP(ClipBackedMethod):
         description="Satellite and street-view CLIP towers pretrained together: InfoNCE on one satellite caption "
                     "sentence (fused image feature) + FILIP token loss on the region's joined street-view "
                     "descriptions; embedding = satellite feature + mean street-view feature. No GeoCLIP GPS term.",
+        starts_from="clip-start",
         citation="Hao et al., UrbanVLP: Multi-Granularity Vision-Language Pretraining for Urban Socioeconomic "
                  "Indicator Prediction, AAAI 2025",
         default_config=DEFAULTS,
@@ -142,7 +143,9 @@ class UrbanVLP(ClipBackedMethod):
         )
         recipe = self.recipe()
         self.report = pretrain_towers(
-            satellite, streetview, data, preprocess, steps=self.steps_for(len(regions)),
+            satellite, streetview, data, preprocess,
+            # a pair is a region: its satellite tile and its street views (the budget counts both)
+            steps=self.steps_for(len(regions), 1 + sum(len(v) for v in views.values()) / len(regions)),
             batch_size=int(recipe["batch_size"]), lr=float(recipe["lr"]),
             weight_decay=float(self.config["weight_decay"]), satellite_weight=float(self.config["satellite_weight"]),
             streetview_weight=float(self.config["streetview_weight"]), mask_padding=bool(self.config["mask_padding"]),
@@ -256,8 +259,12 @@ def pretrain_towers(satellite, streetview, data: _RegionPairs, preprocess, *, st
     contrastive = ClipLoss()
     generator = torch.Generator().manual_seed(seed)
 
+    seen = 0
+
     def batch_loss(batch):
+        nonlocal seen
         idx = batch.tolist()
+        seen += len(idx) + sum(len(data.streetview_images[i]) for i in idx)
         satellite_pixels = loop.random_flips(loop.pixel_batch([data.satellite_images[i] for i in idx], preprocess),
                                              generator).to(device_t)
         owners = [j for j, i in enumerate(idx) for _ in data.streetview_images[i]]
@@ -303,7 +310,7 @@ def pretrain_towers(satellite, streetview, data: _RegionPairs, preprocess, *, st
     return {
         "pairs": n, "regions_with_streetview": int(sum(has_views)),
         "streetview_images": int(sum(len(v) for v in data.streetview_images)),
-        "steps": step, "epochs": round(step * batch_size / n, 2), "batch_size": batch_size,
+        "steps": step, "epochs": round(step * batch_size / n, 2), "batch_size": batch_size, "images_seen": seen,
         "context_length": int(data.streetview_tokens.shape[1]), "captions_filling_context": filling,
         "loss": {"name": "urbanvlp", "satellite": "InfoNCE(normalised SI feature + normalised mean SV feature, "
                  "one SI sentence)", "streetview": "FILIP (mean over image tokens of max over text tokens, "

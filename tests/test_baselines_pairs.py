@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from urbanln_bench.errors import UserError
 from urbanln_bench.leaderboard import render_leaderboard
 from urbanln_bench.method import METHODS, FitContext, MethodMeta, get_method
+from urbanln_bench.profiles import IMAGES_SEEN_BUDGETS
 from urbanln_bench.runner import RunOptions, run
 
 
@@ -45,13 +47,35 @@ def test_aux_names_are_checked():
 
 
 def test_profiles_resolve_and_overrides_win():
-    method = get_method("tile2vec")({"epochs": "3"})
-    assert method.config["epochs"] == 3 and method.input_size == 64 and method.config["width"] == 32
+    method = get_method("tile2vec")({"images_seen": "3000"})
+    assert method.config["images_seen"] == 3000 and method.input_size == 64 and method.config["width"] == 32
+    assert "epochs" not in method.config  # the budget, not epochs, sets the length of training
     cpu_identity = method.identity()
     method.run_profile = "smoke"
-    assert method.input_size == 32 and method.config["epochs"] == 3  # the user's setting beats the profile
+    assert method.input_size == 32 and method.config["images_seen"] == 3000  # the user's setting beats the profile
     assert method.identity() != cpu_identity and "smoke profile" in method.weight_source()
-    assert method.variant_slug() == "tile2vec__epochs=3"
+    assert method.variant_slug() == "tile2vec__images_seen=3000"
+    plain = get_method("tile2vec")()
+    assert plain.config["images_seen"] == IMAGES_SEEN_BUDGETS["cpu"]
+    plain.run_profile = "paper"  # no budget: the paper's epochs
+    assert plain.config["epochs"] == 50 and "images_seen" not in plain.config
+
+
+def test_epochs_under_a_budget_are_refused_with_the_fix():
+    method = get_method("musecl")({"rs_epochs": "3"})
+    with pytest.raises(UserError, match="rs_epochs cannot be set under the 'cpu' profile.*images_seen=N"):
+        _ = method.config
+    method.run_profile = "paper"
+    assert method.config["rs_epochs"] == 3
+
+
+@pytest.mark.parametrize("name,share", [("tile2vec", 1.0), ("pg-simclr", 0.5), ("musecl", 0.5)])
+def test_each_image_encoder_gets_its_share_of_the_budget(name, share):
+    method = get_method(name)()
+    method.run_profile = "smoke"
+    assert method.images_budget(share) == int(IMAGES_SEEN_BUDGETS["smoke"] * share)
+    method.run_profile = "paper"
+    assert method.images_budget(share) == 0  # epochs
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +93,10 @@ def test_tile2vec_end_to_end(store):
     assert cells == ["NY/Crime/SI", "NY/POI/SI", "NY/Pop/SI"] and all(o.record for o in outcomes["tile2vec"])
     record = json.loads((results / "synthetic-tiny/NY/tile2vec/Pop_SI_random.json").read_text())
     assert record["method"]["config"]["input_size"] == 32 and record["embedding"]["dim"] == 128
-    assert record["pretraining"]["steps"] == 4 and record["pretraining"]["parameters"] > 0
-    # the budget: 4 steps of 25 triplets, three images each
-    assert record["pretraining"]["images_seen"] == 4 * 25 * 3
+    # the smoke budget: as many steps of 25 triplets (three images each) as fit in it
+    budget = IMAGES_SEEN_BUDGETS["smoke"]
+    assert record["pretraining"]["steps"] == budget // 75 and record["pretraining"]["parameters"] > 0
+    assert record["pretraining"]["images_seen"] == budget // 75 * 75
     assert record["notes"] == [] and np.isfinite(record["metrics"]["r2"]["mean"])
 
 
@@ -150,3 +175,33 @@ def test_architectures_for_the_profile_command():
     assert all(a.total == a.trainable > 0 for a in counts.values())  # everything trains from scratch
     pixels = torch.zeros(2, 3, 32, 32)
     assert counts["pg-simclr"].encoder.eval()(pixels).shape == (2, 512)
+
+
+TRAINED = ("urbanln", "urbanclip", "urbanvlp", "tile2vec", "pg-simclr", "musecl", "caption-regression")
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_every_trained_method_names_its_starting_weights(name):
+    start = get_method(name).meta.starts_from
+    assert start in METHODS.names(), f"{name} starts from unregistered '{start}'"
+    meta = get_method(start).meta
+    assert meta.role == "start" and not meta.starts_from
+    assert meta.native_imagery == get_method(name).meta.native_imagery or start == "clip-start"
+
+
+def test_a_starting_weights_row_trains_nothing_and_says_so(store, tmp_path):
+    outcomes = tiny_run(tmp_path / "results", "tile2vec-start", tasks=["Pop"])
+    record = outcomes[0].record.to_json()
+    assert record["method"]["role"] == "start" and record["method"]["display_name"] == "Tile2Vec (starting weights)"
+    assert record["pretraining"]["steps"] == 0 and record["pretraining"]["images_seen"] == 0
+    assert "seeded initialisation" in record["method"]["weight_source"]
+    trained = json.loads((store[0] / "synthetic-tiny/NY/tile2vec/Pop_SI_random.json").read_text())
+    # the same architecture and initialisation; only the training differs
+    assert record["embedding"]["dim"] == trained["embedding"]["dim"]
+    assert record["method"]["config"] == {k: v for k, v in trained["method"]["config"].items() if k != "images_seen"} | {"epochs": 0}
+
+
+def test_musecl_counts_only_its_image_encoders_in_the_budget(store):
+    pop = json.loads((store[0] / "synthetic-tiny/NY/musecl/Pop_SV+SI_random.json").read_text())
+    seen = pop["pretraining"]["images_seen"]  # the fusion head trains on region features, not images
+    assert isinstance(seen, int) and 0 < seen <= IMAGES_SEEN_BUDGETS["smoke"] + 2 * 32 * 3

@@ -240,7 +240,7 @@ def _print_run_table(records, city: str, results: Path) -> None:
     table.add_column("Imagery")
     for t in built.tasks:
         table.add_column(f"{t} R²", justify="right")
-    suffix = {"floor": " (floor)", "oracle": " (latent oracle)", "ceiling": " (ceiling)",
+    suffix = {"floor": " (floor)", "start": "", "oracle": " (latent oracle)", "ceiling": " (ceiling)",
               "reference": " (reference)"}
     for row in built.rows:
         cells = []

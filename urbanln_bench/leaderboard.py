@@ -21,9 +21,9 @@ METRICS = ("r2", "rmse", "mae")
 METRIC_LABELS = {"r2": "R²", "rmse": "RMSE", "mae": "MAE"}
 PAPER_METRIC = {"r2": "R2", "rmse": "RMSE", "mae": "MAE"}
 PAPER_ORDER = ("ResNet-18", "Tile2Vec", "PG-SimCLR", "RemoteCLIP", "UrbanCLIP", "MuseCL", "UrbanVLP")
-ROLE_ORDER = {"method": 0, "floor": 2, "reference": 3, "ceiling": 4, "oracle": 5}
-ROLE_MARK = {"floor": " *(floor)*", "reference": " *(reference)*", "ceiling": " *(ceiling)*",
-             "oracle": " *(latent oracle)*"}
+ROLE_ORDER = {"method": 0, "start": 2, "floor": 3, "reference": 4, "ceiling": 5, "oracle": 6}
+ROLE_MARK = {"floor": " *(floor)*", "start": " *(starting weights)*", "reference": " *(reference)*",
+             "ceiling": " *(ceiling)*", "oracle": " *(latent oracle)*"}
 CITY_ORDER = ("BJ", "SH", "SZ", "NY")
 NOTE_MARK = " †"
 TIE_MARK = " ≈"  # statistically tied with the cell's winner (compare.py)  # a cell whose record carries notes (a task derived from the method's auxiliary data)

@@ -36,7 +36,7 @@ IMAGERY_MODES = ("SV", "SI", "either", "fused")
 # "oracle" (the ceiling of every representation); the scene-graph "ceiling" (what a perfect parser of the
 # pixels could know); a "reference" (what the caption sets know, before any image training). Only
 # "method" rows compete for winners, ranks and improvements (docs/architecture.md#roles).
-ROLES = ("method", "floor", "oracle", "ceiling", "reference")
+ROLES = ("method", "floor", "start", "oracle", "ceiling", "reference")
 TRUTH_INPUTS = ("latents", "scene_graphs")  # a twin's ground truth a method may declare (fit_inputs.py provides it)
 
 
@@ -59,6 +59,9 @@ class MethodMeta:
     truth: tuple[str, ...] = ()  # the twin's ground-truth inputs fit receives (TRUTH_INPUTS); needs synthetic_only
     ours: bool = False  # UrbanLN variants: the improvement rows compare these with the best baseline
     ablation_of: str = ""  # an ablation of another registered method (its own row in the ablation table)
+    # the registered method (role "start") that is this method's encoder frozen before ``fit`` trains it:
+    # its frame row, the test that pretraining moved the encoder (docs/architecture.md#roles)
+    starts_from: str = ""
     default_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -8,6 +8,10 @@ Two words, two ideas, never shared values:
   component owns (a method's ``RECIPES``, ``FOUNDATION_RECIPES``, ``SURROGATE_RECIPES``,
   ``GROUNDING_RECIPES``), read with :func:`recipe`.
 
+Every self-supervised method's pretraining under a profile spends the same **budget**, in images seen
+(:data:`IMAGES_SEEN_BUDGETS`, docs/architecture.md#budgets), so that a difference between two methods
+is not a difference in compute.
+
 How much *data* a twin renders is the twin's **scale** (``tiny`` / ``small`` / ``full``,
 ``urbanln_bench.synth.scales``), a separate axis: the ``smoke`` profile runs on any scale.
 """
@@ -24,6 +28,14 @@ PROFILES = ("smoke", "cpu", "paper")
 DEFAULT_PROFILE = "cpu"
 
 T = TypeVar("T")
+
+# The pretraining budget of every self-supervised method under a profile, in images seen: every image an
+# image encoder sees in a training step (each anchor, positive and negative of a pair method, each view of
+# SimCLR, each image of an image-text pair, summed over a method's encoders). ``paper``: None, each method
+# trains its paper's own schedule (epochs), which its record states in images seen. Chosen from the cost
+# per image of the slowest method (UrbanLN) so that the main job fits its time (docs/architecture.md#budgets),
+# never from any method's score.
+IMAGES_SEEN_BUDGETS: dict[str, int | None] = {"smoke": 256, "cpu": 8192, "paper": None}
 
 
 def check_profile(profile: str) -> str:
@@ -46,3 +58,21 @@ def recipe(recipes: Mapping[str, T], profile: str, what: str, hint: str = "") ->
     except KeyError:
         raise UserError(f"{what} has no recipe for profile '{profile}'{suggest(profile, list(recipes))} "
                         f"(it has: {', '.join(recipes)}){'; ' + hint if hint else ''}") from None
+
+
+def images_seen_budget(profile: str, override: int | None = None) -> int | None:
+    """The images-seen budget of a self-supervised pretraining under ``profile`` (None: the paper's own
+    schedule); ``override`` (a method's ``images_seen`` setting) wins when given."""
+    if override not in (None, 0, ""):
+        budget = int(override)
+        if budget < 2:
+            raise UserError(f"images_seen must be at least 2 images, got {budget}")
+        return budget
+    return IMAGES_SEEN_BUDGETS[check_profile(profile)]
+
+
+def steps_for_budget(budget: int, images_per_step: float) -> int:
+    """Optimiser steps that spend ``budget`` images at ``images_per_step`` each (at least one)."""
+    if images_per_step <= 0:
+        raise ValueError(f"images_per_step must be positive, got {images_per_step}")
+    return max(1, int(budget // images_per_step))

@@ -383,7 +383,8 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
     return outcomes
 
 
-# the floor, the scene-graph ceiling and the latent oracle every twin run is read against (docs/architecture.md#roles)
+# the floor, the scene-graph ceiling and the latent oracle every twin run is read against, after the run's own
+# starting weights (MethodMeta.starts_from) when it has them (docs/architecture.md#roles)
 FRAME_METHODS = ("color-histogram", "scene-graph-ceiling", "oracle-latents")
 
 
@@ -400,9 +401,12 @@ def run_frame(options: RunOptions, outcomes: list[CellOutcome], progress: Callab
     tasks = list(dict.fromkeys(r.cell.task for r in records))
     framed: list[CellOutcome] = []
     frame = FRAME_METHODS + (("scene-graph-ceiling-fused",) if any("+" in r.cell.imagery for r in records) else ())
+    starts_from = get_method(options.method).meta.starts_from  # the method's own starting weights
+    if starts_from:  # (a fused method's either-imagery start row, clip-start for UrbanVLP, runs per imagery)
+        frame = (starts_from, *frame)
     for name in frame:
         if name != options.method:
-            fused = name.endswith("-fused")
+            fused = get_method(name).meta.imagery == "fused"
             framed += run(dataclasses.replace(options, method=name, settings={}, pretrain_city=None,
                                               imagery=None if fused else imagery, tasks=tasks),
                           progress=progress, log=log)

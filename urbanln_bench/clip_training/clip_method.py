@@ -1,7 +1,8 @@
 """The base of every CLIP-backed method (UrbanLN, UrbanCLIP, UrbanVLP): the CLIP profile, its
 preprocessing, its weight source, the recipe per run profile and the frozen image encoder.
 
-A subclass sets ``RECIPES`` ({run profile: {epochs, max_steps, batch_size, lr, ...}}) and has the
+A subclass sets ``RECIPES`` ({run profile: {batch_size, lr, ...}}, plus {epochs, max_steps} for a profile
+without an images-seen budget, i.e. ``paper``: profiles.IMAGES_SEEN_BUDGETS) and has the
 settings ``clip`` ("" = the run's profile), ``weights`` ("" = a cached hub copy of the profile, else
 the synthetic foundation) and one setting per recipe key (None or "" = the profile's value). The
 harness sets ``run_profile`` before it asks for anything; the recipe is resolved from it on each
@@ -24,7 +25,8 @@ def clip_settings(weight_decay: float, *, train_part: bool = True) -> dict[str, 
     settings: dict[str, Any] = {
         "clip": "",  # CLIP profile; "" = the run's --profile (smoke / cpu / paper) or an open_clip model name
         "weights": "",  # a local open_clip checkpoint or hf-hub entry; "" = cached hub copy, else the foundation
-        "epochs": None,  # None: the profile's recipe
+        "images_seen": None,  # None: the profile's budget (profiles.IMAGES_SEEN_BUDGETS)
+        "epochs": None,  # None: the profile's recipe (only a profile without a budget has epochs)
         "max_steps": None,
         "batch_size": None,
         "lr": None,
@@ -76,12 +78,30 @@ class ClipBackedMethod(Method):
         return self.config["clip"] or self.run_profile
 
     def recipe(self) -> dict[str, Any]:
-        base = profiles.recipe(self.RECIPES, self.run_profile, f"method '{self.meta.name}'")
-        return {k: (base[k] if self.config.get(k) in (None, "") else self.config[k]) for k in base}
+        """The run profile's recipe with the user's settings: under a profile with an images-seen budget
+        (or an ``images_seen`` setting) the budget, not epochs, sets the length of training."""
+        from urbanln_bench.errors import UserError
 
-    def steps_for(self, pairs: int) -> int:
-        """Optimiser steps for ``pairs`` training items: the recipe's epochs, capped at its max_steps."""
+        base = profiles.recipe(self.RECIPES, self.run_profile, f"method '{self.meta.name}'")
+        out = {k: (base[k] if self.config.get(k) in (None, "") else self.config[k]) for k in base}
+        budget = profiles.images_seen_budget(self.run_profile, self.config.get("images_seen"))
+        if budget is None:
+            return out
+        stray = [k for k in ("epochs", "max_steps") if self.config.get(k) not in (None, "")]
+        if stray:
+            raise UserError(f"method '{self.meta.name}': {', '.join(stray)} cannot be set under the "
+                            f"'{self.run_profile}' profile, whose images-seen budget sets the length of training; "
+                            "set images_seen=N instead")
+        out = {k: v for k, v in out.items() if k not in ("epochs", "max_steps")}
+        out["images_seen"] = budget
+        return out
+
+    def steps_for(self, pairs: int, images_per_pair: float = 1.0) -> int:
+        """Optimiser steps for ``pairs`` training items of ``images_per_pair`` images each: the budget
+        divided by the images a step sees, or (no budget) the recipe's epochs capped at its max_steps."""
         recipe = self.recipe()
+        if "images_seen" in recipe:
+            return profiles.steps_for_budget(int(recipe["images_seen"]), int(recipe["batch_size"]) * images_per_pair)
         return min(int(recipe["max_steps"]), max(1, math.ceil(recipe["epochs"] * pairs / recipe["batch_size"])))
 
     def _clip_meta(self) -> dict[str, Any]:

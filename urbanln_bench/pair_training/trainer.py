@@ -44,14 +44,17 @@ class TrainConfig:
     augment: str = "none"  # see augment.AUGMENTATIONS
     pairs_per_epoch: int = 0  # 0: every anchor region once per epoch
     seed: int = 0
+    # the images-seen budget (profiles.IMAGES_SEEN_BUDGETS): > 0 trains epoch after epoch until the next
+    # batch would exceed it, and ``epochs`` is ignored; 0 trains ``epochs`` epochs
+    max_images: int = 0
 
     def __post_init__(self) -> None:
         if self.optimiser not in ("adam", "adamw"):
             raise ValueError(f"optimiser must be 'adam' or 'adamw', got {self.optimiser!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
-        if self.epochs < 0 or self.batch_size < 2:
-            raise ValueError("epochs must be ≥ 0 and batch_size ≥ 2")
+        if self.epochs < 0 or self.batch_size < 2 or self.max_images < 0:
+            raise ValueError("epochs and max_images must be ≥ 0 and batch_size ≥ 2")
 
 
 @dataclass
@@ -153,12 +156,19 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
     optimiser = _optimiser(model, config)
     per_epoch = config.pairs_per_epoch or len(anchors)
     batches = (per_epoch + config.batch_size - 1) // config.batch_size
-    advance = progress(description, config.epochs * batches) if progress else None
+    if config.max_images:  # the budget fixes the number of steps in advance (every batch but an epoch's
+        # last holds batch_size anchors; arity images each)
+        advance = progress(description, config.max_images // (config.batch_size * objective.arity)) if progress else None
+    else:
+        advance = progress(description, config.epochs * batches) if progress else None
     model.to(device).train()
     started = time.perf_counter()
     epoch_loss: list[float] = []
     steps = seen = 0
-    for _ in range(config.epochs):
+    epoch = 0
+    exhausted = False
+    while not exhausted and (config.max_images or epoch < config.epochs):
+        epoch += 1
         if config.pairs_per_epoch:
             order = anchors[torch.randint(len(anchors), (per_epoch,), generator=generator).numpy()]
         else:
@@ -168,6 +178,9 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
             batch = order[start:start + config.batch_size]
             if len(batch) < 2:  # a batch of one has no in-batch negatives and breaks batch norm
                 continue
+            if config.max_images and steps and seen + len(batch) * objective.arity > config.max_images:
+                exhausted = True
+                break
             regions = [batch, positives.sample(batch, generator)]
             if objective.arity == 3:
                 regions.append(negatives.sample(batch, generator))
@@ -184,7 +197,8 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
             steps += 1
             if advance:
                 advance(1)
-        epoch_loss.append(total / max(count, 1))
+        if count or not config.max_images:  # an epoch the budget ended before its first step has no loss
+            epoch_loss.append(total / max(count, 1))
     model.eval()
     return TrainLog(epoch_loss, steps, time.perf_counter() - started, int(len(anchors)), int(len(images.pixels)),
                     sum(p.numel() for p in model.parameters()), seen)
