@@ -126,3 +126,34 @@ def test_the_leaderboard_marks_the_winner_its_ties_and_ranks(truth, tmp_path: Pa
     other = "Beta" if winner == "Alpha" else "Alpha"
     assert "**" in rows[winner] and "≈" in rows[other] and "≈" not in rows["Gamma"] and "**" not in rows["Gamma"]
     assert "Compared on 1 of 3 tasks" in text
+
+
+def _named(name: str, role: str, pred: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> Record:
+    data = _record(name, pred, truth).to_json()
+    data["method"].update({"name": name, "slug": name, "role": role})
+    data.pop("digest", None)
+    return Record.from_json(data, name)
+
+
+def test_the_learning_check_counts_cells_won_against_the_starting_weights_and_random_features(truth):
+    from urbanln_bench.leaderboard import Row, _learning_check
+
+    trained = _named("tile2vec", "method", _noisy(truth, 0.4, 1), truth)
+    start = _named("tile2vec-start", "start", _noisy(truth, 0.9, 2), truth)  # clearly worse: a win
+    random = _named("random-features", "floor", _noisy(truth, 0.4, 1), truth)  # the same predictions: a tie
+
+    def row(label: str, role: str) -> Row:
+        return Row(label, "SI", role, False, "", "random", True)
+
+    def metrics(record: Record) -> dict:
+        return {"Crime": {"r2": {"mean": record.metrics["r2"].mean}, "record": record}}
+
+    rows = {row("Tile2Vec", "method"): metrics(trained), row("Tile2Vec (starting weights)", "start"): metrics(start),
+            row("Random features", "floor"): metrics(random)}
+    methods = {r: v for r, v in rows.items() if r.role == "method"}
+    lines = _learning_check(rows, methods, ["Crime"])
+    line = next(x for x in lines if x.startswith("| Tile2Vec |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == "1 / 1" and cells[3] == "0 / 1"
+    expected = paired_difference(trained, start)
+    assert cells[4] == expected.text() and expected.low > 0

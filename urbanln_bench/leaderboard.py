@@ -397,6 +397,7 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
             label, imagery = key.split("|")
             lines.append(f"| {label} | {imagery} | {rank.mean:.2f} | [{rank.low:.2f}, {rank.high:.2f}] | {rank.cells} |")
     lines += _information_chain(rows, methods, tasks)
+    lines += _learning_check(rows, methods, tasks)
     lines += ["", "Distance to the ceiling (oracle R² − method R², lower is better):", "",
               "| Method | Imagery | " + " | ".join(f"{t} gap" for t in tasks) + " |",
               "|---|---|" + "|".join(["---:"] * len(tasks)) + "|"]
@@ -468,6 +469,63 @@ def _information_chain(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict
         cells = [MISSING if x is None else _percent(x) for x in shares]
         lines.append("| " + " | ".join([row.label, row.imagery, *cells,
                                         _percent(sum(known) / len(known)) if known else MISSING]) + " |")
+    return lines
+
+
+def _starts_from(record: Record) -> str:
+    """The registered starting-weights row of a record's method (MethodMeta.starts_from); "" for a method
+    that is not installed here or has none."""
+    from urbanln_bench.method import get_method
+
+    try:
+        return get_method(record.method.name).meta.starts_from
+    except Exception:  # a plugin's record read where the plugin is not installed
+        return ""
+
+
+def _learning_check(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict[str, dict]],
+                    tasks: list[str]) -> list[str]:
+    """Did pretraining move each trained method's encoder? Per method, the cells where it beats its own
+    starting weights (role ``start``) and random features with a paired 95 % interval above 0, and the
+    paired R² differences from its starting weights."""
+    def record_of(name: str, imagery: str, task: str) -> Record | None:
+        for row, metrics in rows.items():
+            record = metrics.get(task, {}).get("record")
+            if record is not None and row.strategy == "random" and record.method.name == name \
+                    and not record.method.overrides and row.imagery == imagery:
+                return record
+        return None
+
+    lines: list[str] = []
+    for row in sorted(methods, key=_sort_key):
+        records = {t: methods[row][t]["record"] for t in tasks if "record" in methods[row].get(t, {})}
+        start = next((_starts_from(r) for r in records.values()), "")
+        if not start:
+            continue
+        if not lines:
+            lines = ["", "Does pretraining move the encoder? Cells (tasks) where a trained method beats its own "
+                         "starting weights (the same encoder frozen before its pretraining) and random features: "
+                         "paired 95 % bootstrap interval of the R² difference above 0, over the cells where both "
+                         "records keep test predictions; then the difference from the starting weights per task.", "",
+                     "| Method | Imagery | Beats its starting weights | Beats random features | "
+                     + " | ".join(f"{t} Δ vs start" for t in tasks) + " |",
+                     "|---|---|---:|---:|" + "|".join(["---"] * len(tasks)) + "|"]
+        won = {"start": [0, 0], "random": [0, 0]}
+        deltas = []
+        for task in tasks:
+            record = records.get(task)
+            delta = None
+            for key, name in (("start", start), ("random", "random-features")):
+                other = record_of(name, row.imagery, task) if record is not None else None
+                difference = paired_difference(record, other) if other is not None else None
+                if difference is not None:
+                    won[key][1] += 1
+                    won[key][0] += difference.low > 0
+                    if key == "start":
+                        delta = difference
+            deltas.append(MISSING if delta is None else delta.text())
+        counts = [f"{a} / {n}" if n else MISSING for a, n in (won["start"], won["random"])]
+        lines.append("| " + " | ".join([row.label, row.imagery, *counts, *deltas]) + " |")
     return lines
 
 
