@@ -157,3 +157,19 @@ def test_the_learning_check_counts_cells_won_against_the_starting_weights_and_ra
     assert cells[2] == "1 / 1" and cells[3] == "0 / 1"
     expected = paired_difference(trained, start)
     assert cells[4] == expected.text() and expected.low > 0
+
+
+def test_the_split_agreement_is_the_rank_correlation_of_the_two_strategies():
+    from urbanln_bench.leaderboard import Row, _split_agreement
+
+    def rows_for(strategy: str, values: dict[str, float]) -> dict:
+        return {Row(label, "SI", "method", False, "", strategy, True): {"Pop": {"r2": {"mean": v}}}
+                for label, v in values.items()}
+
+    random = rows_for("random", {"A": 0.5, "B": 0.4, "C": 0.3})
+    same_order = rows_for("spatial-block", {"A": 0.3, "B": 0.2, "C": 0.1})
+    lines = _split_agreement({**random, **same_order}, ["Pop"])
+    assert lines[-1] == "| Pop | +1.00 (3) | +0.200 |"
+    reversed_order = rows_for("spatial-block", {"A": 0.1, "B": 0.2, "C": 0.3})
+    assert _split_agreement({**random, **reversed_order}, ["Pop"])[-1] == "| Pop | -1.00 (3) | +0.200 |"
+    assert _split_agreement(random, ["Pop"]) == []  # no spatial-block records: no table

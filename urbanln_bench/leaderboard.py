@@ -398,6 +398,7 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
             lines.append(f"| {label} | {imagery} | {rank.mean:.2f} | [{rank.low:.2f}, {rank.high:.2f}] | {rank.cells} |")
     lines += _information_chain(rows, methods, tasks)
     lines += _learning_check(rows, methods, tasks)
+    lines += _split_agreement(rows, tasks)
     lines += ["", "Distance to the ceiling (oracle R² − method R², lower is better):", "",
               "| Method | Imagery | " + " | ".join(f"{t} gap" for t in tasks) + " |",
               "|---|---|" + "|".join(["---:"] * len(tasks)) + "|"]
@@ -469,6 +470,32 @@ def _information_chain(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict
         cells = [MISSING if x is None else _percent(x) for x in shares]
         lines.append("| " + " | ".join([row.label, row.imagery, *cells,
                                         _percent(sum(known) / len(known)) if known else MISSING]) + " |")
+    return lines
+
+
+def _split_agreement(rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
+    """Random vs spatial-block splits: per task, the Spearman rank correlation of the methods' R² under the
+    two strategies (random splits put neighbours of test regions in training, which inflates scores and can
+    reorder models on real cities), over the methods (native imagery, no ablations) that have both."""
+    by_strategy: dict[str, dict[tuple[str, str], dict]] = defaultdict(dict)
+    for row, metrics in rows.items():
+        if row.role == "method" and row.native and not row.ablation:
+            by_strategy[row.strategy][(row.label, row.imagery)] = metrics
+    random, block = by_strategy.get("random", {}), by_strategy.get("spatial-block", {})
+    shared = sorted(set(random) & set(block))
+    if not shared:
+        return []
+    lines = ["", "Random vs spatial-block splits: Spearman ρ of the methods' R² under the two split strategies, "
+                 "over the methods that have both (ρ near 1: the spatial-block split keeps the ranking).", "",
+             "| Task | ρ random vs spatial-block (n) | Mean R² drop (random − spatial-block) |", "|---|---:|---:|"]
+    for task in tasks:
+        pairs = [(random[k][task]["r2"]["mean"], block[k][task]["r2"]["mean"]) for k in shared
+                 if task in random[k] and task in block[k]]
+        if not pairs:
+            continue
+        rho = spearman([a for a, _ in pairs], [b for _, b in pairs])
+        drop = sum(a - b for a, b in pairs) / len(pairs)
+        lines.append(f"| {task} | {MISSING if rho is None else f'{rho:+.2f}'} ({len(pairs)}) | {drop:+.3f} |")
     return lines
 
 
