@@ -22,6 +22,10 @@ Deviations from the original, each forced by running offline or chosen for deter
    every type empty scores 0.
 6. Order: parsed elements are ordered lists, not Python sets, so greedy matching is deterministic.
 7. Several references are not averaged here; :func:`capture_matrix` gives every ordered pair.
+
+The ``urban`` variant (``CaptureScorer(variant="urban")``, off by default so that caption-set keys and
+records stay as they are) departs further, for real MLLM paragraphs; each departure is a field of
+:class:`CaptureVariant` and can be switched alone (docs/methods.md#capture-metric, "urban variant").
 """
 
 from __future__ import annotations
@@ -37,13 +41,13 @@ from typing import Literal
 
 import numpy as np
 
-from urbanln_bench.captions.parse import SceneGraph, parse_caption
+from urbanln_bench.captions.parse import ParseMode, SceneGraph, lemmatize_noun, parse_caption
 from urbanln_bench.errors import UserError
 
 __all__ = [
     "CaptureWeights", "CaptureGraph", "TypeScore", "CaptureDetails", "SentenceEmbedder",
     "SentenceModelNotFound", "CaptureScorer", "default_scorer", "capture_score", "capture_details",
-    "capture_matrix", "load_stop_words", "WordNetSynonyms",
+    "capture_matrix", "load_stop_words", "WordNetSynonyms", "CaptureVariant", "CAPTURE_VARIANTS",
 ]
 
 EPS = 1e-6
@@ -64,6 +68,67 @@ class CaptureWeights:
     relations: float = 2.0
 
 
+@dataclass(frozen=True)
+class CaptureVariant:
+    """Which of the urban departures from the original CAPTURE are on (docs/methods.md#capture-metric).
+
+    - ``parse_mode``: ``"real-prose"`` drops negated things, names, colour-only objects and camera talk
+      (:func:`urbanln_bench.captions.parse.parse_caption`).
+    - ``noun_check``: an object's head must be a concrete noun (packaged WordNet-derived list plus the
+      urban keep list, minus the urban deny list); a compound whose head fails falls back to its
+      first word ("lines crisscross" → "line"). Attributes and relations need surviving objects, as in
+      the original, whose NN* check this stands in for.
+    - ``stop_exceptions``: objects such as "soccer field" and "tennis court" survive although the stop
+      list names their head.
+    - ``whole_word_synonyms``: step 4b's substring rule matches whole words only ("tree" no longer
+      matches "street", nor "bus" "bush"; "power line" still matches "line").
+    - ``urban_synonyms``: the urban synonym table, which needs no WordNet on disk (WordNet, when
+      found, is still used too).
+    """
+
+    parse_mode: ParseMode = "original"
+    noun_check: bool = False
+    stop_exceptions: bool = False
+    whole_word_synonyms: bool = False
+    urban_synonyms: bool = False
+
+    @property
+    def is_original(self) -> bool:
+        return self == CaptureVariant()
+
+
+CAPTURE_VARIANTS: dict[str, CaptureVariant] = {
+    "original": CaptureVariant(),
+    "urban": CaptureVariant("real-prose", True, True, True, True),
+}
+
+
+def resolve_variant(variant: str | CaptureVariant) -> CaptureVariant:
+    if isinstance(variant, CaptureVariant):
+        return variant
+    if variant not in CAPTURE_VARIANTS:
+        raise UserError(f"unknown CAPTURE variant {variant!r}; choose one of {', '.join(CAPTURE_VARIANTS)}")
+    return CAPTURE_VARIANTS[variant]
+
+
+def _concrete(obj: str) -> bool:
+    """The urban noun check on one (lemmatised) object."""
+    from urbanln_bench.captions.lexicon import concrete_nouns, urban_lexicon
+
+    lexicon = urban_lexicon()
+    if obj in lexicon.deny:
+        return False
+    head = obj.rsplit(" ", 1)[-1]
+    return obj in lexicon.keep or head in lexicon.keep or head in concrete_nouns() or obj in concrete_nouns()
+
+
+def _words_within(a: str, b: str) -> bool:
+    """Whether the words of `a` occur as a contiguous run in `b` ("power line" in "overhead power line")."""
+    small, large = a.split(), b.split()
+    n = len(small)
+    return any(large[i:i + n] == small for i in range(len(large) - n + 1))
+
+
 @functools.cache
 def load_stop_words() -> frozenset[str]:
     """The 317-entry CAPTURE stop list shipped with the package, kept exactly (case, multi-word)."""
@@ -82,15 +147,43 @@ class CaptureGraph:
     relations: tuple[tuple[str, str, str], ...]
 
     @classmethod
-    def from_scene_graph(cls, graph: SceneGraph, stop_words: frozenset[str]) -> CaptureGraph:
+    def from_scene_graph(cls, graph: SceneGraph, stop_words: frozenset[str],
+                         variant: CaptureVariant = CaptureVariant()) -> CaptureGraph:
         """Stop list on objects only (whole object or its head word); attributes flattened per object.
 
         As in the original, attributes are matched as words without their object, attributes
-        containing " of" are dropped, and relations are not stop-filtered.
+        containing " of" are dropped, and relations are not stop-filtered. The urban variant's noun
+        check and stop exceptions are described at :class:`CaptureVariant`.
         """
-        objects = tuple(o for o in graph.objects if o not in stop_words and o.rsplit(" ", 1)[-1] not in stop_words)
-        attributes = tuple(attribute for _, attribute in graph.attributes if " of" not in attribute)
-        return cls(objects, attributes, tuple(graph.relations))
+        if not variant.noun_check and not variant.stop_exceptions:
+            objects = tuple(o for o in graph.objects
+                            if o not in stop_words and o.rsplit(" ", 1)[-1] not in stop_words)
+            attributes = tuple(attribute for _, attribute in graph.attributes if " of" not in attribute)
+            return cls(objects, attributes, tuple(graph.relations))
+        from urbanln_bench.captions.lexicon import urban_lexicon
+
+        exceptions = urban_lexicon().stop_exceptions if variant.stop_exceptions else frozenset()
+
+        def kept(obj: str) -> bool:
+            stopped = obj in stop_words or (obj.rsplit(" ", 1)[-1] in stop_words and obj not in exceptions)
+            return not stopped and (not variant.noun_check or _concrete(obj))
+
+        survivors: dict[str, str] = {}  # parsed object → the object scored
+        for obj in graph.objects:
+            if kept(obj):
+                survivors[obj] = obj
+            elif variant.noun_check and " " in obj:  # "lines crisscross": the verb was read as the head
+                first = lemmatize_noun(obj.split(" ", 1)[0])
+                if kept(first):
+                    survivors[obj] = first
+        objects = tuple(dict.fromkeys(survivors.values()))
+        attributes = tuple(attribute for obj, attribute in graph.attributes
+                           if " of" not in attribute and (not variant.noun_check or obj in survivors))
+        relations = tuple(r for r in graph.relations
+                          if not variant.noun_check or (r[0] in survivors and r[2] in survivors))
+        if variant.noun_check:
+            relations = tuple(dict.fromkeys((survivors[s], p, survivors[o]) for s, p, o in relations))
+        return cls(objects, attributes, relations)
 
     def phrases(self) -> list[str]:
         """Every string soft matching may embed (relations as "subject predicate object")."""
@@ -328,6 +421,7 @@ class CaptureScorer:
         stop_words: bool = True,
         wordnet: bool | str | Path = True,
         empty_types: Literal["exclude", "zero"] = "exclude",
+        variant: str | CaptureVariant = "original",
     ) -> None:
         if min(weights.objects, weights.attributes, weights.relations) < 0 or (
                 weights.objects + weights.attributes + weights.relations) <= 0:
@@ -335,6 +429,7 @@ class CaptureScorer:
         if empty_types not in ("exclude", "zero"):
             raise UserError(f"empty_types must be 'exclude' or 'zero', got {empty_types!r}")
         self.weights = weights
+        self.variant = resolve_variant(variant)
         self.synonym_matching = synonym_matching
         self.soft_matching = soft_matching
         self.empty_types = empty_types
@@ -353,17 +448,29 @@ class CaptureScorer:
         """Parse and filter a caption (cached: consensus scores each caption against many)."""
         graph = self._parse_cache.get(caption)
         if graph is None:
-            graph = CaptureGraph.from_scene_graph(parse_caption(caption), self.stop_words)
+            graph = CaptureGraph.from_scene_graph(parse_caption(caption, self.variant.parse_mode), self.stop_words,
+                                                  self.variant)
             self._parse_cache[caption] = graph
         return graph
 
     def _synonymous(self, a: str, b: str) -> bool:
-        """docs/methods.md#capture-metric step 4b: substring either way, or overlapping WordNet synonym sets (memoised; symmetric)."""
+        """docs/methods.md#capture-metric step 4b: substring either way, or overlapping WordNet synonym sets (memoised; symmetric).
+
+        The urban variant matches whole words instead of substrings and adds its synonym table.
+        """
         key = (a, b) if a <= b else (b, a)
         known = self._synonym_cache.get(key)
         if known is None:
-            known = a in b or b in a or (self.wordnet is not None and
-                                         not self.wordnet.synonyms(a).isdisjoint(self.wordnet.synonyms(b)))
+            if self.variant.whole_word_synonyms:
+                contained = _words_within(a, b) or _words_within(b, a)
+            else:
+                contained = a in b or b in a
+            if not contained and self.variant.urban_synonyms:
+                from urbanln_bench.captions.lexicon import urban_lexicon
+
+                contained = urban_lexicon().synonymous(a, b)
+            known = contained or (self.wordnet is not None and
+                                  not self.wordnet.synonyms(a).isdisjoint(self.wordnet.synonyms(b)))
             self._synonym_cache[key] = known
         return known
 
