@@ -1,0 +1,125 @@
+"""CAPTURE's opt-in urban variant on real MLLM prose (issue 16 §2; docs/methods.md#capture-metric, "urban variant").
+
+The fixture under tests/data/real_prose holds paragraphs copied from the peers' releases (its README
+names each source). The default variant must stay the original: caption-set keys depend on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from urbanln_bench.captions.capture import CAPTURE_VARIANTS, CaptureScorer, CaptureVariant
+from urbanln_bench.captions.lexicon import build_concrete_nouns, urban_lexicon
+from urbanln_bench.captions.parse import parse_caption
+from urbanln_bench.captions.real_prose import junk_share, load_labels, load_paragraphs
+from urbanln_bench.errors import UserError
+
+FIXTURE = Path(__file__).parent / "data" / "real_prose"
+
+
+def scorer(variant: str | CaptureVariant) -> CaptureScorer:
+    return CaptureScorer(variant=variant, soft_matching=False, wordnet=False)
+
+
+def test_default_variant_is_the_original():
+    assert CaptureScorer(soft_matching=False, wordnet=False).variant == CAPTURE_VARIANTS["original"]
+    assert CAPTURE_VARIANTS["original"].is_original and not CAPTURE_VARIANTS["urban"].is_original
+    with pytest.raises(UserError, match="unknown CAPTURE variant 'urbn'"):
+        CaptureScorer(variant="urbn", soft_matching=False)
+
+
+@pytest.mark.parametrize(("text", "gone", "kept"), [
+    ("Despite the absence of people in the frame, the street is busy.", "people", "street"),
+    ("The sky is a clear blue, devoid of any clouds.", "cloud", "sky"),
+    ("The image does not contain any discernible text or specific landmarks, only a fence.", "landmark", "fence"),
+    ("A street without cars.", "car", "street"),
+    ("The image captures a street in Beijing, China.", "china", "street"),
+    ("The sky above is a clear blue.", "blue", "sky"),
+    ("A bird's eye view of a park.", "bird", "park"),
+    ("The perspective is from a driver's viewpoint on the road.", "driver", "road"),
+])
+def test_real_prose_mode_drops_what_is_not_in_the_picture(text: str, gone: str, kept: str):
+    assert gone in parse_caption(text, "original").objects  # the original mode keeps it: that is the departure
+    objects = parse_caption(text, "real-prose").objects
+    assert gone not in objects and kept in objects
+
+
+def test_unknown_parse_mode_is_refused():
+    with pytest.raises(ValueError, match="real-prose"):
+        parse_caption("a street", "realprose")  # type: ignore[arg-type]
+
+
+def test_noun_check_drops_abstract_nouns_and_recovers_verbs_read_as_heads():
+    text = ("The scene is a testament to the blend of nature, giving a sense of grandeur. Power lines crisscross "
+            "above the street, adding a touch of urbanity.")
+    assert {"testament", "blend", "sense", "lines crisscross"} <= set(scorer("original").parse(text).objects)
+    assert scorer("urban").parse(text).objects == ("line", "street")
+
+
+@pytest.mark.parametrize(("compound", "text"), [
+    ("soccer field", "There is a soccer field next to the road."),
+    ("tennis court", "There is a tennis court next to the road."),
+    ("train track", "There is a train track next to the road."),
+    ("lane marking", "There are lane markings next to the road."),  # singular "marking" is read as a verb
+])
+def test_urban_compounds_survive_the_stop_list(compound: str, text: str):
+    assert compound not in scorer("original").parse(text).objects  # "field", "court", ... are stop words
+    assert compound in scorer("urban").parse(text).objects
+
+
+def test_whole_word_synonyms_and_the_urban_table():
+    original, urban = scorer("original"), scorer("urban")
+    assert original._synonymous("tree", "street") and original._synonymous("bus", "bush")
+    assert not urban._synonymous("tree", "street") and not urban._synonymous("bus", "bush")
+    assert urban._synonymous("power line", "line")  # whole words still contain each other
+    assert urban._synonymous("car", "automobile") and urban._synonymous("sidewalk", "pavement")
+    assert urban._synonymous("parking lot", "car park") and not urban._synonymous("car", "truck")
+    alone = scorer(CaptureVariant(urban_synonyms=True))
+    assert alone._synonymous("car", "automobile") and alone._synonymous("tree", "street")  # one switch at a time
+
+
+def test_junk_share_on_real_paragraphs_drops_below_eight_percent():
+    paragraphs, labels = load_paragraphs(FIXTURE), load_labels(FIXTURE)
+    assert len(paragraphs) == 8
+    before = junk_share(scorer("original"), paragraphs, labels)
+    after = junk_share(scorer("urban"), paragraphs, labels)
+    assert before.share > 0.3
+    assert after.share <= 0.08
+    urban_nouns = {"building", "street", "sky", "tree", "car", "bus", "sidewalk", "road", "power line", "cloud",
+                   "telephone pole", "people"}
+    kept = set(scorer("urban").parse(" ".join(paragraphs)).objects)
+    assert urban_nouns <= kept, urban_nouns - kept
+
+
+def test_an_unlabelled_object_is_an_error():
+    with pytest.raises(UserError, match="without a junk label: fountain"):
+        junk_share(scorer("urban"), ["A large fountain."], {})
+
+
+def test_urban_lexicon_is_consistent():
+    lexicon = urban_lexicon()
+    assert not lexicon.keep & lexicon.deny
+    assert {"soccer field", "tennis court", "train track", "lane marking"} <= lexicon.stop_exceptions
+    assert all(len(group) > 1 for group in lexicon.synonyms)
+
+
+def test_concrete_noun_list_is_built_from_wordnet_files(tmp_path: Path):
+    # A two-synset WordNet: "car" (06 artifact) and "sense" (09 cognition); "stretch" is an artifact noun
+    # but tagged more often as a verb.
+    header = "  1 licence line\n"
+    lines = ["00000000 06 n 01 car 0 000 | a motor vehicle\n", "00000000 09 n 01 sense 0 000 | a faculty\n",
+             "00000000 06 n 01 stretch 0 000 | a strip\n"]
+    data, offsets = header, []
+    for line in lines:
+        offsets.append(len(data.encode()))
+        data += line.replace("00000000", f"{len(data.encode()):08d}")
+    (tmp_path / "data.noun").write_text(data)
+    (tmp_path / "index.noun").write_text(header + f"car n 1 0 1 3 {offsets[0]:08d}\n"
+                                         f"sense n 1 0 1 9 {offsets[1]:08d}\n" f"stretch n 1 0 1 1 {offsets[2]:08d}\n")
+    (tmp_path / "index.verb").write_text(header + "stretch v 1 0 1 7 00000001\n")
+    (tmp_path / "index.adj").write_text(header)
+    (tmp_path / "index.adv").write_text(header)
+    words = [w for w in build_concrete_nouns(tmp_path).splitlines() if not w.startswith("#")]
+    assert words == ["car"]
