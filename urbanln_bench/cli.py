@@ -380,11 +380,37 @@ def leaderboard_command(
     rekey: Annotated[bool, typer.Option(
         "--rekey", help="Rewrite each stale record's key to the current code's. Only right after a change that "
         "moves identities and no numbers, on records --verify-keys passed before it (docs/identity.md).")] = False,
+    seal: Annotated[bool, typer.Option(
+        "--seal", help="Maintainers: add a content digest to every unsealed record, after checking them. Refused "
+        "when --check fails for any other reason (docs/identity.md#tamper-evident-records).")] = False,
 ) -> None:
     """Regenerate leaderboard.md from result records only."""
     from urbanln_bench.cache import atomic_write_text
     from urbanln_bench.leaderboard import render_leaderboard
+    from urbanln_bench.seal import audit_store, seal_store
 
+    if seal:
+        audit = audit_store(results)
+        if audit.problems:
+            _console().print(f"[red]not sealing[/red]: {len(audit.problems)} record(s) cannot be trusted:\n  "
+                             + "\n  ".join(audit.problems), highlight=False)
+            raise typer.Exit(1)
+        current = out.read_text() if out.exists() else ""
+        if current != render_leaderboard(results):
+            _console().print(f"[red]not sealing[/red]: {out} is stale; run `urbanln-bench leaderboard`, check and "
+                             "commit it first", highlight=False)
+            raise typer.Exit(1)
+        sealed = seal_store(results, audit.unsealed)
+        typer.echo(f"sealed {len(sealed)} record(s) under {results} ({audit.records - len(sealed)} already sealed)")
+        return
+    if check:
+        audit = audit_store(results)
+        if not audit.ok:
+            lines = audit.lines()
+            more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
+            _console().print(f"[red]{len(lines)} record(s) under {results} fail the content check[/red]:\n  "
+                             + "\n  ".join(lines[:20]) + more, highlight=False)
+            raise typer.Exit(1)
     if rekey:
         from urbanln_bench.verify import rekey_records
 
@@ -406,6 +432,11 @@ def leaderboard_command(
             raise typer.Exit(1)
         typer.echo(f"{out} is up to date")
         return
+    unsealed = audit_store(results).unsealed
+    if unsealed:
+        _console().print(f"[yellow]warning[/yellow]: {len(unsealed)} unsealed record(s) under {results} (no content "
+                         "digest; `leaderboard --check` fails on them): check them, then run "
+                         "`urbanln-bench leaderboard --seal`", highlight=False)
     atomic_write_text(out, text)
     typer.echo(str(out))
 
