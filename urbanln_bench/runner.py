@@ -60,6 +60,7 @@ class RunOptions:
     embeddings_label: str | None = None
     pretrain_city: str | None = None  # transfer: pretrain on this city, embed and probe the target city
     dry_run: bool = False  # only say, per cell, whether a stored record would be reused or the cell computed
+    allow_symlinks: bool = False  # accept links out of the --data-root folder (data/links.py)
 
     def __post_init__(self) -> None:
         check_profile(self.profile)
@@ -295,7 +296,8 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
     spec = get_city(options.city, options.city_file)
     method = make_method(options)
     cells = select_cells(spec, method, options.tasks, options.imagery)
-    data = open_city(spec, scale=options.scale, data_root=options.data_root, progress_factory=(
+    data = open_city(spec, scale=options.scale, data_root=options.data_root, allow_symlinks=options.allow_symlinks,
+                     progress_factory=(
         (lambda total: progress(f"rendering {spec.name} twin ({options.scale})", total)) if progress else None))
     if method.meta.synthetic_only and data.source != "synthetic":
         raise UserError(f"method '{method.meta.name}' needs a synthetic twin's truth; {data.root} is real data")
