@@ -22,6 +22,7 @@ from typing import Any
 from urbanln_bench import HARNESS_VERSION
 from urbanln_bench.cache import atomic_write_text, config_hash
 from urbanln_bench.errors import UserError
+from urbanln_bench.paths import contained
 from urbanln_bench.registry import suggest
 
 SCHEMA = 1
@@ -97,7 +98,8 @@ class RecordPath:
 
     @property
     def path(self) -> Path:
-        return self.results / self.tag / self.city / self.slug / f"{self.task}_{self.imagery}_{self.strategy}.json"
+        path = self.results / self.tag / self.city / self.slug / f"{self.task}_{self.imagery}_{self.strategy}.json"
+        return contained(path, self.results, "result record")
 
 
 @dataclass(frozen=True)

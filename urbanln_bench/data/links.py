@@ -11,11 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-def inside(path: str | Path, root: str | Path) -> bool:
-    """Whether ``path`` is ``root`` or lies under it (both as given: resolve first where links matter)."""
-    path, root = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+from urbanln_bench.paths import inside
 
 
 def link_problems(root: Path, *, allow: bool = False) -> list[str]:
