@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from urbanln_bench.data.links import link_problems
 from urbanln_bench.data.manifest import verified_manifest_hash
 from urbanln_bench.data.tables import Regions, read_csv_rows, read_region_matrix, read_regions
 from urbanln_bench.errors import DataError
+from urbanln_bench.paths import name_problem
 
 
 def _raise_problems(root: Path, problems: list[str]) -> None:
@@ -60,7 +62,10 @@ def load_image(path: Path) -> np.ndarray:
     limit = max_image_pixels()
     Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses at open past twice this; the header check below past once
     try:
-        with Image.open(path) as image:  # reads the header only
+        with warnings.catch_warnings():  # Pillow warns past the limit; the check below refuses instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)  # reads the header only
+        with image:
             width, height = image.size
             if width * height > limit:
                 raise DataError(f"{path}: image header claims {width} × {height} pixels, more than the "
@@ -212,6 +217,9 @@ def read_meta(root: Path, problems: list[str]) -> dict:
     for key in ("city", "source"):
         if key not in meta:
             problems.append(f"{path}: missing key '{key}'")
+    if "city" in meta and name_problem(meta["city"]):
+        problems.append(f"{path}: city {meta['city']!r} {name_problem(meta['city'])}; it names folders and files, so "
+                        "use letters, digits, _ - . (not first)")
     if meta.get("source") not in (None, *layout.SOURCES):
         problems.append(f"{path}: source must be one of {', '.join(layout.SOURCES)}, got {meta.get('source')!r}")
     return meta

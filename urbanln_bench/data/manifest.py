@@ -24,16 +24,15 @@ MANIFEST_FORMAT = 2  # 1: {"files"}; 2: adds "stats" (size, mtime_ns) for the ve
 
 
 def _walk(root: Path) -> list[str]:
-    """Relative paths (POSIX) of the files under ``root``, following links to folders once each (a folder
-    linked into the data is data too; ``data.links`` decides whether a link may stay)."""
+    """Relative paths (POSIX) of the files under ``root``, following links to folders (a folder linked
+    into the data is data too; ``data/links.py`` decides whether a link may stay), but not round a cycle."""
     out: list[str] = []
-    seen: set[str] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
-        if real in seen:  # a link cycle: each real folder once
+        ancestors = Path(folder).relative_to(root).parents
+        if any(os.path.realpath(root / parent) == real for parent in ancestors):  # a link to a folder above
             dirs[:] = []
             continue
-        seen.add(real)
         base = Path(folder).relative_to(root).as_posix()
         for name in files:
             out.append(name if base == "." else f"{base}/{name}")
