@@ -23,6 +23,12 @@ def _files(*roots: Path) -> dict[str, bytes]:
             if p.is_file() and not p.name.endswith(".lock")}
 
 
+def _own_cache(tmp_path: Path, env: dict | None = None) -> dict[str, str]:
+    """The environment with a cache under ``tmp_path``: what a command writes there shows in ``_files``,
+    what other tests write to the shared cache does not."""
+    return {**(env or os.environ), "URBANLN_BENCH_CACHE": str(tmp_path / "cache")}
+
+
 def _assert_refused(done, code: int, *messages: str) -> None:
     for message in messages:
         assert message in done.stderr + done.stdout, done.stderr
@@ -49,13 +55,12 @@ def test_a_city_file_name_that_is_not_a_file_name_is_refused(name: str, command:
     city_file = tmp_path / "work" / "evil.toml"
     city_file.parent.mkdir()
     city_file.write_text(NY_FILE.replace('name = "NY"', f'name = "{name}"', 1))
-    cache = Path(os.environ["URBANLN_BENCH_CACHE"])
-    before = _files(cache, tmp_path)
+    before = _files(tmp_path)
     args = (["run", "--method", "color-histogram", "--results", str(tmp_path / "work" / "results"), "--no-frame"]
             if command == "run" else ["data", "synth"])
-    done = cli(*args, "--city-file", str(city_file), "--scale", "tiny", cwd=tmp_path / "work")
+    done = cli(*args, "--city-file", str(city_file), "--scale", "tiny", cwd=tmp_path / "work", env=_own_cache(tmp_path))
     _assert_refused(done, 2, f"{city_file}: name ", CITY_NAMES[name], "use letters, digits")
-    assert _files(cache, tmp_path) == before  # no twin, no record, nothing outside
+    assert _files(tmp_path) == before  # no twin in the (own) cache, no record, nothing outside
     assert not list(tmp_path.rglob("escaped*")) and not (tmp_path / "work" / "results").exists()
 
 
@@ -87,7 +92,7 @@ def test_names_in_a_data_folder_are_checked(case: str, tmp_path: Path):
     results = tmp_path / "results"
     before = _files(tmp_path)
     done = cli("run", "--method", "color-histogram", "--city", "NY", "--data-root", str(root), "--seeds", "0",
-               "--results", str(results), "--no-frame")
+               "--results", str(results), "--no-frame", env=_own_cache(tmp_path))
     _assert_refused(done, 2, message)
     _assert_refused(cli("data", "validate", str(root)), 1, message)
     assert not results.exists() and _files(tmp_path) == before
@@ -110,22 +115,21 @@ def test_a_plugin_method_named_like_a_path_is_refused(tmp_path: Path):
     env = install_plugin(tmp_path / "site", "escaping_methods", PLUGIN, {"../../escaped": "escaping_methods:Escaping"})
     results = tmp_path / "work" / "results"
     results.parent.mkdir()
-    before = _files(Path(os.environ["URBANLN_BENCH_CACHE"]), tmp_path / "work")
+    before = _files(tmp_path)
     done = cli("run", "--method", "../../escaped", "--city", "NY", "--scale", "tiny", "--results", str(results),
-               "--no-frame", env=env, cwd=tmp_path / "work")
+               "--no-frame", env=_own_cache(tmp_path, env), cwd=tmp_path / "work")
     _assert_refused(done, 2, "method name '../../escaped' contains a path separator")
-    assert _files(Path(os.environ["URBANLN_BENCH_CACHE"]), tmp_path / "work") == before
+    assert _files(tmp_path) == before
     assert not list(tmp_path.rglob("escaped"))
 
 
 def test_settings_that_make_an_absurd_folder_name_are_refused_before_any_work(tmp_path: Path):
     results = tmp_path / "results"
-    cache = Path(os.environ["URBANLN_BENCH_CACHE"])
-    before = _files(cache)
     done = cli("run", "--method", "urbanln", "--city", "NY", "--scale", "tiny", "--profile", "smoke",
-               "--set", "captioners=synthetic:" + "x" * 300, "--results", str(results), "--no-frame")
+               "--set", "captioners=synthetic:" + "x" * 300, "--results", str(results), "--no-frame",
+               env=_own_cache(tmp_path))
     _assert_refused(done, 2, "make a folder name of", "(at most 200)")
-    assert not results.exists() and _files(cache) == before
+    assert _files(tmp_path) == {}  # no result store, nothing in the (own) cache
 
 
 def test_every_written_path_is_checked_against_its_root(tmp_path: Path):
