@@ -28,6 +28,8 @@ CityFileOpt = Annotated[Path | None, typer.Option("--city-file", help="Your own 
 ScaleOpt = Annotated[str, typer.Option("--scale", help="Twin scale: tiny, small (default) or full.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override the twin seed of the city file.")]
 DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="A city folder with real data in the native layout.")]
+AllowSymlinksOpt = Annotated[bool, typer.Option("--allow-symlinks", help="Accept symbolic links in the --data-root "
+                                                "folder that lead outside it (refused by default).")]
 
 
 def _console(stderr: bool = True):
@@ -88,11 +90,15 @@ def data_synth(city: CityOpt = None, city_file: CityFileOpt = None, scale: Scale
 @data_app.command("validate")
 def data_validate(path: Annotated[Path, typer.Argument(help="A city folder in the native layout.")],
                   json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-                  write_manifest: Annotated[bool, typer.Option("--write-manifest", help="Write manifest.json when valid.")] = False) -> None:
-    """Report every problem of a city folder; exit 1 if there is any."""
+                  write_manifest: Annotated[bool, typer.Option("--write-manifest", help="Write manifest.json when valid.")] = False,
+                  verify: Annotated[bool, typer.Option("--verify", help="Hash every file against manifest.json (default: "
+                                                       "only files whose size or mtime changed).")] = False,
+                  allow_symlinks: Annotated[bool, typer.Option("--allow-symlinks", help="Accept symbolic links that "
+                                                               "lead outside the folder.")] = False) -> None:
+    """Report every problem of a city folder, its manifest checked against the files; exit 1 if there is any."""
     from urbanln_bench.data.validate import validate_city_dir
 
-    report = validate_city_dir(path)
+    report = validate_city_dir(path, check_manifest=not write_manifest, verify=verify, allow_symlinks=allow_symlinks)
     if json_out:
         typer.echo(json.dumps({"path": str(path), "ok": report.ok, "problems": report.problems,
                                "regions": report.regions, "satellite_images": report.satellite_images,
@@ -278,6 +284,7 @@ def run_command(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Fit nothing: say per cell whether its stored record is reused or would be computed "
         "(a record whose key no longer matches the code, data or settings is stale).")] = False,
+    allow_symlinks: AllowSymlinksOpt = False,
 ) -> None:
     """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table."""
     from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run, run_frame
@@ -290,7 +297,7 @@ def run_command(
                          imagery=imagery or None, scale=scale, seeds=parse_seeds(seeds), strategy=split,
                          overwrite=overwrite, tune=tune, device=device, profile=profile, results_dir=results,
                          data_root=data_root, settings=parse_settings(setting or []), pretrain_city=pretrain_city,
-                         dry_run=dry_run)
+                         dry_run=dry_run, allow_symlinks=allow_symlinks)
     console = _console()
     outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
     for o in outcomes:
@@ -380,11 +387,37 @@ def leaderboard_command(
     rekey: Annotated[bool, typer.Option(
         "--rekey", help="Rewrite each stale record's key to the current code's. Only right after a change that "
         "moves identities and no numbers, on records --verify-keys passed before it (docs/identity.md).")] = False,
+    seal: Annotated[bool, typer.Option(
+        "--seal", help="Maintainers: add a content digest to every unsealed record, after checking them. Refused "
+        "when --check fails for any other reason (docs/identity.md#tamper-evident-records).")] = False,
 ) -> None:
     """Regenerate leaderboard.md from result records only."""
     from urbanln_bench.cache import atomic_write_text
     from urbanln_bench.leaderboard import render_leaderboard
+    from urbanln_bench.seal import audit_store, seal_store
 
+    if seal:
+        audit = audit_store(results)
+        if audit.problems:
+            _console().print(f"[red]not sealing[/red]: {len(audit.problems)} record(s) cannot be trusted:\n  "
+                             + "\n  ".join(audit.problems), highlight=False)
+            raise typer.Exit(1)
+        current = out.read_text() if out.exists() else ""
+        if current != render_leaderboard(results):
+            _console().print(f"[red]not sealing[/red]: {out} is stale; run `urbanln-bench leaderboard`, check and "
+                             "commit it first", highlight=False)
+            raise typer.Exit(1)
+        sealed = seal_store(results, audit.unsealed)
+        typer.echo(f"sealed {len(sealed)} record(s) under {results} ({audit.records - len(sealed)} already sealed)")
+        return
+    if check:
+        audit = audit_store(results)
+        if not audit.ok:
+            lines = audit.lines()
+            more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
+            _console().print(f"[red]{len(lines)} record(s) under {results} fail the content check[/red]:\n  "
+                             + "\n  ".join(lines[:20]) + more, highlight=False)
+            raise typer.Exit(1)
     if rekey:
         from urbanln_bench.verify import rekey_records
 
@@ -406,6 +439,11 @@ def leaderboard_command(
             raise typer.Exit(1)
         typer.echo(f"{out} is up to date")
         return
+    unsealed = audit_store(results).unsealed
+    if unsealed:
+        _console().print(f"[yellow]warning[/yellow]: {len(unsealed)} unsealed record(s) under {results} (no content "
+                         "digest; `leaderboard --check` fails on them): check them, then run "
+                         "`urbanln-bench leaderboard --seal`", highlight=False)
     atomic_write_text(out, text)
     typer.echo(str(out))
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from urbanln_bench.errors import UserError
+from urbanln_bench.paths import check_name
 from urbanln_bench.registry import Registry, suggest
 
 if TYPE_CHECKING:
@@ -189,7 +190,11 @@ class Method:
         if not self.overrides:
             return self.meta.name
         text = "_".join(f"{k}={_show(v, '+')}" for k, v in self.overrides.items())
-        return self.meta.name + "__" + re.sub(r"[^A-Za-z0-9._=+-]", "-", text)
+        slug = self.meta.name + "__" + re.sub(r"[^A-Za-z0-9._=+-]", "-", text)
+        if len(slug) > MAX_SLUG_LENGTH:  # a folder name: file systems allow 255 bytes
+            raise UserError(f"method '{self.meta.name}': the settings {text[:60]}... make a folder name of {len(slug)} "
+                            f"characters (at most {MAX_SLUG_LENGTH}); set fewer or shorter values")
+        return slug
 
     def identity(self) -> dict[str, Any]:
         """Everything about the method that can change its numbers (goes into every cache key)."""
@@ -208,6 +213,9 @@ class TorchImageEncoder(Method):
 
     def encode_images(self, pixels):
         return self.model(pixels)
+
+
+MAX_SLUG_LENGTH = 200
 
 
 def _show(value: Any, sep: str = ",") -> str:
@@ -244,6 +252,7 @@ def get_method(name: str) -> type[Method]:
         raise UserError(f"method '{name}' ({cls!r}) is not a urbanln_bench.method.Method subclass")
     if cls.meta.name != name:
         raise UserError(f"method '{name}' declares meta.name '{cls.meta.name}'; they must agree")
+    check_name(name, "method name", f"method '{name}' ({cls.__module__})")  # it names result and cache folders
     return cls
 
 

@@ -11,16 +11,18 @@ the data tag being ``synthetic-<scale>`` or ``real-<manifest hash[:12]>``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from urbanln_bench import HARNESS_VERSION
 from urbanln_bench.cache import atomic_write_text, config_hash
 from urbanln_bench.errors import UserError
+from urbanln_bench.paths import contained
 from urbanln_bench.registry import suggest
 
 SCHEMA = 1
@@ -29,6 +31,38 @@ OVERWRITE = ("never", "only-missing", "always")
 
 class CorruptRecordError(UserError):
     """A file in the result store that is not a valid record."""
+
+
+class TamperedRecordError(CorruptRecordError):
+    """A record whose content no longer matches the digest written with it (edited by hand)."""
+
+
+DIGEST_FIELD = "digest"
+DIGEST_PREFIX = "sha256:"
+
+
+def record_digest(data: dict[str, Any]) -> str:
+    """The content digest of a record (JSON object): sha256 over its canonical JSON (sorted keys, no
+    whitespace) without the digest field itself. Written with every record so that a number edited by
+    hand, key kept, is detected (docs/identity.md#tamper-evident-records). It is not part of the key."""
+    body = {k: v for k, v in data.items() if k != DIGEST_FIELD}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return DIGEST_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def check_digest(data: dict[str, Any], source: str) -> str | None:
+    """The record's digest when it matches its content, None for an unsealed record (no digest)."""
+    stored = data.get(DIGEST_FIELD)
+    if stored is None:
+        return None
+    if not isinstance(stored, str) or not stored.startswith(DIGEST_PREFIX):
+        raise CorruptRecordError(f"{source}: corrupted result record (field '{DIGEST_FIELD}' must be "
+                                 f"'{DIGEST_PREFIX}<hex>', got {stored!r})")
+    if stored != record_digest(data):
+        raise TamperedRecordError(f"{source}: the record's content does not match its digest: it was edited after "
+                                  "it was written (numbers changed by hand?). Restore it (git checkout) or re-run "
+                                  "its cell with --overwrite always")
+    return stored
 
 
 def git_revision() -> str:
@@ -64,7 +98,8 @@ class RecordPath:
 
     @property
     def path(self) -> Path:
-        return self.results / self.tag / self.city / self.slug / f"{self.task}_{self.imagery}_{self.strategy}.json"
+        path = self.results / self.tag / self.city / self.slug / f"{self.task}_{self.imagery}_{self.strategy}.json"
+        return contained(path, self.results, "result record")
 
 
 @dataclass(frozen=True)
@@ -135,6 +170,8 @@ class Record:
     pretraining: dict[str, Any] | None = None
     notes: tuple[str, ...] = ()
     schema: int = SCHEMA
+    # content digest as read (record_digest); None: unsealed. Not content: equality and to_json ignore it
+    digest: str | None = field(default=None, compare=False)
 
     @property
     def is_transfer(self) -> bool:
@@ -154,6 +191,7 @@ class Record:
         out["notes"] = list(self.notes)
         if self.data.street_view_cap is None:
             del out["data"]["street_view_cap"]
+        del out[DIGEST_FIELD]  # the content only: write_record seals it with a fresh digest
         return out
 
     @classmethod
@@ -166,6 +204,7 @@ class Record:
         if schema > SCHEMA:
             raise CorruptRecordError(f"{source}: record schema {schema} is newer than this urbanln-bench reads "
                                      f"({SCHEMA}); upgrade urbanln-bench")
+        raw = data  # the digest seals the record as written, before any migration
         while schema < SCHEMA:
             if schema not in MIGRATIONS:
                 raise CorruptRecordError(f"{source}: record schema {schema} has no migration to {SCHEMA}")
@@ -193,11 +232,12 @@ class Record:
             if name not in metrics:
                 raise CorruptRecordError(f"{source}: corrupted result record (metrics.{name}.mean missing or not a "
                                          "number)")
+        digest = check_digest(raw, source)  # after the field checks: a broken field is named as such
         return cls(key=str(data["key"]), method=method_info, cell=cell, fit_city=str(data.get("fit_city", cell.city)),
                    data=data_info, split=data["split"], probe=data["probe"], per_seed=list(data["per_seed"]),
                    metrics=metrics, embedding=data.get("embedding") or {}, harness_version=str(data["harness_version"]),
                    git_revision=str(data.get("git_revision", "unknown")), pretraining=data.get("pretraining"),
-                   notes=tuple(data.get("notes") or ()), schema=SCHEMA)
+                   notes=tuple(data.get("notes") or ()), schema=SCHEMA, digest=digest)
 
 
 REQUIRED = ("schema", "key", "method", "cell", "data", "split", "probe", "per_seed", "metrics", "harness_version")
@@ -238,7 +278,15 @@ def reusable(path: Path, key: str, policy: str) -> Record | None:
 
 
 def write_record(path: Path, record: Record) -> None:
-    atomic_write_text(path, json.dumps(record.to_json(), indent=1, sort_keys=True) + "\n")
+    """Write a record atomically, sealed with the digest of its content."""
+    data = record.to_json()
+    data[DIGEST_FIELD] = record_digest(data)
+    atomic_write_text(path, record_text(data))
+
+
+def record_text(data: dict[str, Any]) -> str:
+    """A record's file text (what ``write_record`` writes)."""
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
 def iter_records(results: Path):

@@ -17,6 +17,7 @@ from urbanln_bench.data.loader import CityData
 from urbanln_bench.errors import UserError
 from urbanln_bench.fit_inputs import fit_input_identities, fit_input_summaries, needed_fit_inputs
 from urbanln_bench.method import FitContext, Method, get_method
+from urbanln_bench.paths import contained
 from urbanln_bench.profiles import DEFAULT_PROFILE, check_profile
 from urbanln_bench.records import (
     CellInfo,
@@ -60,6 +61,7 @@ class RunOptions:
     embeddings_label: str | None = None
     pretrain_city: str | None = None  # transfer: pretrain on this city, embed and probe the target city
     dry_run: bool = False  # only say, per cell, whether a stored record would be reused or the cell computed
+    allow_symlinks: bool = False  # accept links out of the --data-root folder (data/links.py)
 
     def __post_init__(self) -> None:
         check_profile(self.profile)
@@ -134,7 +136,8 @@ def embedding_cache_path(method: Method, data: CityData, imagery: str, fit_data:
                        **fit_input_identities(method, imagery, profile), "harness": HARNESS_VERSION,
                        "pooling": "mean-capped"}, length=20)
     slug = method.variant_slug() + (f"__from-{fit_data.name}" if fit_data.name != data.name else "")
-    return cache_root() / "embeddings" / slug / f"{data.name}-{imagery.replace('+', '')}-{key}.npz"
+    folder = cache_root() / "embeddings"
+    return contained(folder / slug / f"{data.name}-{imagery.replace('+', '')}-{key}.npz", folder, "embedding cache")
 
 
 def compute_embeddings(method: Method, data: CityData, imagery: str, options: RunOptions,
@@ -294,8 +297,10 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
         raise UserError(f"unknown split strategy '{options.strategy}'{suggest(options.strategy, list(STRATEGIES))}")
     spec = get_city(options.city, options.city_file)
     method = make_method(options)
+    method.variant_slug()  # names the record folder: refused before any work when it cannot
     cells = select_cells(spec, method, options.tasks, options.imagery)
-    data = open_city(spec, scale=options.scale, data_root=options.data_root, progress_factory=(
+    data = open_city(spec, scale=options.scale, data_root=options.data_root, allow_symlinks=options.allow_symlinks,
+                     progress_factory=(
         (lambda total: progress(f"rendering {spec.name} twin ({options.scale})", total)) if progress else None))
     if method.meta.synthetic_only and data.source != "synthetic":
         raise UserError(f"method '{method.meta.name}' needs a synthetic twin's truth; {data.root} is real data")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from urbanln_bench.errors import SpecError
+from urbanln_bench.paths import name_problem
 from urbanln_bench.registry import Registry, suggest
 from urbanln_bench.strict import from_mapping
 
@@ -44,6 +45,7 @@ class TaskSpec:
     source_file: str = ""
 
     def __post_init__(self) -> None:
+        _check_spec_name(self.name)
         if self.transform != "log1p":
             raise ValueError(f"transform must be 'log1p' (the paper's ln(y+1)), got '{self.transform}'")
         if self.derived_from_aux and self.derived_from_aux not in AUX_MODALITIES:
@@ -101,6 +103,7 @@ class CitySpec:
     digest: str = field(default="", compare=False)  # sha256 of the file's bytes (provenance; keys use the values)
 
     def __post_init__(self) -> None:
+        _check_spec_name(self.name)
         if self.kind not in CITY_KINDS:
             raise ValueError(f"kind must be one of {', '.join(CITY_KINDS)}, got '{self.kind}'")
         for imagery in self.imagery:
@@ -142,6 +145,14 @@ class CitySpec:
         if self.paper is None or task not in self.paper.labelled:
             return 1.0
         return self.paper.labelled[task] / self.paper.regions
+
+
+def _check_spec_name(name: str) -> None:
+    """A city's or task's name names folders and files (twins, embeddings, records): one path component."""
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"name {name!r} {problem}; it names folders and files, so use letters, digits, _ - . "
+                         "(not first)")
 
 
 def _read_toml(path: Path) -> tuple[dict, bytes]:

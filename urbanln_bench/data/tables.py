@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from urbanln_bench.data import layout
+from urbanln_bench.paths import MAX_NAME_LENGTH
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,9 @@ def read_regions(path: Path, problems: list[str]) -> Regions:
     values = {name: [] for name in ("row", "col", "lat", "lon")}
     for line_no, row in enumerate(rows, start=2):
         rid = row[position["region_id"]].strip()
-        if not layout.REGION_ID_PATTERN.match(rid):
-            problems.append(f"{path}:{line_no}: region_id '{rid}' must use only letters, digits, _ - .")
+        if not layout.REGION_ID_PATTERN.match(rid) or rid.startswith(".") or len(rid) > MAX_NAME_LENGTH:
+            problems.append(f"{path}:{line_no}: region_id '{rid[:MAX_NAME_LENGTH]}' must use only letters, digits, "
+                            f"_ - . (not first), at most {MAX_NAME_LENGTH} characters: it names image files")
         if rid in seen:
             problems.append(f"{path}:{line_no}: duplicate region_id '{rid}' (first on line {seen[rid]})")
             continue

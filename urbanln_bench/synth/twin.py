@@ -22,6 +22,7 @@ from urbanln_bench import HARNESS_VERSION
 from urbanln_bench.cache import atomic_directory, cache_root, config_hash, file_lock
 from urbanln_bench.data import layout
 from urbanln_bench.data.manifest import write_manifest
+from urbanln_bench.paths import contained
 from urbanln_bench.specs import CitySpec, get_task
 from urbanln_bench.synth import libm
 from urbanln_bench.synth.fields import city_grid, twin_params
@@ -127,7 +128,8 @@ def twin_config(spec: CitySpec, scale: Scale) -> dict:
 
 def twin_dir(spec: CitySpec, scale: Scale, root: Path | None = None) -> Path:
     key = config_hash(twin_config(spec, scale))
-    return (root or cache_root()) / "twins" / f"{spec.name}-{scale.name}-seed{twin_params(spec).seed}-{key}"
+    twins = (root or cache_root()) / "twins"
+    return contained(twins / f"{spec.name}-{scale.name}-seed{twin_params(spec).seed}-{key}", twins, "twin folder")
 
 
 def region_id(row: int, col: int) -> str:
