@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from urbanln_bench.backbones.checkpoints import needs_more_than_tensors, refused_pickle
 from urbanln_bench.backbones.clip import build_clip, clip_config
 from urbanln_bench.backbones.foundation import (
     foundation_clip,
@@ -94,21 +95,6 @@ def read_clip_checkpoint(path: Path) -> dict[str, Any]:
         state = {k[len("module."):]: v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not (k in OPENAI_SCALARS and v.ndim == 0)}
     return merge_longclip_positions(state, path)
-
-
-def needs_more_than_tensors(exc: Exception) -> bool:
-    """torch.load(weights_only=True) refused a global (a class or function) the pickle names; not a corrupt file."""
-    text = str(exc).lower()
-    return "weights only load failed" in text and "global" in text
-
-
-def refused_pickle(path: Path, exc: Exception) -> str:
-    """Why a checkpoint that needs more than tensors was refused (``torch.load(weights_only=True)``)."""
-    detail = str(exc).strip().splitlines()
-    found = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0] if detail else "")
-    return (f"{path}: refused: the file is a pickle that needs more than tensors to load ({found[:160]}). The harness "
-            "loads weights with torch.load(weights_only=True) only, because a full pickle can run any code. Save "
-            "the weights as a state dict (torch.save(model.state_dict(), PATH)) or as safetensors")
 
 
 def merge_longclip_positions(state: dict[str, Any], origin: Any = "") -> dict[str, Any]:

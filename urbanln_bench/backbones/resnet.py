@@ -76,7 +76,7 @@ def load_state(model, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        from urbanln_bench.backbones.clip_weights import needs_more_than_tensors, refused_pickle
+        from urbanln_bench.backbones.checkpoints import needs_more_than_tensors, refused_pickle
 
         if needs_more_than_tensors(exc):
             raise UserError(refused_pickle(path, exc)) from None
