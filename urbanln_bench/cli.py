@@ -123,6 +123,53 @@ def data_validate(path: Annotated[Path, typer.Argument(help="A city folder in th
         typer.echo(f"manifest hash {write(path)}")
 
 
+@data_app.command("import")
+def data_import(
+    src: Annotated[Path, typer.Argument(help="The peer's data folder (e.g. UrbanVLP's data/).")],
+    dest: Annotated[Path, typer.Argument(help="The new city folder (native layout); must not exist.")],
+    fmt: Annotated[str, typer.Option("--from", help="Source format: urbanclip, urbanvlp (musecl: see the error).")],
+    city: Annotated[str | None, typer.Option("--city", help="The harness city name (default: Beijing → BJ, "
+                                             "Shanghai → SH, Shenzhen → SZ).")] = None,
+    source_city: Annotated[str | None, typer.Option("--source-city", help="The peer's city folder name, when the "
+                                                    "source has several (e.g. Beijing).")] = None,
+    zoom: Annotated[int, typer.Option("--zoom", help="Tile zoom level of the regions.")] = 16,
+    column: Annotated[list[str] | None, typer.Option("--column", help="NAME=TASK maps a CSV column to a task; NAME= "
+                                                     "drops it (repeatable).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Convert a peer's released data (UrbanCLIP, UrbanVLP) into the native layout and validate it; exit 1 on problems."""
+    from urbanln_bench.data.importers import import_city
+
+    columns = {}
+    for item in column or []:
+        name, sep, task = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--column {item!r}: expected NAME=TASK (or NAME= to drop the column)")
+        columns[name.strip()] = task.strip()
+    report = import_city(fmt, src, dest, city=city, source_city=source_city, zoom=zoom, columns=columns)
+    if json_out:
+        typer.echo(json.dumps(report.as_dict(), indent=1))
+    else:
+        console = _console(stderr=False)
+        console.print(f"[bold]{src}[/bold] ({fmt}, city {report.source_city} → {report.city}): {report.regions} "
+                      f"regions, {report.streetview_images} street views, captions "
+                      + (", ".join(f"{k} {v}" for k, v in report.captions.items()) or "none"), highlight=False)
+        if report.labelled:
+            console.print("labelled regions: " + ", ".join(f"{k} {v}" for k, v in report.labelled.items()))
+        for note in report.notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+        from rich.markup import escape
+
+        for problem in report.problems:
+            console.print(f"[red]problem:[/red] {escape(problem)}", markup=True, highlight=False)
+        console.print(f"[red]{len(report.problems)} problem(s); nothing was written[/red]" if report.problems
+                      else f"[green]imported into {dest}; it passes `data validate`[/green]")
+    if report.problems:
+        raise typer.Exit(1)
+    if not json_out:
+        typer.echo(str(dest))
+
+
 @data_app.command("show")
 def data_show(city: CityOpt = None, city_file: CityFileOpt = None, scale: ScaleOpt = "small", seed: SeedOpt = None,
               data_root: DataRootOpt = None,
