@@ -17,6 +17,7 @@ import multiprocessing.pool
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -63,7 +64,16 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def stop_on_sigterm() -> None:
-    """Make SIGTERM raise ``SystemExit(143)`` in the main thread, so a terminated run unwinds: temporary
-    folders are removed, pools terminated and locks released on the way out."""
-    signal.signal(signal.SIGTERM, _stop)
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """While inside, SIGTERM raises ``SystemExit(143)`` in the main thread, so a terminated run unwinds:
+    temporary folders are removed, pools terminated and locks released on the way out. The previous
+    handler comes back on exit (the tests run the CLI in-process); off the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
