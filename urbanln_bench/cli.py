@@ -734,8 +734,11 @@ def captions_report(
 
 
 def main() -> None:
+    from urbanln_bench.processes import stop_on_sigterm
+
     try:
-        app()
+        with stop_on_sigterm():  # SIGTERM unwinds like Ctrl-C: temporary folders removed, worker pools terminated
+            app()
     except UserError as exc:
         from rich.markup import escape
 

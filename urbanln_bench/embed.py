@@ -13,6 +13,7 @@ values, the same width for every batch, and the same output when the first image
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,19 +43,25 @@ class Embeddings:
     meta: dict
 
     def save(self, path: Path) -> None:
-        """``.npz`` (ids, vectors) plus a JSON sidecar, both written atomically."""
+        """``.npz`` (ids, vectors) plus a JSON sidecar, both written atomically, the sidecar first: the
+        ``.npz`` is what says the entry exists, so a run killed between the two leaves no ``.npz``
+        without its sidecar (which would be reused with its provenance missing)."""
         import os
         import tempfile
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        os.close(fd)
-        with open(tmp, "wb") as handle:
-            np.savez(handle, region_ids=np.asarray(self.region_ids), vectors=self.vectors)
-        os.replace(tmp, path)
         from urbanln_bench.cache import atomic_write_text
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path.with_suffix(".json"), json.dumps(self.meta, indent=1, sort_keys=True) + "\n")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, region_ids=np.asarray(self.region_ids), vectors=self.vectors)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> Embeddings:

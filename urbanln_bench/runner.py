@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from urbanln_bench import HARNESS_VERSION
-from urbanln_bench.cache import cache_root, config_hash, file_lock
+from urbanln_bench.cache import cache_root, config_hash, file_lock, note_build, remove_leftovers
 from urbanln_bench.data.loader import CityData
 from urbanln_bench.errors import UserError
 from urbanln_bench.fit_inputs import fit_input_identities, fit_input_summaries, needed_fit_inputs
@@ -152,6 +152,8 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
             return Embeddings.load(path), True
+        for target in (path, path.with_suffix(".json")):  # a killed run's temporary files
+            remove_leftovers(target)
         extras: dict[str, Any] = {}
         provenance: dict[str, Any] = {}
         for provider in needed_fit_inputs(method, imagery, options.profile):
@@ -173,7 +175,16 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
                                   "seconds": round(fit_seconds, 1), "report": method.fit_report()}
         embeddings.meta.update(provenance)
         embeddings.save(path)
+        note_build("embeddings", f"{path.parent.name}/{path.name}")
     return embeddings, False
+
+
+def record_lock(path: Path) -> Path:
+    """The lock file of the record at ``path``: in the cache (``locks/records/``), not in the result store,
+    which is committed; keyed by the record's resolved path, so two runs on one store and one cache
+    take the same lock."""
+    digest = config_hash(str(path.resolve()), length=24)
+    return cache_root() / "locks" / "records" / f"{digest}.lock"
 
 
 def spectrum_summary(vectors: np.ndarray) -> dict[str, float | int]:
@@ -360,31 +371,39 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
         log(f"{'reused cached' if cached else 'computed'} {imagery} embeddings of {spec.name}: "
             f"{len(embeddings.region_ids)} regions × {embeddings.vectors.shape[1]}")
         for task, cell_id, key, path in todo:
-            per_seed, metrics, split_info, probe_info = probe_cell(embeddings, data, task, imagery, options, grid_by_id)
-            record = Record(
-                key=key,
-                method=MethodInfo(name=meta.name, display_name=meta.display_name, variant=method.variant_label(),
-                                  slug=slug, version=meta.version, config=method.config, overrides=method.overrides,
-                                  role=meta.role, ours=meta.ours, ablation_of=meta.ablation_of,
-                                  native_imagery=tuple(meta.native_imagery), weight_source=method.weight_source(),
-                                  uses_aux=tuple(meta.uses_aux)),
-                cell=CellInfo(id=cell_id, city=spec.name, task=task, imagery=imagery),
-                fit_city=fit_data.name,
-                data=DataInfo(source=data.source, manifest=data.manifest_hash,
-                              scale=options.scale if data.source == "synthetic" else None, tag=tag,
-                              street_view_cap=_street_view_cap(data)),
-                split=split_info, probe=probe_info, per_seed=per_seed,
-                metrics={name: MetricSummary(**summary) for name, summary in metrics.items()},
-                embedding={"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
-                           "pooling": embeddings.meta.get("pooling"),
-                           "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region"),
-                           **spectrum_summary(embeddings.vectors)},
-                pretraining=_pretraining_summary(embeddings.meta),
-                notes=tuple(aux_notes(meta, task)),
-                harness_version=HARNESS_VERSION, git_revision=revision,
-            )
-            write_record(path, record)
-            outcomes.append(CellOutcome(cell_id, record))
+            # another run on this store and cache may have written the cell while this one waited or embedded
+            with file_lock(record_lock(path)):
+                stored = None if options.overwrite == "always" else reusable(path, key, "only-missing")
+                if stored is not None:
+                    outcomes.append(CellOutcome(cell_id, stored, reused=True))
+                    continue
+                remove_leftovers(path)
+                per_seed, metrics, split_info, probe_info = probe_cell(embeddings, data, task, imagery, options, grid_by_id)
+                record = Record(
+                    key=key,
+                    method=MethodInfo(name=meta.name, display_name=meta.display_name, variant=method.variant_label(),
+                                      slug=slug, version=meta.version, config=method.config, overrides=method.overrides,
+                                      role=meta.role, ours=meta.ours, ablation_of=meta.ablation_of,
+                                      native_imagery=tuple(meta.native_imagery), weight_source=method.weight_source(),
+                                      uses_aux=tuple(meta.uses_aux)),
+                    cell=CellInfo(id=cell_id, city=spec.name, task=task, imagery=imagery),
+                    fit_city=fit_data.name,
+                    data=DataInfo(source=data.source, manifest=data.manifest_hash,
+                                  scale=options.scale if data.source == "synthetic" else None, tag=tag,
+                                  street_view_cap=_street_view_cap(data)),
+                    split=split_info, probe=probe_info, per_seed=per_seed,
+                    metrics={name: MetricSummary(**summary) for name, summary in metrics.items()},
+                    embedding={"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
+                               "pooling": embeddings.meta.get("pooling"),
+                               "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region"),
+                               **spectrum_summary(embeddings.vectors)},
+                    pretraining=_pretraining_summary(embeddings.meta),
+                    notes=tuple(aux_notes(meta, task)),
+                    harness_version=HARNESS_VERSION, git_revision=revision,
+                )
+                write_record(path, record)
+                note_build("record", str(path))
+                outcomes.append(CellOutcome(cell_id, record))
     return outcomes
 
 

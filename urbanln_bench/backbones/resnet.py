@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from urbanln_bench.cache import cache_root, config_hash, file_lock
+from urbanln_bench.cache import atomic_write_bytes, cache_root, config_hash, file_lock, note_build
 from urbanln_bench.errors import UserError
 from urbanln_bench.profiles import recipe
 
@@ -124,6 +125,7 @@ def surrogate_resnet18(profile: str, progress=None) -> tuple[Path, str]:
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
             train_surrogate(config, path, progress)
+            note_build("surrogate", path.name)
     return path, source
 
 
@@ -163,7 +165,11 @@ def train_surrogate(config: SurrogateConfig, path: Path, progress=None) -> None:
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in model.state_dict().items() if not k.startswith("fc.")}
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the vocabulary first: the checkpoint is what says the entry exists (a kill between the two used to
+    # leave a checkpoint without its vocabulary)
+    vocabulary = io.BytesIO()
+    np.save(vocabulary, np.asarray(world.vocabulary))
+    atomic_write_bytes(path.with_suffix(".vocab.npy"), vocabulary.getvalue())
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
-    np.save(path.with_suffix(".vocab.npy"), np.asarray(world.vocabulary))

@@ -200,7 +200,7 @@ def captions_root(city: Any) -> Path:
 def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress: Progress | None = None,
                  force: bool = False) -> CaptionRun:
     """Build (or reuse) the caption set of ``city`` (a ``CityData``) under ``config``."""
-    from urbanln_bench.cache import atomic_directory, file_lock
+    from urbanln_bench.cache import atomic_directory, file_lock, note_build
 
     ids = image_ids(city, config.imagery)
     if config.limit is not None:
@@ -219,6 +219,7 @@ def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress:
 
         with atomic_directory(folder) as tmp, one_torch_thread():
             info = _write_caption_set(city, config, ids, backends, tmp, key, progress)
+        note_build("captions", f"{city.name}/{key}")
     return CaptionRun(folder, key, False, info)
 
 

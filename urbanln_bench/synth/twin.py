@@ -13,16 +13,16 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from urbanln_bench import HARNESS_VERSION
-from urbanln_bench.cache import atomic_directory, cache_root, config_hash, file_lock
+from urbanln_bench.cache import atomic_directory, cache_root, config_hash, file_lock, note_build
 from urbanln_bench.data import layout
 from urbanln_bench.data.manifest import write_manifest
 from urbanln_bench.paths import contained
+from urbanln_bench.processes import worker_pool
 from urbanln_bench.specs import CitySpec, get_task
 from urbanln_bench.synth import libm
 from urbanln_bench.synth.fields import city_grid, twin_params
@@ -235,8 +235,9 @@ def generate_twin(spec: CitySpec, scale: Scale, out_dir: Path, *, workers: int |
     workers = workers or min(2, os.cpu_count() or 1)
     graphs: list[tuple[str, str, dict]] = []
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for job, result in zip(jobs, pool.map(_render_regions, jobs), strict=True):
+        # spawned workers that die with this process: a killed run leaves no renderer holding its lock
+        with worker_pool(workers) as pool:
+            for job, result in zip(jobs, pool.imap(_render_regions, jobs), strict=True):
                 graphs += result
                 if progress:
                     progress(len(job[3]))
@@ -330,4 +331,5 @@ def ensure_twin(spec: CitySpec, scale: str | Scale = "small", *, root: Path | No
                 n = spec.n_regions
                 progress = progress_factory(min(n, scale.max_regions) if scale.max_regions else n)
             generate_twin(spec, scale, tmp, workers=workers, progress=progress)
+        note_build("twin", target.name)
     return target
