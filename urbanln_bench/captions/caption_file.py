@@ -72,6 +72,9 @@ def read_caption_jsonl(path: str | Path, known_image_ids: Collection[str] | None
         except json.JSONDecodeError as exc:
             problems.append(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})")
             continue
+        except RecursionError:
+            problems.append(f"{where}: malformed JSON (nested too deeply)")
+            continue
         if not isinstance(data, dict):
             problems.append(f"{where}: expected a JSON object, got {type(data).__name__}")
             continue

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from urbanln_bench.data import layout
+from urbanln_bench.errors import DataError
 
 
 def data_files(root: Path) -> list[str]:
@@ -59,4 +60,13 @@ def read_manifest(root: Path) -> dict[str, str] | None:
     path = root / layout.MANIFEST
     if not path.exists():
         return None
-    return json.loads(path.read_text())["files"]
+    fix = "rewrite it with `urbanln-bench data validate PATH --write-manifest`"
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(f"{path}: unreadable manifest (not JSON: {exc}); {fix}") from None
+    except (KeyError, TypeError):
+        raise DataError(f"{path}: not a manifest (a JSON object with 'files'); {fix}") from None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise DataError(f"{path}: 'files' must map each data file to its sha256; {fix}")
+    return files
