@@ -53,8 +53,11 @@ class SettingRange:
     low_open: bool = False  # low itself is excluded (a learning rate of 0 trains nothing)
 
     def describe(self) -> str:
-        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-        high = "" if self.high is None else f"<= {self.high:g}"
+        def show(bound: float) -> str:
+            return f"{int(bound):,}" if float(bound).is_integer() else f"{bound:g}"
+
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {show(self.low)}"
+        high = "" if self.high is None else f"<= {show(self.high)}"
         span = " and ".join(p for p in (low, high) if p)
         return f"{'an integer' if self.kind is int else 'a number'}{' ' + span if span else ''}"
 
