@@ -134,6 +134,16 @@ def _export_out_dir(folder: Path, store: Path) -> list[str]:
     return ["export", "--method", "color-histogram", "--city", "NY", "--scale", "tiny", "--out", str(folder / "out")]
 
 
+@case("output", "data show --out is a folder", r"--out .* is a folder")
+def _show_out_dir(folder: Path, store: Path) -> list[str]:
+    (folder / "sheet.png").mkdir()
+    return ["data", "show", "--city", "NY", "--scale", "tiny", "--out", str(folder / "sheet.png")]
+
+
+options("option", "data show --regions 0", ("--city", "NY", "--regions", "0"), r"--regions 0 is out of range",
+        base=("data", "show", "--scale", "tiny"))
+
+
 @case("output", "eval --results is a file", r"--results .* is a file, not a folder")
 def _eval_results_file(folder: Path, store: Path) -> list[str]:
     (folder / "results").write_text("x\n")

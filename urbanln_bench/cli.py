@@ -136,12 +136,14 @@ def data_show(city: CityOpt = None, city_file: CityFileOpt = None, scale: ScaleO
               out: Annotated[Path | None, typer.Option("--out", help="PNG path (default ./<CITY>-contact-sheet.png).")] = None,
               regions: Annotated[int, typer.Option("--regions", help="How many regions to show.")] = 8) -> None:
     """Write a contact sheet PNG: satellite tile and street views of a few regions."""
+    from urbanln_bench.checks import check_count, check_output_file
     from urbanln_bench.data.contact_sheet import contact_sheet
     from urbanln_bench.data.sources import open_city
 
     spec = _city(city, city_file, seed)
+    out = check_output_file(out or Path(f"{spec.name}-contact-sheet.png"), "--out")
+    check_count(regions, "--regions", 1, 1000)
     data = open_city(spec, scale=scale, data_root=data_root, progress_factory=_progress_factory(f"rendering {spec.name} twin"))
-    out = out or Path(f"{spec.name}-contact-sheet.png")
     contact_sheet(data, out, n_regions=regions)
     typer.echo(str(out))
 
