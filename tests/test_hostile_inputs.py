@@ -340,6 +340,18 @@ def _candidates_zero(folder: Path, store: Path) -> list[str]:
     return ["captions", "build", "--city", "NY", "--data-root", str(root), "--candidates", "0"]
 
 
+@case("caption file", "--threshold nan", r"threshold must be a finite number")
+def _threshold_nan(folder: Path, store: Path) -> list[str]:
+    root = write_city_dir(folder / "NY")
+    return ["captions", "build", "--city", "NY", "--data-root", str(root), "--limit", "1", "--threshold", "nan"]
+
+
+@case("caption file", "--caption-seed -1", r"caption seed must be between 0 and 4294967295")
+def _caption_seed(folder: Path, store: Path) -> list[str]:
+    root = write_city_dir(folder / "NY")
+    return ["captions", "build", "--city", "NY", "--data-root", str(root), "--limit", "1", "--caption-seed", "-1"]
+
+
 # -- embeddings files (eval --embeddings) -----------------------------------------------------------------------
 def _good_embeddings(folder: Path) -> Path:
     from urbanln_bench.data.loader import CityData
@@ -633,3 +645,24 @@ def test_dry_run_renders_and_fits_nothing(hostile_cache, tmp_path: Path) -> None
     assert world.returncode == 0, world.stderr
     assert re.search(r"the PW-\w+ twin \(\w+\) is not rendered", world.stderr)
     assert snapshot(cache) == before and not (tmp_path / "results").exists()
+
+
+def test_setting_ranges_admit_every_value_the_builtins_use() -> None:
+    """A range must never refuse a value a built-in method's defaults or recipes use (so `--set` of a recipe's
+    own value works on every profile), and must refuse something: ranges that admit anything are no check."""
+    from urbanln_bench.method import SETTING_RANGES, get_method, method_names
+
+    checked = 0
+    for name in method_names():
+        cls = get_method(name)
+        tables = [dict(cls.meta.default_config), *getattr(cls, "RECIPES", {}).values()]
+        for table in tables:
+            for key, value in table.items():
+                declared = cls.meta.setting_ranges.get(key) or SETTING_RANGES.get(key)
+                if declared is None or value is None or value == 0 or isinstance(value, bool | str | list):
+                    continue
+                assert declared.admits(value), (name, key, value, declared.describe())
+                checked += 1
+    assert checked > 50
+    assert not SETTING_RANGES["mu"].admits(7.0) and not SETTING_RANGES["input_size"].admits(0)
+    assert not SETTING_RANGES["lr"].admits(float("nan")) and not SETTING_RANGES["batch_size"].admits(1.5)
