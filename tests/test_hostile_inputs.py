@@ -144,6 +144,12 @@ options("option", "data show --regions 0", ("--city", "NY", "--regions", "0"), r
         base=("data", "show", "--scale", "tiny"))
 
 
+@case("option", "export --device tpu9", r"--device 'tpu9' is not a device")
+def _export_device(folder: Path, store: Path) -> list[str]:
+    return ["export", "--method", "color-histogram", "--city", "NY", "--scale", "tiny", "--device", "tpu9",
+            "--out", str(folder / "out.npz")]
+
+
 @case("output", "eval --results is a file", r"--results .* is a file, not a folder")
 def _eval_results_file(folder: Path, store: Path) -> list[str]:
     (folder / "results").write_text("x\n")

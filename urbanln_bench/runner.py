@@ -264,6 +264,7 @@ def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Ca
     from urbanln_bench.data.sources import open_city
     from urbanln_bench.specs import get_city
 
+    check_options(options, writes_records=False)
     spec = get_city(options.city, options.city_file)
     method = make_method(options)
     select_cells(spec, method, None, [imagery])
@@ -273,7 +274,7 @@ def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Ca
     return out
 
 
-def check_options(options: RunOptions) -> None:
+def check_options(options: RunOptions, *, writes_records: bool = True) -> None:
     """Every option of a run that can be checked without data, checked before any work (checks.py)."""
     from urbanln_bench.checks import check_device, check_output_dir, check_tune
     from urbanln_bench.splits import STRATEGIES
@@ -285,7 +286,7 @@ def check_options(options: RunOptions) -> None:
     get_scale(options.scale, "--scale")
     check_tune(options.tune)
     check_device(options.device)
-    if not options.dry_run:  # a dry run writes nothing: a read-only store can be checked
+    if writes_records and not options.dry_run:  # a dry run writes nothing: a read-only store can be checked
         check_output_dir(options.results_dir)
 
 
