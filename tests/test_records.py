@@ -44,7 +44,7 @@ def _one() -> dict:
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: d.pop("metrics"), "missing metrics"),
     (lambda d: d["metrics"]["r2"].update(mean="high"), "metrics.r2.mean missing or not a number"),
-    (lambda d: d["method"].pop("variant"), "method, cell or data"),
+    (lambda d: d["method"].pop("variant"), "field 'method.variant' missing"),
     (lambda d: d.update(schema="1"), "field 'schema' missing or not an integer"),
 ])
 def test_bad_records_name_the_file_and_the_field(change, message, tmp_path: Path):

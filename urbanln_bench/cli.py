@@ -11,6 +11,13 @@ import typer
 
 from urbanln_bench.errors import UserError
 
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped: messages name TOML tables ("[twin]") and lists."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 app = typer.Typer(
     name="urbanln-bench",
     help="Benchmark harness for urban region representation learning from imagery (UrbanLN and baselines).",
@@ -63,10 +70,16 @@ def _progress_factory(description: str):
 
 
 def _city(city: str | None, city_file: Path | None, seed: int | None = None):
+    from urbanln_bench.checks import MAX_SEED, check_count
     from urbanln_bench.specs import get_city
-    from urbanln_bench.synth.twin import with_seed
+    from urbanln_bench.synth.twin import check_twin_tables, with_seed
 
-    return with_seed(get_city(city, city_file), seed)
+    if seed is not None:
+        check_count(seed, "--seed", 0, MAX_SEED)
+    spec = with_seed(get_city(city, city_file), seed)
+    if spec.twin is not None:
+        check_twin_tables(spec)  # every value of the twin's tables checked before anything is rendered
+    return spec
 
 
 @data_app.command("synth")
@@ -176,12 +189,14 @@ def data_show(city: CityOpt = None, city_file: CityFileOpt = None, scale: ScaleO
               out: Annotated[Path | None, typer.Option("--out", help="PNG path (default ./<CITY>-contact-sheet.png).")] = None,
               regions: Annotated[int, typer.Option("--regions", help="How many regions to show.")] = 8) -> None:
     """Write a contact sheet PNG: satellite tile and street views of a few regions."""
+    from urbanln_bench.checks import check_count, check_output_file
     from urbanln_bench.data.contact_sheet import contact_sheet
     from urbanln_bench.data.sources import open_city
 
     spec = _city(city, city_file, seed)
+    out = check_output_file(out or Path(f"{spec.name}-contact-sheet.png"), "--out")
+    check_count(regions, "--regions", 1, 1000)
     data = open_city(spec, scale=scale, data_root=data_root, progress_factory=_progress_factory(f"rendering {spec.name} twin"))
-    out = out or Path(f"{spec.name}-contact-sheet.png")
     contact_sheet(data, out, n_regions=regions)
     typer.echo(str(out))
 
@@ -353,8 +368,11 @@ def run_command(
     reused = sum(o.reused for o in outcomes)
     written = sum(1 for o in outcomes if o.record is not None and not o.reused)
     if dry_run:
-        todo = sum(1 for o in outcomes if o.note.startswith("would compute"))
-        console.print(f"dry run: {reused} cell(s) would be reused, {todo} computed, under {results}", highlight=False)
+        unknown = sum(1 for o in outcomes if o.note.startswith("would compute, or reuse"))
+        todo = sum(1 for o in outcomes if o.note.startswith("would compute")) - unknown
+        console.print(f"dry run: {reused} cell(s) would be reused, {todo} computed"
+                      + (f", {unknown} cannot tell without rendering" if unknown else "") + f", under {results}",
+                      highlight=False)
         raise typer.Exit(0)
     console.print(f"{written} record(s) written, {reused} reused, under {results}", highlight=False)
     if frame:
@@ -389,10 +407,14 @@ def eval_command(
     from urbanln_bench.runner import RunOptions, parse_seeds, run
 
     if imagery is None:
-        sidecar = embeddings.with_suffix(".json")
-        imagery = json.loads(sidecar.read_text()).get("imagery") if sidecar.exists() else None
+        from urbanln_bench.embed import read_sidecar
+
+        imagery = read_sidecar(embeddings).get("imagery")
         if imagery not in ("SV", "SI"):
             raise UserError(f"{embeddings}: say which imagery the embeddings are of (--imagery SV or SI)")
+    from urbanln_bench.checks import check_output_dir
+
+    check_output_dir(results)
     options = RunOptions(method="embeddings-file", city=city, city_file=city_file, tasks=task or None,
                          imagery=[imagery], scale=scale, seeds=parse_seeds(seeds), strategy=split,
                          overwrite="always", results_dir=results, data_root=data_root,
@@ -416,8 +438,10 @@ def export_command(
     setting: Annotated[list[str] | None, typer.Option("--set")] = None,
 ) -> None:
     """Export a method's region embeddings of a city (.npz + JSON sidecar)."""
+    from urbanln_bench.checks import check_output_file
     from urbanln_bench.runner import RunOptions, export_embeddings, parse_settings
 
+    check_output_file(out, "--out")
     options = RunOptions(method=method, city=city, city_file=city_file, scale=scale, profile=profile,
                          device=device, data_root=data_root, settings=parse_settings(setting or []))
     typer.echo(str(export_embeddings(options, imagery, out, progress=_progress_factory_named())))
@@ -440,7 +464,14 @@ def leaderboard_command(
 ) -> None:
     """Regenerate leaderboard.md from result records only."""
     from urbanln_bench.cache import atomic_write_text
+    from urbanln_bench.checks import check_input_dir, check_output_file
     from urbanln_bench.leaderboard import render_leaderboard
+    from urbanln_bench.records import corrupt_records
+
+    check_input_dir(results, "--results", "result records")
+    if not check:
+        check_output_file(out, "--out")
+
     from urbanln_bench.seal import audit_store, seal_store
 
     if seal:
@@ -478,9 +509,17 @@ def leaderboard_command(
             _console().print(f"[red]{len(stale)} stale record(s)[/red] (re-run their cells):\n  " + "\n  ".join(stale))
             raise typer.Exit(1)
         typer.echo(f"every record under {results} matches the current code")
+    # a record that cannot be read is named and left out; it does not block the board of every other record
+    corrupt = corrupt_records(results)
+    for problem in corrupt:
+        _console().print(f"[red]skipped record:[/red] {escape(problem)}", highlight=False)
     text = render_leaderboard(results)
     if check:
         current = out.read_text() if out.exists() else ""
+        if corrupt:
+            _console().print(f"[red]{len(corrupt)} record(s) under {results} cannot be read[/red]: fix or delete "
+                             "them, or re-run their cells with --overwrite always")
+            raise typer.Exit(1)
         if current != text:
             _console().print(f"[red]{out} is stale[/red]: run `urbanln-bench leaderboard` and commit it")
             raise typer.Exit(1)
@@ -493,6 +532,10 @@ def leaderboard_command(
                          "`urbanln-bench leaderboard --seal`", highlight=False)
     atomic_write_text(out, text)
     typer.echo(str(out))
+    if corrupt:
+        _console().print(f"[red]{out} leaves out {len(corrupt)} record(s) that cannot be read[/red] (named above): "
+                         "fix or delete them, or re-run their cells with --overwrite always")
+        raise typer.Exit(1)
 
 
 @app.command("paper-table")
@@ -617,9 +660,15 @@ def profile_command(
     """Total and trainable parameters and inference images/s per method (the paper's Figure 4)."""
     from rich.table import Table
 
+    from urbanln_bench.checks import check_count, check_device
     from urbanln_bench.method import method_names
+    from urbanln_bench.profiles import check_profile
     from urbanln_bench.profiling import profile_methods
 
+    check_profile(profile)
+    check_device(device)
+    check_count(batch_size, "--batch-size", 1, 65_536)
+    check_count(batches, "--batches", 1, 10_000)
     names = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     rows = profile_methods(names, profile=profile, device=device, batch_size=batch_size, batches=batches)
     if json_out:

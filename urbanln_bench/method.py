@@ -16,6 +16,7 @@ entry-point group a third-party package uses (``urbanln_bench.methods``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,60 @@ TRUTH_INPUTS = ("latents", "scene_graphs")  # a twin's ground truth a method may
 
 
 @dataclass(frozen=True)
+class SettingRange:
+    """The type and range a numeric method setting accepts (``--set key=value`` is checked against it before
+    anything is computed). A value equal to the method's default is always accepted: several methods use 0
+    or None there for "the recipe's value"."""
+
+    kind: type  # int or float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is excluded (a learning rate of 0 trains nothing)
+
+    def describe(self) -> str:
+        def show(bound: float) -> str:
+            return f"{int(bound):,}" if float(bound).is_integer() else f"{bound:g}"
+
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {show(self.low)}"
+        high = "" if self.high is None else f"<= {show(self.high)}"
+        span = " and ".join(p for p in (low, high) if p)
+        return f"{'an integer' if self.kind is int else 'a number'}{' ' + span if span else ''}"
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or value <= self.high
+
+
+_POSITIVE_INT = SettingRange(int, 1, 1_000_000)
+_RATE = SettingRange(float, 0.0, 1.0, low_open=True)
+_SHARE = SettingRange(float, 0.0, 1.0)
+_WEIGHT = SettingRange(float, 0.0, 1_000.0)
+# The harness's ranges for settings many methods share, by name (docs/hostile-inputs.md). A method declares
+# others, or different ones, in MethodMeta.setting_ranges.
+SETTING_RANGES: dict[str, SettingRange] = {
+    "input_size": SettingRange(int, 8, 2048),
+    "batch_size": SettingRange(int, 1, 65_536), "rs_batch_size": SettingRange(int, 1, 65_536),
+    "sv_batch_size": SettingRange(int, 1, 65_536), "fusion_batch_size": SettingRange(int, 1, 65_536),
+    "epochs": SettingRange(float, 0.0, 10_000.0, low_open=True), "rs_epochs": SettingRange(int, 1, 10_000),
+    "sv_epochs": SettingRange(int, 1, 10_000), "fusion_epochs": SettingRange(int, 1, 10_000),
+    "max_steps": SettingRange(int, 1, 100_000_000), "max_images_seen": SettingRange(int, 1, 10**12),
+    "lr": _RATE, "fusion_lr": _RATE, "weight_decay": _SHARE,
+    "mu": _SHARE, "momentum": _SHARE, "temperature": SettingRange(float, 0.0, 100.0, low_open=True),
+    "queue_size": _POSITIVE_INT, "ipsi_keep": SettingRange(int, 1, 76), "ipsi_ratio": SettingRange(int, 1, 64),
+    "candidates_per_captioner": SettingRange(int, 1, 100), "text_dim": _POSITIVE_INT, "head_dim": _POSITIVE_INT,
+    "projection_dim": _POSITIVE_INT, "width": SettingRange(int, 1, 4096), "margin": _WEIGHT, "l2": _WEIGHT,
+    "neighbourhood": SettingRange(int, 1, 1000), "init_seed": SettingRange(int, 0, 2**32 - 1),
+    "caption_weight": _WEIGHT, "contrastive_weight": _WEIGHT, "satellite_weight": _WEIGHT,
+    "streetview_weight": _WEIGHT, "decoder_layers": SettingRange(int, 1, 64), "max_streetviews": SettingRange(int, 1, 10_000),
+}
+
+
+@dataclass(frozen=True)
 class MethodMeta:
     """Validated metadata, readable before any model code runs (after MTEB's ModelMeta)."""
 
@@ -61,6 +116,9 @@ class MethodMeta:
     ours: bool = False  # UrbanLN variants: the improvement rows compare these with the best baseline
     ablation_of: str = ""  # an ablation of another registered method (its own row in the ablation table)
     default_config: Mapping[str, Any] = field(default_factory=dict)
+    # {setting: SettingRange} for settings of its own that SETTING_RANGES (the harness's table of common
+    # names) does not cover or covers differently; a --set value outside its range is refused before any work
+    setting_ranges: Mapping[str, SettingRange] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.imagery not in IMAGERY_MODES:
@@ -123,7 +181,8 @@ class Method:
         merged = dict(self.meta.default_config)
         for key, value in config.items():
             default = merged[key]
-            merged[key] = coerce_setting(self.meta.name, key, value, default)
+            merged[key] = check_setting(self.meta, key, coerce_setting(self.meta.name, key, value, default,
+                                                                       self.setting_range(key)), default)
         self._settings = merged
         self.overrides = {k: merged[k] for k in sorted(config)}
 
@@ -132,6 +191,10 @@ class Method:
         """The method's settings: its defaults under the user's ``--set`` overrides. A method whose
         settings depend on the run profile resolves them here from ``run_profile``, on every read."""
         return self._settings
+
+    def setting_range(self, key: str) -> SettingRange | None:
+        """The range ``--set key=...`` must fall in: the method's declared one, else the harness's for the name."""
+        return self.meta.setting_ranges.get(key) or SETTING_RANGES.get(key)
 
     # -- hooks ------------------------------------------------------------------------------------
     def weight_source(self) -> str:
@@ -225,8 +288,9 @@ def _show(value: Any, sep: str = ",") -> str:
     return str(value)
 
 
-def coerce_setting(method: str, key: str, value: Any, default: Any) -> Any:
-    """Convert a ``--set key=value`` string to the type of the default."""
+def coerce_setting(method: str, key: str, value: Any, default: Any, declared: SettingRange | None = None) -> Any:
+    """Convert a ``--set key=value`` string to the type of the default (or of the declared range when the
+    default is None, "the recipe's")."""
     if not isinstance(value, str) or isinstance(default, str):
         return value
     try:
@@ -242,7 +306,24 @@ def coerce_setting(method: str, key: str, value: Any, default: Any) -> Any:
             return [item.strip() for item in value.split(",") if item.strip()]  # a,b → ["a", "b"]
         return json.loads(value)
     except (ValueError, json.JSONDecodeError):
+        if declared is not None:
+            raise UserError(f"method '{method}': setting {key}={value!r} is not {declared.describe()}; "
+                            f"fix --set {key}=...") from None
         raise UserError(f"method '{method}': setting {key}={value!r} is not a {type(default).__name__}") from None
+
+
+def check_setting(meta: MethodMeta, key: str, value: Any, default: Any) -> Any:
+    """``value`` if it lies in the setting's declared range (or equals the default); else a UserError that
+    says the range. Checked when the method is made, so before any twin is rendered or model trained."""
+    declared = meta.setting_ranges.get(key) or SETTING_RANGES.get(key)
+    if declared is None or value == default or value is None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"method '{meta.name}': setting {key}={value} is not a finite number; --set {key}=<number>")
+        return value
+    if not declared.admits(value):
+        raise UserError(f"method '{meta.name}': setting {key}={value!r} is out of range: it must be "
+                        f"{declared.describe()} (default {default!r}); fix --set {key}=...")
+    return value
 
 
 METHODS: Registry[type[Method]] = Registry("method", entry_point_group="urbanln_bench.methods")

@@ -62,6 +62,7 @@ class RunOptions:
     pretrain_city: str | None = None  # transfer: pretrain on this city, embed and probe the target city
     dry_run: bool = False  # only say, per cell, whether a stored record would be reused or the cell computed
     allow_symlinks: bool = False  # accept links out of the --data-root folder (data/links.py)
+    render_for_keys: bool = False  # a dry run may render twins (never fit) to know keys (leaderboard --verify-keys)
 
     def __post_init__(self) -> None:
         check_profile(self.profile)
@@ -77,21 +78,10 @@ class CellOutcome:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-4' or '0,1,2' → [0, 1, 2, 3, 4]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                seeds += list(range(lo, hi + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise UserError(f"--seeds must look like '0-4' or '0,1,2', got '{text}'") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds must name distinct seeds, got '{text}'")
-    return seeds
+    """'0-4' or '0,1,2' → [0, 1, 2, 3, 4] (``checks.parse_seeds``: distinct, ranges ascending, bounded)."""
+    from urbanln_bench.checks import parse_seeds as checked
+
+    return checked(text)
 
 
 def parse_cell(cell: str) -> tuple[str, str, str]:
@@ -288,6 +278,7 @@ def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Ca
     from urbanln_bench.data.sources import open_city
     from urbanln_bench.specs import get_city
 
+    check_options(options, writes_records=False)
     spec = get_city(options.city, options.city_file)
     method = make_method(options)
     select_cells(spec, method, None, [imagery])
@@ -297,19 +288,57 @@ def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Ca
     return out
 
 
-def run(options: RunOptions, progress: Callable | None = None, log: Callable[[str], None] = print) -> list[CellOutcome]:
-    from urbanln_bench.data.sources import open_city
-    from urbanln_bench.probe_inputs import PROBE_VERSION, ProbeConfig
-    from urbanln_bench.specs import get_city
+def check_options(options: RunOptions, *, writes_records: bool = True) -> None:
+    """Every option of a run that can be checked without data, checked before any work (checks.py)."""
+    from urbanln_bench.checks import check_device, check_output_dir, check_tune
     from urbanln_bench.splits import STRATEGIES
+    from urbanln_bench.synth.scales import get_scale
 
     check_overwrite(options.overwrite)
     if options.strategy not in STRATEGIES:
         raise UserError(f"unknown split strategy '{options.strategy}'{suggest(options.strategy, list(STRATEGIES))}")
+    get_scale(options.scale, "--scale")
+    check_tune(options.tune)
+    check_device(options.device)
+    if writes_records and not options.dry_run:  # a dry run writes nothing: a read-only store can be checked
+        check_output_dir(options.results_dir)
+
+
+def run(options: RunOptions, progress: Callable | None = None, log: Callable[[str], None] = print) -> list[CellOutcome]:
+    """Run ``options.method`` on the chosen cells. Every option is checked first (``check_options``); a dry
+    run renders and fits nothing: a twin not in the cache makes its cells "cannot tell" (unless
+    ``render_for_keys``, which ``leaderboard --verify-keys`` sets to replay keys)."""
+    from urbanln_bench.specs import get_city
+
+    check_options(options)
     spec = get_city(options.city, options.city_file)
     method = make_method(options)
     method.variant_slug()  # names the record folder: refused before any work when it cannot
     cells = select_cells(spec, method, options.tasks, options.imagery)
+    if options.pretrain_city and options.pretrain_city != spec.name:
+        get_city(options.pretrain_city)  # an unknown or broken pretraining city fails before the target renders
+    if not options.dry_run or options.render_for_keys:
+        return _run_cells(options, spec, method, cells, progress, log)
+    from urbanln_bench.synth.twin import TwinNotRendered, no_rendering
+
+    try:
+        with no_rendering():
+            return _run_cells(options, spec, method, cells, progress, log)
+    except TwinNotRendered as exc:
+        # the key covers the data's (and a foundation's world's) content hash, known only once rendered
+        note = (f"would compute, or reuse a stored record: cannot tell without rendering — {exc}, and its content "
+                "hash is part of the record key (nothing was rendered; the run itself, or "
+                "`leaderboard --verify-keys` on its records, renders it)")
+        return [CellOutcome(f"{spec.name}/{t}/{i}", None, note=note) for t, i in cells]
+
+
+def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[tuple[str, str]],
+               progress: Callable | None, log: Callable[[str], None]) -> list[CellOutcome]:
+    """``run`` past the checks: open the data, then per cell reuse, report (dry run) or compute a record."""
+    from urbanln_bench.data.sources import open_city
+    from urbanln_bench.probe_inputs import PROBE_VERSION, ProbeConfig
+    from urbanln_bench.specs import get_city
+
     data = open_city(spec, scale=options.scale, data_root=options.data_root, allow_symlinks=options.allow_symlinks,
                      progress_factory=(
         (lambda total: progress(f"rendering {spec.name} twin ({options.scale})", total)) if progress else None))

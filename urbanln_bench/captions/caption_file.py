@@ -195,6 +195,9 @@ def read_caption_jsonl(path: str | Path, known_image_ids: Collection[str] | None
             except json.JSONDecodeError as exc:
                 problems.append(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})")
                 continue
+            except RecursionError:
+                problems.append(f"{where}: malformed JSON (nested too deeply)")
+                continue
             record = _record(data, where, known, problems)
             if record is not None:
                 records.append(record)

@@ -19,6 +19,7 @@ UrbanLN, UrbanCLIP and UrbanVLP read the selection with :func:`load_selected_cap
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -70,6 +71,11 @@ class PipelineConfig:
             raise UserError(f"candidates_per_captioner must be at least 1, got {self.candidates_per_captioner}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit must be at least 1, got {self.limit}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise UserError(f"threshold must be a finite number (a phrase is kept when its score is above it), "
+                            f"got {self.threshold}")
+        if not 0 <= self.seed <= 2**32 - 1:
+            raise UserError(f"the caption seed must be between 0 and {2**32 - 1}, got {self.seed}")
         object.__setattr__(self, "captioners", tuple(self.captioners))
 
 

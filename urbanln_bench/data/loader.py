@@ -208,8 +208,11 @@ def read_meta(root: Path, problems: list[str]) -> dict:
     except FileNotFoundError:
         problems.append(f"{path}: missing file (write {{\"city\": \"NAME\", \"source\": \"real\"}})")
         return {}
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         problems.append(f"{path}: unreadable: {exc}")
+        return {}
+    except RecursionError:
+        problems.append(f"{path}: not a usable JSON object (nested too deeply)")
         return {}
     if not isinstance(meta, dict):
         problems.append(f"{path}: expected a JSON object")
@@ -217,6 +220,14 @@ def read_meta(root: Path, problems: list[str]) -> dict:
     for key in ("city", "source"):
         if key not in meta:
             problems.append(f"{path}: missing key '{key}'")
+    city = meta.get("city")
+    if "city" in meta and (not isinstance(city, str) or not city.strip()):
+        problems.append(f"{path}: 'city' must be the city's name (a non-empty string), got {city!r}")
+        meta = {k: v for k, v in meta.items() if k != "city"}
+    tasks = meta.get("tasks")
+    if "tasks" in meta and (not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks)):
+        problems.append(f"{path}: 'tasks' must be a list of task names, e.g. [\"Pop\", \"GDP\"], got {tasks!r}")
+        meta = {k: v for k, v in meta.items() if k != "tasks"}
     if "city" in meta and name_problem(meta["city"]):
         problems.append(f"{path}: city {meta['city']!r} {name_problem(meta['city'])}; it names folders and files, so "
                         "use letters, digits, _ - . (not first)")

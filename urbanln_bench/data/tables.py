@@ -45,13 +45,21 @@ def _float(text: str) -> float:
 def read_csv_rows(path: Path, problems: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV file; unreadable files and ragged rows are reported to ``problems``."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
                 problems.append(f"{path}: empty file (expected a header line)")
                 return [], []
             header = [h.strip() for h in header]
+            if len(header) == 1:
+                for delimiter in (";", "\t", "|"):
+                    if delimiter in header[0]:
+                        shown = "tab" if delimiter == "\t" else f"'{delimiter}'"
+                        problems.append(f"{path}: the header is one column separated by {shown}; the layout's "
+                                        "tables are comma-separated (save as CSV with ',' as the delimiter)")
+                        return [], []
             rows = []
             for line_no, row in enumerate(reader, start=2):
                 if not row:
