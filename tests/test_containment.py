@@ -1,7 +1,7 @@
 """Containment (issue 15): names that come from files — cities, regions, methods, variants — are checked
 as path components, and every path the harness writes stays under its root. A city named
 ``../../escaped/X`` is refused before anything is written. Each hostile input asserts the exit code,
-the message, no traceback and nothing written (docs/hostile-inputs-b.md)."""
+the message, no traceback and nothing written (docs/hostile-inputs.md)."""
 
 from __future__ import annotations
 

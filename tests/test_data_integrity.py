@@ -1,6 +1,6 @@
 """Data identity from the bytes and containment of data folders (issue 15): a stale or forged manifest,
 links out of the folder and image bombs are refused with the file named; nothing is written. Each
-hostile input asserts the exit code, the message, no traceback and nothing written (docs/hostile-inputs-b.md)."""
+hostile input asserts the exit code, the message, no traceback and nothing written (docs/hostile-inputs.md)."""
 
 from __future__ import annotations
 

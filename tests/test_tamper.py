@@ -1,7 +1,7 @@
 """Tamper-evident records (issue 15): a record edited by hand, key kept, is named by `leaderboard --check`
 and refused by every reader; unsealed records fail `--check`; `--seal` refuses while anything else is wrong.
 Each hostile input asserts the exit code, the message, no traceback and nothing written
-(docs/hostile-inputs-b.md)."""
+(docs/hostile-inputs.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Containment: names that come from files become path components, and every path the harness writes
-stays under its root (the cache, the result store). docs/hostile-inputs-b.md lists what is refused.
+stays under its root (the cache, the result store). docs/hostile-inputs.md lists what is refused.
 
 A city named ``../../escaped/X`` in a city file would otherwise place its twin, its embeddings and its
 records outside the cache and the result store. Two guards: ``check_name`` refuses such a name where

@@ -1,4 +1,4 @@
-"""Symbolic links in a data folder: refused unless they stay inside it (docs/hostile-inputs-b.md).
+"""Symbolic links in a data folder: refused unless they stay inside it (docs/hostile-inputs.md).
 
 A link inside a city folder that points elsewhere (a satellite tile linked to another file, a
 street-view folder linked to ``/etc``) would make the harness read — and hash into the data's
