@@ -193,7 +193,7 @@ def _city_file_latin1(folder: Path, store: Path) -> list[str]:
 city_file_case("tasks a string", r"\.tasks: expected a list", lambda t: set_key(t, None, "tasks", '"Pop"'))
 city_file_case("tasks empty", r"tasks is empty", lambda t: set_key(t, None, "tasks", "[]"))
 city_file_case("unknown task", r"unknown task 'Popp'", lambda t: set_key(t, None, "tasks", '["Popp"]'))
-city_file_case("empty city name", r"name is empty", lambda t: set_key(t, None, "name", '""'))
+city_file_case("empty city name", r"name .. must be a non-empty string", lambda t: set_key(t, None, "name", '""'))
 city_file_case("unknown key", r"unknown key 'ful_name'.*did you mean 'full_name'",
                lambda t: set_key(t, None, "ful_name", '"x"'))
 city_file_case("paper.regions = 0", r"paper.regions must be between 1 and", lambda t: set_key(t, "paper", "regions", "0"))
@@ -264,7 +264,7 @@ def _rewrite(rel: str, change: Callable[[str], str]) -> Callable[[Path], None]:
     return edit
 
 
-data_case("manifest.json not JSON", r"manifest.json: unreadable manifest \(not JSON", _write("manifest.json", "{oops"))
+data_case("manifest.json not JSON", r"manifest.json: not a readable manifest \(Expecting", _write("manifest.json", "{oops"))
 data_case("manifest.json without files", r"not a manifest", _write("manifest.json", '{"version": 1}'))
 data_case("city.json not JSON", r"city.json: unreadable", _write("city.json", "{city: NY"))
 data_case("city.json a list", r"city.json: expected a JSON object", _write("city.json", "[1, 2]"))
@@ -326,7 +326,7 @@ _LINE = {"image_id": "t000", "captioner": "mine", "caption": "a street with tree
 caption_case("file missing", r"caption file not found", None)
 caption_case("line not JSON", r"captions.jsonl:1: malformed JSON", "{not json\n")
 caption_case("line deeply nested", r"captions.jsonl:1: malformed JSON \(nested too deeply\)", "[" * 100000 + "]" * 100000 + "\n")
-caption_case("line not an object", r"expected a JSON object, got list", "[1, 2]\n")
+caption_case("line not an object", r"captions.jsonl:1: expected a JSON object, got int", "42\n")
 caption_case("missing key", r"missing key\(s\) 'caption'", json.dumps({"image_id": "t000", "captioner": "mine"}) + "\n")
 caption_case("caption not a string", r"'caption' must be string", json.dumps({**_LINE, "caption": 42}) + "\n")
 caption_case("empty caption", r"empty caption for image 't000'", json.dumps({**_LINE, "caption": "  "}) + "\n")

@@ -472,7 +472,7 @@ def leaderboard_command(
     if not check:
         check_output_file(out, "--out")
 
-    from urbanln_bench.seal import audit_store, seal_store
+    from urbanln_bench.seal import audit_store, seal_store, tampered_records
 
     if seal:
         audit = audit_store(results)
@@ -509,6 +509,12 @@ def leaderboard_command(
             _console().print(f"[red]{len(stale)} stale record(s)[/red] (re-run their cells):\n  " + "\n  ".join(stale))
             raise typer.Exit(1)
         typer.echo(f"every record under {results} matches the current code")
+    if not check:
+        tampered = tampered_records(results)
+        if tampered:  # numbers edited by hand: nothing is written until they are restored or re-run
+            _console().print(f"[red]not writing {out}[/red]: {len(tampered)} record(s) were edited after they were "
+                             "written:\n  " + "\n  ".join(escape(t) for t in tampered), highlight=False)
+            raise typer.Exit(2)
     # a record that cannot be read is named and left out; it does not block the board of every other record
     corrupt = corrupt_records(results)
     for problem in corrupt:

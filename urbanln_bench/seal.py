@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from urbanln_bench.cache import atomic_write_text
-from urbanln_bench.records import DIGEST_FIELD, CorruptRecordError, load_record, record_digest, record_text
+from urbanln_bench.records import (
+    DIGEST_FIELD,
+    CorruptRecordError,
+    TamperedRecordError,
+    load_record,
+    record_digest,
+    record_text,
+)
 
 
 @dataclass
@@ -52,6 +59,20 @@ def audit_store(results: Path) -> StoreAudit:
         if record.digest is None:
             audit.unsealed.append(path)
     return audit
+
+
+def tampered_records(results: Path) -> list[str]:
+    """One message per record of ``results`` edited after it was written (its digest no longer matches):
+    unlike a record that cannot be read, which the leaderboard names and leaves out, an edited one stops it."""
+    problems = []
+    for path in record_files(results):
+        try:
+            load_record(path)
+        except TamperedRecordError as exc:
+            problems.append(str(exc))
+        except CorruptRecordError:
+            continue
+    return problems
 
 
 def seal_record(path: Path) -> None:

@@ -133,6 +133,9 @@ def _read_array(path: Path, text: str, known: set[str] | None, problems: list[st
     except json.JSONDecodeError as exc:
         problems.append(f"{path}:{exc.lineno}: malformed JSON array ({exc.msg} at column {exc.colno})")
         return []
+    except RecursionError:
+        problems.append(f"{path}:1: malformed JSON (nested too deeply)")
+        return []
     lines = _object_lines(text)
     groups = sum(isinstance(entry, list) for entry in data)
     items = [item for entry in data for item in (entry if isinstance(entry, list) else [entry])]
