@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from urbanln_bench.captions.capture import CAPTURE_VARIANTS, CaptureScorer, CaptureVariant
@@ -55,7 +56,8 @@ def test_noun_check_drops_abstract_nouns_and_recovers_verbs_read_as_heads():
     text = ("The scene is a testament to the blend of nature, giving a sense of grandeur. Power lines crisscross "
             "above the street, adding a touch of urbanity.")
     assert {"testament", "blend", "sense", "lines crisscross"} <= set(scorer("original").parse(text).objects)
-    assert scorer("urban").parse(text).objects == ("line", "street")
+    assert scorer("urban").parse(text).objects == ("power line", "street")  # a compound the lexicon knows
+    assert scorer("urban").parse("Thin lines crisscross above the road.").objects == ("line", "road")
 
 
 @pytest.mark.parametrize(("compound", "text"), [
@@ -123,3 +125,78 @@ def test_concrete_noun_list_is_built_from_wordnet_files(tmp_path: Path):
     (tmp_path / "index.adv").write_text(header)
     words = [w for w in build_concrete_nouns(tmp_path).splitlines() if not w.startswith("#")]
     assert words == ["car"]
+
+
+def test_real_prose_mode_gives_predicative_colours_to_their_subject():
+    text = "The sky above is a clear blue, with a few clouds scattered across it."
+    assert ("sky", "blue") not in parse_caption(text, "original").attributes
+    graph = parse_caption(text, "real-prose")
+    assert {("sky", "clear"), ("sky", "blue")} <= set(graph.attributes) and "blue" not in graph.objects
+
+
+def test_sides_of_a_road_relate_to_the_road():
+    relations = scorer("urban").parse("Trees and buildings line both sides of the road.").relations
+    assert ("tree", "line", "road") in relations
+
+
+def test_attribute_words_about_the_picture_are_dropped():
+    text = "A bus is seen driving down the street."
+    assert "seen" in scorer("original").parse(text).attributes
+    assert "seen" not in scorer("urban").parse(text).attributes
+
+
+def test_urban_table_covers_attribute_words_and_predicates():
+    urban = scorer("urban")
+    assert urban._synonymous("bare", "leafless") and urban._synonymous("tall", "towering")
+    assert urban._synonymous("lined with", "border") and not urban._synonymous("lined with", "under")
+    assert not scorer("original")._synonymous("bare", "leafless")
+
+
+def test_relations_either_order_matches_active_and_passive():
+    reference, candidate = "The street is lined with trees.", "Trees line the road."
+    assert ("street", "lined with", "tree") in scorer("urban").parse(reference).relations
+    without = CaptureVariant(**{**vars(CAPTURE_VARIANTS["urban"]), "relations_either_order": False})
+    assert scorer("urban").details(candidate, reference).relations.f1 == pytest.approx(1.0, abs=1e-5)
+    assert scorer(without).details(candidate, reference).relations.f1 == pytest.approx(0.0, abs=1e-5)
+
+
+def test_reference_types_only_leaves_out_a_type_the_reference_lacks():
+    reference, candidate = "A river and a bridge.", "A wide river and a bridge."
+    without = CaptureVariant(**{**vars(CAPTURE_VARIANTS["urban"]), "reference_types_only": False})
+    assert scorer(without).details(candidate, reference).included == ("objects", "attributes")
+    details = scorer("urban").details(candidate, reference)
+    assert details.included == ("objects",) and details.score == pytest.approx(1.0, abs=1e-5)
+
+
+class _LetterEmbedder:
+    """Unit vectors from letter counts: deterministic, offline, and cosines spread over (0, 1)."""
+
+    def encode(self, phrases):
+        rows = []
+        for phrase in phrases:
+            vector = np.array([phrase.count(c) for c in "abcdefghijklmnopqrstuvwxyz "], dtype=np.float64) + 0.1
+            rows.append(vector / np.linalg.norm(vector))
+        return np.array(rows).reshape(len(rows), 27)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.8])
+def test_urban_matrix_is_exactly_the_pairwise_scores(threshold: float):
+    """The batched matrix (consensus selection) and pairwise scores agree under the urban switches,
+    crosswise relations and the soft-match threshold included."""
+    variant = CaptureVariant(**{**vars(CAPTURE_VARIANTS["urban"]), "soft_threshold": threshold})
+    captions = ["The street is lined with trees. The sky above is a clear blue.",
+                "Trees line the road under a clear sky, and a red bus drives along it.",
+                "Tall buildings border the street; a bus is seen driving down the road near a fountain.",
+                "Power lines crisscross above the street, where bare trees stand."]
+    matrix = CaptureScorer(variant=variant, embedder=_LetterEmbedder(), wordnet=False).matrix(captions)
+    pairwise = CaptureScorer(variant=variant, embedder=_LetterEmbedder(), wordnet=False)
+    expected = np.array([[pairwise.score(a, b) for b in captions] for a in captions])
+    assert np.array_equal(matrix, expected)
+    if threshold:  # some soft credit was cut, so the threshold did something
+        plain = CaptureScorer(variant=CAPTURE_VARIANTS["urban"], embedder=_LetterEmbedder(), wordnet=False)
+        assert not np.array_equal(matrix, plain.matrix(captions))
+
+
+def test_soft_threshold_is_checked():
+    with pytest.raises(UserError, match="soft_threshold must be in"):
+        CaptureVariant(soft_threshold=1.5)

@@ -76,14 +76,26 @@ class CaptureVariant:
       (:func:`urbanln_bench.captions.parse.parse_caption`).
     - ``noun_check``: an object's head must be a concrete noun (packaged WordNet-derived list plus the
       urban keep list, minus the urban deny list); a compound whose head fails falls back to its
-      first word ("lines crisscross" → "line"). Attributes and relations need surviving objects, as in
-      the original, whose NN* check this stands in for.
+      first word ("lines crisscross" → "line"), or to its modifier and first word when the urban
+      lexicon knows that compound ("power lines crisscross" → "power line"). Attributes and
+      relations need surviving objects, as in the original, whose NN* check this stands in for, and
+      attribute words about the picture rather than the thing ("seen", "visible") are dropped.
     - ``stop_exceptions``: objects such as "soccer field" and "tennis court" survive although the stop
       list names their head.
     - ``whole_word_synonyms``: step 4b's substring rule matches whole words only ("tree" no longer
       matches "street", nor "bus" "bush"; "power line" still matches "line").
     - ``urban_synonyms``: the urban synonym table, which needs no WordNet on disk (WordNet, when
-      found, is still used too).
+      found, is still used too): nouns, and also attribute words ("bare" ~ "leafless") and relation
+      predicates ("lined with" ~ "border"), which the original gets from WordNet for every type.
+    - ``relations_either_order``: step 4b also matches a relation whose subject and object are swapped
+      with a synonymous predicate: "trees line the road" says what "the street is lined with trees"
+      says, and the parser keeps each in its own voice.
+    - ``reference_types_only``: a type the *reference* has none of is left out of the mean. Its F1 is
+      0 whatever the candidate says, so one adjective in a paraphrase of an adjective-free reference
+      cost 5/12 of the score, while a copy with invented objects but no new adjective lost nothing.
+    - ``soft_threshold``: step 4c credits an unmatched element with its nearest cosine only from this
+      value up (0 = the original: no threshold). Off in every variant: measured, it hurts paraphrases
+      more than invented objects (docs/methods.md#capture-metric).
     """
 
     parse_mode: ParseMode = "original"
@@ -91,6 +103,13 @@ class CaptureVariant:
     stop_exceptions: bool = False
     whole_word_synonyms: bool = False
     urban_synonyms: bool = False
+    relations_either_order: bool = False
+    reference_types_only: bool = False
+    soft_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.soft_threshold < 1.0:
+            raise UserError(f"CAPTURE soft_threshold must be in [0, 1), got {self.soft_threshold}")
 
     @property
     def is_original(self) -> bool:
@@ -99,7 +118,8 @@ class CaptureVariant:
 
 CAPTURE_VARIANTS: dict[str, CaptureVariant] = {
     "original": CaptureVariant(),
-    "urban": CaptureVariant("real-prose", True, True, True, True),
+    "urban": CaptureVariant("real-prose", noun_check=True, stop_exceptions=True, whole_word_synonyms=True,
+                            urban_synonyms=True, relations_either_order=True, reference_types_only=True),
 }
 
 
@@ -162,23 +182,32 @@ class CaptureGraph:
             return cls(objects, attributes, tuple(graph.relations))
         from urbanln_bench.captions.lexicon import urban_lexicon
 
-        exceptions = urban_lexicon().stop_exceptions if variant.stop_exceptions else frozenset()
+        lexicon = urban_lexicon()
+        exceptions = lexicon.stop_exceptions if variant.stop_exceptions else frozenset()
 
         def kept(obj: str) -> bool:
             stopped = obj in stop_words or (obj.rsplit(" ", 1)[-1] in stop_words and obj not in exceptions)
             return not stopped and (not variant.noun_check or _concrete(obj))
 
         survivors: dict[str, str] = {}  # parsed object → the object scored
+        absorbed: set[tuple[str, str]] = set()  # (object, modifier) that became part of a recovered compound
         for obj in graph.objects:
             if kept(obj):
                 survivors[obj] = obj
             elif variant.noun_check and " " in obj:  # "lines crisscross": the verb was read as the head
                 first = lemmatize_noun(obj.split(" ", 1)[0])
-                if kept(first):
+                modifiers = [attribute for owner, attribute in graph.attributes if owner == obj]
+                compound = f"{modifiers[-1]} {first}" if modifiers else ""
+                if compound in lexicon.keep or compound in lexicon.synonym_groups:  # "power lines crisscross"
+                    survivors[obj] = compound
+                    absorbed.add((obj, modifiers[-1]))
+                elif kept(first):
                     survivors[obj] = first
         objects = tuple(dict.fromkeys(survivors.values()))
+        denied = lexicon.attribute_deny if variant.noun_check else frozenset()
         attributes = tuple(attribute for obj, attribute in graph.attributes
-                           if " of" not in attribute and (not variant.noun_check or obj in survivors))
+                           if " of" not in attribute and (not variant.noun_check or (
+                               obj in survivors and attribute not in denied and (obj, attribute) not in absorbed)))
         relations = tuple(r for r in graph.relations
                           if not variant.noun_check or (r[0] in survivors and r[2] in survivors))
         if variant.noun_check:
@@ -507,7 +536,7 @@ class CaptureScorer:
             else:
                 a = np.stack([vectors[cand_text[i]] for i in rest_c])
                 b = np.stack([vectors[ref_text[j]] for j in rest_r])
-            similarity = a @ b.T  # cosine of unit vectors; no threshold (docs/methods.md#capture-metric step 4c)
+            similarity = self._thresholded(a @ b.T)  # cosine of unit vectors (docs/methods.md#capture-metric step 4c)
             cand_match += float(similarity.max(axis=1).sum())
             ref_match += float(similarity.max(axis=0).sum())
         return _type_result(len(cands), len(refs), matched, cand_match, ref_match)
@@ -521,16 +550,28 @@ class CaptureScorer:
                                       list(ref.attributes), self._synonymous, vectors)
         relations = self._type_score(
             cand.relations, ref.relations, [" ".join(r) for r in cand.relations],
-            [" ".join(r) for r in ref.relations],
-            lambda a, b: all(self._synonymous(x, y) for x, y in zip(a, b, strict=True)), vectors)
+            [" ".join(r) for r in ref.relations], self._same_relation, vectors)
         return self._combine(objects, attributes, relations)
+
+    def _same_relation(self, a: tuple[str, str, str], b: tuple[str, str, str]) -> bool:
+        """Step 4b on relations: all three synonymous; with ``relations_either_order`` also subject ↔ object."""
+        if all(self._synonymous(x, y) for x, y in zip(a, b, strict=True)):
+            return True
+        return (self.variant.relations_either_order and self._synonymous(a[1], b[1])
+                and self._synonymous(a[0], b[2]) and self._synonymous(a[2], b[0]))
+
+    def _thresholded(self, similarity: np.ndarray) -> np.ndarray:
+        """Cosines below the variant's ``soft_threshold`` earn nothing (the original has no threshold)."""
+        threshold = self.variant.soft_threshold
+        return np.where(similarity >= threshold, similarity, 0.0) if threshold > 0 else similarity
 
     def _combine(self, objects: TypeScore, attributes: TypeScore, relations: TypeScore) -> CaptureDetails:
         """docs/methods.md#capture-metric step 5: the weighted mean of the per-type F1 over the included types."""
         parts = {"objects": (objects, self.weights.objects), "attributes": (attributes, self.weights.attributes),
                  "relations": (relations, self.weights.relations)}
         included = tuple(name for name, (t, _) in parts.items()
-                         if self.empty_types == "zero" or t.n_candidate or t.n_reference)
+                         if self.empty_types == "zero" or t.n_reference
+                         or (t.n_candidate and not self.variant.reference_types_only))
         total_weight = sum(parts[name][1] for name in included)
         score = sum(parts[name][0].f1 * parts[name][1] for name in included) / total_weight if total_weight else 0.0
         return CaptureDetails(float(score), objects, attributes, relations, included)
@@ -592,6 +633,15 @@ class CaptureScorer:
                     elements: dict[str, int] = {}
                     part = np.array([elements.setdefault(r[k], len(elements)) for r in distinct])
                     matrix &= self._synonym_matrix(list(elements))[np.ix_(part, part)]
+                if self.variant.relations_either_order:  # or subject with object, crosswise, as _same_relation
+                    nouns: dict[str, int] = {}
+                    subjects = np.array([nouns.setdefault(r[0], len(nouns)) for r in distinct])
+                    objects = np.array([nouns.setdefault(r[2], len(nouns)) for r in distinct])
+                    predicates: dict[str, int] = {}
+                    verbs = np.array([predicates.setdefault(r[1], len(predicates)) for r in distinct])
+                    same_noun = self._synonym_matrix(list(nouns))
+                    matrix |= (same_noun[np.ix_(subjects, objects)] & same_noun[np.ix_(objects, subjects)]
+                               & self._synonym_matrix(list(predicates))[np.ix_(verbs, verbs)])
             else:
                 matrix = self._synonym_matrix(distinct)
             synonyms = matrix
@@ -642,7 +692,7 @@ class CaptureScorer:
         if self.soft_matching and rest_c and rest_r:
             a = table.vectors[table.array[i][rest_c]]
             b = table.vectors[table.array[j][rest_r]]
-            similarity = a @ b.T
+            similarity = self._thresholded(a @ b.T)
             cand_match += float(similarity.max(axis=1).sum())
             ref_match += float(similarity.max(axis=0).sum())
         return _type_result(n, m, matched, cand_match, ref_match)

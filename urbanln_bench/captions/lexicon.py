@@ -87,12 +87,15 @@ class UrbanLexicon:
     deny: frozenset[str]
     quantity_nouns: frozenset[str]
     synonyms: tuple[frozenset[str], ...]
+    attribute_deny: frozenset[str] = frozenset()
+    attribute_synonyms: tuple[frozenset[str], ...] = ()
+    predicate_synonyms: tuple[frozenset[str], ...] = ()
 
     @functools.cached_property
     def synonym_groups(self) -> dict[str, frozenset[int]]:
         """Word → the indexes of the synonym groups it belongs to."""
         groups: dict[str, set[int]] = {}
-        for index, group in enumerate(self.synonyms):
+        for index, group in enumerate((*self.synonyms, *self.attribute_synonyms, *self.predicate_synonyms)):
             for word in group:
                 groups.setdefault(word, set()).add(index)
         return {word: frozenset(ids) for word, ids in groups.items()}
@@ -108,4 +111,6 @@ def urban_lexicon() -> UrbanLexicon:
     text = resources.files("urbanln_bench.reference").joinpath("urban_lexicon.toml").read_text(encoding="utf-8")
     raw = tomllib.loads(text)
     return UrbanLexicon(frozenset(raw["keep"]), frozenset(raw["stop_exceptions"]), frozenset(raw["deny"]),
-                        frozenset(raw["quantity_nouns"]), tuple(frozenset(g) for g in raw["synonyms"]))
+                        frozenset(raw["quantity_nouns"]), tuple(frozenset(g) for g in raw["synonyms"]),
+                        frozenset(raw["attribute_deny"]), tuple(frozenset(g) for g in raw["attribute_synonyms"]),
+                        tuple(frozenset(g) for g in raw["predicate_synonyms"]))

@@ -598,6 +598,12 @@ def _clause_relations(items: list[tuple[str, object]], graph: SceneGraph, droppe
     for index, (kind, value) in enumerate(items):
         next_kind = items[index + 1][0] if index + 1 < len(items) else "Z"
         if kind == "NP" and index in dropped:
+            colour: _NounPhrase = value  # type: ignore[assignment]
+            anchor = subject if subject is not None else last
+            if after_auxiliary and anchor is not None and all(w in _COLOURS for w in colour.head.split()):
+                # "the sky is a clear blue": the colour describes the subject (real-prose mode only)
+                for word in (*colour.modifiers, *colour.head.split()):
+                    graph._add(graph.attributes, (anchor, word))
             pending = shared = last = None
             coordinating = after_relative = after_auxiliary = False
         elif kind == "NP":
