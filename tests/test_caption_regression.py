@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from urbanln_bench.builtin.methods.caption_regression import build_encoder, tfidf_svd_targets
+
 from urbanln_bench.errors import UserError
 
 
