@@ -122,16 +122,21 @@ def partial_pngs(cache: Path) -> int:
 
 
 def clean_records(store: Path) -> dict[str, dict]:
-    """Every record under ``store`` by relative path, with the wall-clock timings dropped."""
+    """Every record under ``store`` by relative path, with the wall-clock timings dropped, and with them the
+    content digest, which covers the timings (each record is loaded first, so its digest must be valid)."""
+    from urbanln_bench.records import load_record
+
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "seconds"}
+            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "digest")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
 
-    return {p.relative_to(store).as_posix(): strip(json.loads(p.read_text()))
-            for p in sorted(store.rglob("*.json")) if not p.name.startswith(".")}
+    paths = [p for p in sorted(store.rglob("*.json")) if not p.name.startswith(".")]
+    for path in paths:
+        load_record(path)  # a TamperedRecordError if the digest does not match the content
+    return {p.relative_to(store).as_posix(): strip(json.loads(p.read_text())) for p in paths}
 
 
 # -- data synth ------------------------------------------------------------------------------------
