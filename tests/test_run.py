@@ -107,9 +107,13 @@ def test_corrupted_record_is_named(store: Path, tmp_path: Path):
     path.write_text(path.read_text()[:100])
     with pytest.raises(CorruptRecordError, match="Pop_SI_random.json: corrupted result record"):
         run(options(results, tasks=["Pop"], imagery=["SI"]), log=lambda m: None)
+    # the leaderboard names it and leaves it out instead of failing on it: the board of the other records is
+    # written, and the exit status says it is incomplete
     result = cli("leaderboard", "--results", str(results), "--out", str(tmp_path / "lb.md"))
-    assert result.returncode == 2 and "corrupted result record" in result.stderr
-    assert not (tmp_path / "lb.md").exists()
+    assert result.returncode == 1 and "skipped record" in result.stderr and "Pop_SI_random.json" in result.stderr
+    assert (tmp_path / "lb.md").exists()
+    check = cli("leaderboard", "--results", str(results), "--out", str(tmp_path / "lb.md"), "--check")
+    assert check.returncode == 1 and "Pop_SI_random.json: corrupted result record" in check.stderr
 
 
 def test_leaderboard_is_deterministic_and_check_detects_staleness(store: Path, tmp_path: Path):
@@ -185,6 +189,7 @@ def test_dry_run_names_stale_and_missing_records_and_writes_nothing(store: Path)
 def test_verify_keys_names_records_the_current_code_would_not_reuse(store: Path, tmp_path: Path):
     import shutil
 
+    from urbanln_bench.records import record_digest
     from urbanln_bench.verify import stale_records
 
     copy = tmp_path / "results"
@@ -192,8 +197,8 @@ def test_verify_keys_names_records_the_current_code_would_not_reuse(store: Path,
     assert stale_records(copy, profile="smoke") == []
     path = next(copy.rglob("Pop_SI_random.json"))
     record = json.loads(path.read_text())
-    record["key"] = "0" * 64  # as if made by other code
-    path.write_text(json.dumps(record))
+    record["key"] = "0" * 64  # as if made by other code (which seals what it writes)
+    path.write_text(json.dumps({**record, "digest": record_digest(record)}))
     assert stale_records(copy, profile="smoke") == [f"{path}: would compute: a stored record has another key (stale)"]
     result = cli("leaderboard", "--results", str(copy), "--out", str(tmp_path / "lb.md"), "--verify-keys")
     assert result.returncode == 1 and "1 stale record(s)" in result.stdout + result.stderr
@@ -202,13 +207,15 @@ def test_verify_keys_names_records_the_current_code_would_not_reuse(store: Path,
 def test_rekey_rewrites_only_the_key_of_a_stale_record(store: Path, tmp_path: Path):
     import shutil
 
+    from urbanln_bench.records import record_digest
     from urbanln_bench.verify import rekey_records, stale_records
 
     copy = tmp_path / "results"
     shutil.copytree(store, copy)
     path = next(copy.rglob("Pop_SI_random.json"))
     original = json.loads(path.read_text())
-    path.write_text(json.dumps({**original, "key": "0" * 64}))  # as if keyed by an older identity model
+    older = {**original, "key": "0" * 64}  # as if keyed (and sealed) by an older identity model
+    path.write_text(json.dumps({**older, "digest": record_digest(older)}))
     untouched = {p: p.read_bytes() for p in copy.rglob("*.json") if p != path}
     assert rekey_records(copy, profile="smoke") == [path]
     assert json.loads(path.read_text()) == original  # the current key; metrics and the rest as they were

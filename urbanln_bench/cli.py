@@ -11,6 +11,13 @@ import typer
 
 from urbanln_bench.errors import UserError
 
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped: messages name TOML tables ("[twin]") and lists."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 app = typer.Typer(
     name="urbanln-bench",
     help="Benchmark harness for urban region representation learning from imagery (UrbanLN and baselines).",
@@ -28,6 +35,8 @@ CityFileOpt = Annotated[Path | None, typer.Option("--city-file", help="Your own 
 ScaleOpt = Annotated[str, typer.Option("--scale", help="Twin scale: tiny, small (default) or full.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override the twin seed of the city file.")]
 DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="A city folder with real data in the native layout.")]
+AllowSymlinksOpt = Annotated[bool, typer.Option("--allow-symlinks", help="Accept symbolic links in the --data-root "
+                                                "folder that lead outside it (refused by default).")]
 
 
 def _console(stderr: bool = True):
@@ -61,10 +70,16 @@ def _progress_factory(description: str):
 
 
 def _city(city: str | None, city_file: Path | None, seed: int | None = None):
+    from urbanln_bench.checks import MAX_SEED, check_count
     from urbanln_bench.specs import get_city
-    from urbanln_bench.synth.twin import with_seed
+    from urbanln_bench.synth.twin import check_twin_tables, with_seed
 
-    return with_seed(get_city(city, city_file), seed)
+    if seed is not None:
+        check_count(seed, "--seed", 0, MAX_SEED)
+    spec = with_seed(get_city(city, city_file), seed)
+    if spec.twin is not None:
+        check_twin_tables(spec)  # every value of the twin's tables checked before anything is rendered
+    return spec
 
 
 @data_app.command("synth")
@@ -88,11 +103,15 @@ def data_synth(city: CityOpt = None, city_file: CityFileOpt = None, scale: Scale
 @data_app.command("validate")
 def data_validate(path: Annotated[Path, typer.Argument(help="A city folder in the native layout.")],
                   json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-                  write_manifest: Annotated[bool, typer.Option("--write-manifest", help="Write manifest.json when valid.")] = False) -> None:
-    """Report every problem of a city folder; exit 1 if there is any."""
+                  write_manifest: Annotated[bool, typer.Option("--write-manifest", help="Write manifest.json when valid.")] = False,
+                  verify: Annotated[bool, typer.Option("--verify", help="Hash every file against manifest.json (default: "
+                                                       "only files whose size or mtime changed).")] = False,
+                  allow_symlinks: Annotated[bool, typer.Option("--allow-symlinks", help="Accept symbolic links that "
+                                                               "lead outside the folder.")] = False) -> None:
+    """Report every problem of a city folder, its manifest checked against the files; exit 1 if there is any."""
     from urbanln_bench.data.validate import validate_city_dir
 
-    report = validate_city_dir(path)
+    report = validate_city_dir(path, check_manifest=not write_manifest, verify=verify, allow_symlinks=allow_symlinks)
     if json_out:
         typer.echo(json.dumps({"path": str(path), "ok": report.ok, "problems": report.problems,
                                "regions": report.regions, "satellite_images": report.satellite_images,
@@ -117,18 +136,67 @@ def data_validate(path: Annotated[Path, typer.Argument(help="A city folder in th
         typer.echo(f"manifest hash {write(path)}")
 
 
+@data_app.command("import")
+def data_import(
+    src: Annotated[Path, typer.Argument(help="The peer's data folder (e.g. UrbanVLP's data/).")],
+    dest: Annotated[Path, typer.Argument(help="The new city folder (native layout); must not exist.")],
+    fmt: Annotated[str, typer.Option("--from", help="Source format: urbanclip, urbanvlp (musecl: see the error).")],
+    city: Annotated[str | None, typer.Option("--city", help="The harness city name (default: Beijing → BJ, "
+                                             "Shanghai → SH, Shenzhen → SZ).")] = None,
+    source_city: Annotated[str | None, typer.Option("--source-city", help="The peer's city folder name, when the "
+                                                    "source has several (e.g. Beijing).")] = None,
+    zoom: Annotated[int, typer.Option("--zoom", help="Tile zoom level of the regions.")] = 16,
+    column: Annotated[list[str] | None, typer.Option("--column", help="NAME=TASK maps a CSV column to a task; NAME= "
+                                                     "drops it (repeatable).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Convert a peer's released data (UrbanCLIP, UrbanVLP) into the native layout and validate it; exit 1 on problems."""
+    from urbanln_bench.data.importers import import_city
+
+    columns = {}
+    for item in column or []:
+        name, sep, task = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--column {item!r}: expected NAME=TASK (or NAME= to drop the column)")
+        columns[name.strip()] = task.strip()
+    report = import_city(fmt, src, dest, city=city, source_city=source_city, zoom=zoom, columns=columns)
+    if json_out:
+        typer.echo(json.dumps(report.as_dict(), indent=1))
+    else:
+        console = _console(stderr=False)
+        console.print(f"[bold]{src}[/bold] ({fmt}, city {report.source_city} → {report.city}): {report.regions} "
+                      f"regions, {report.streetview_images} street views, captions "
+                      + (", ".join(f"{k} {v}" for k, v in report.captions.items()) or "none"), highlight=False)
+        if report.labelled:
+            console.print("labelled regions: " + ", ".join(f"{k} {v}" for k, v in report.labelled.items()))
+        for note in report.notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+        from rich.markup import escape
+
+        for problem in report.problems:
+            console.print(f"[red]problem:[/red] {escape(problem)}", markup=True, highlight=False)
+        console.print(f"[red]{len(report.problems)} problem(s); nothing was written[/red]" if report.problems
+                      else f"[green]imported into {dest}; it passes `data validate`[/green]")
+    if report.problems:
+        raise typer.Exit(1)
+    if not json_out:
+        typer.echo(str(dest))
+
+
 @data_app.command("show")
 def data_show(city: CityOpt = None, city_file: CityFileOpt = None, scale: ScaleOpt = "small", seed: SeedOpt = None,
               data_root: DataRootOpt = None,
               out: Annotated[Path | None, typer.Option("--out", help="PNG path (default ./<CITY>-contact-sheet.png).")] = None,
               regions: Annotated[int, typer.Option("--regions", help="How many regions to show.")] = 8) -> None:
     """Write a contact sheet PNG: satellite tile and street views of a few regions."""
+    from urbanln_bench.checks import check_count, check_output_file
     from urbanln_bench.data.contact_sheet import contact_sheet
     from urbanln_bench.data.sources import open_city
 
     spec = _city(city, city_file, seed)
+    out = check_output_file(out or Path(f"{spec.name}-contact-sheet.png"), "--out")
+    check_count(regions, "--regions", 1, 1000)
     data = open_city(spec, scale=scale, data_root=data_root, progress_factory=_progress_factory(f"rendering {spec.name} twin"))
-    out = out or Path(f"{spec.name}-contact-sheet.png")
     contact_sheet(data, out, n_regions=regions)
     typer.echo(str(out))
 
@@ -278,6 +346,7 @@ def run_command(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Fit nothing: say per cell whether its stored record is reused or would be computed "
         "(a record whose key no longer matches the code, data or settings is stale).")] = False,
+    allow_symlinks: AllowSymlinksOpt = False,
 ) -> None:
     """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table."""
     from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run, run_frame
@@ -290,7 +359,7 @@ def run_command(
                          imagery=imagery or None, scale=scale, seeds=parse_seeds(seeds), strategy=split,
                          overwrite=overwrite, tune=tune, device=device, profile=profile, results_dir=results,
                          data_root=data_root, settings=parse_settings(setting or []), pretrain_city=pretrain_city,
-                         dry_run=dry_run)
+                         dry_run=dry_run, allow_symlinks=allow_symlinks)
     console = _console()
     outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
     for o in outcomes:
@@ -299,8 +368,11 @@ def run_command(
     reused = sum(o.reused for o in outcomes)
     written = sum(1 for o in outcomes if o.record is not None and not o.reused)
     if dry_run:
-        todo = sum(1 for o in outcomes if o.note.startswith("would compute"))
-        console.print(f"dry run: {reused} cell(s) would be reused, {todo} computed, under {results}", highlight=False)
+        unknown = sum(1 for o in outcomes if o.note.startswith("would compute, or reuse"))
+        todo = sum(1 for o in outcomes if o.note.startswith("would compute")) - unknown
+        console.print(f"dry run: {reused} cell(s) would be reused, {todo} computed"
+                      + (f", {unknown} cannot tell without rendering" if unknown else "") + f", under {results}",
+                      highlight=False)
         raise typer.Exit(0)
     console.print(f"{written} record(s) written, {reused} reused, under {results}", highlight=False)
     if frame:
@@ -335,10 +407,14 @@ def eval_command(
     from urbanln_bench.runner import RunOptions, parse_seeds, run
 
     if imagery is None:
-        sidecar = embeddings.with_suffix(".json")
-        imagery = json.loads(sidecar.read_text()).get("imagery") if sidecar.exists() else None
+        from urbanln_bench.embed import read_sidecar
+
+        imagery = read_sidecar(embeddings).get("imagery")
         if imagery not in ("SV", "SI"):
             raise UserError(f"{embeddings}: say which imagery the embeddings are of (--imagery SV or SI)")
+    from urbanln_bench.checks import check_output_dir
+
+    check_output_dir(results)
     options = RunOptions(method="embeddings-file", city=city, city_file=city_file, tasks=task or None,
                          imagery=[imagery], scale=scale, seeds=parse_seeds(seeds), strategy=split,
                          overwrite="always", results_dir=results, data_root=data_root,
@@ -362,8 +438,10 @@ def export_command(
     setting: Annotated[list[str] | None, typer.Option("--set")] = None,
 ) -> None:
     """Export a method's region embeddings of a city (.npz + JSON sidecar)."""
+    from urbanln_bench.checks import check_output_file
     from urbanln_bench.runner import RunOptions, export_embeddings, parse_settings
 
+    check_output_file(out, "--out")
     options = RunOptions(method=method, city=city, city_file=city_file, scale=scale, profile=profile,
                          device=device, data_root=data_root, settings=parse_settings(setting or []))
     typer.echo(str(export_embeddings(options, imagery, out, progress=_progress_factory_named())))
@@ -380,11 +458,44 @@ def leaderboard_command(
     rekey: Annotated[bool, typer.Option(
         "--rekey", help="Rewrite each stale record's key to the current code's. Only right after a change that "
         "moves identities and no numbers, on records --verify-keys passed before it (docs/identity.md).")] = False,
+    seal: Annotated[bool, typer.Option(
+        "--seal", help="Maintainers: add a content digest to every unsealed record, after checking them. Refused "
+        "when --check fails for any other reason (docs/identity.md#tamper-evident-records).")] = False,
 ) -> None:
     """Regenerate leaderboard.md from result records only."""
     from urbanln_bench.cache import atomic_write_text
+    from urbanln_bench.checks import check_input_dir, check_output_file
     from urbanln_bench.leaderboard import render_leaderboard
+    from urbanln_bench.records import corrupt_records
 
+    check_input_dir(results, "--results", "result records")
+    if not check:
+        check_output_file(out, "--out")
+
+    from urbanln_bench.seal import audit_store, seal_store, tampered_records
+
+    if seal:
+        audit = audit_store(results)
+        if audit.problems:
+            _console().print(f"[red]not sealing[/red]: {len(audit.problems)} record(s) cannot be trusted:\n  "
+                             + "\n  ".join(audit.problems), highlight=False)
+            raise typer.Exit(1)
+        current = out.read_text() if out.exists() else ""
+        if current != render_leaderboard(results):
+            _console().print(f"[red]not sealing[/red]: {out} is stale; run `urbanln-bench leaderboard`, check and "
+                             "commit it first", highlight=False)
+            raise typer.Exit(1)
+        sealed = seal_store(results, audit.unsealed)
+        typer.echo(f"sealed {len(sealed)} record(s) under {results} ({audit.records - len(sealed)} already sealed)")
+        return
+    if check:
+        audit = audit_store(results)
+        if not audit.ok:
+            lines = audit.lines()
+            more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
+            _console().print(f"[red]{len(lines)} record(s) under {results} fail the content check[/red]:\n  "
+                             + "\n  ".join(lines[:20]) + more, highlight=False)
+            raise typer.Exit(1)
     if rekey:
         from urbanln_bench.verify import rekey_records
 
@@ -398,16 +509,39 @@ def leaderboard_command(
             _console().print(f"[red]{len(stale)} stale record(s)[/red] (re-run their cells):\n  " + "\n  ".join(stale))
             raise typer.Exit(1)
         typer.echo(f"every record under {results} matches the current code")
+    if not check:
+        tampered = tampered_records(results)
+        if tampered:  # numbers edited by hand: nothing is written until they are restored or re-run
+            _console().print(f"[red]not writing {out}[/red]: {len(tampered)} record(s) were edited after they were "
+                             "written:\n  " + "\n  ".join(escape(t) for t in tampered), highlight=False)
+            raise typer.Exit(2)
+    # a record that cannot be read is named and left out; it does not block the board of every other record
+    corrupt = corrupt_records(results)
+    for problem in corrupt:
+        _console().print(f"[red]skipped record:[/red] {escape(problem)}", highlight=False)
     text = render_leaderboard(results)
     if check:
         current = out.read_text() if out.exists() else ""
+        if corrupt:
+            _console().print(f"[red]{len(corrupt)} record(s) under {results} cannot be read[/red]: fix or delete "
+                             "them, or re-run their cells with --overwrite always")
+            raise typer.Exit(1)
         if current != text:
             _console().print(f"[red]{out} is stale[/red]: run `urbanln-bench leaderboard` and commit it")
             raise typer.Exit(1)
         typer.echo(f"{out} is up to date")
         return
+    unsealed = audit_store(results).unsealed
+    if unsealed:
+        _console().print(f"[yellow]warning[/yellow]: {len(unsealed)} unsealed record(s) under {results} (no content "
+                         "digest; `leaderboard --check` fails on them): check them, then run "
+                         "`urbanln-bench leaderboard --seal`", highlight=False)
     atomic_write_text(out, text)
     typer.echo(str(out))
+    if corrupt:
+        _console().print(f"[red]{out} leaves out {len(corrupt)} record(s) that cannot be read[/red] (named above): "
+                         "fix or delete them, or re-run their cells with --overwrite always")
+        raise typer.Exit(1)
 
 
 @app.command("paper-table")
@@ -532,9 +666,15 @@ def profile_command(
     """Total and trainable parameters and inference images/s per method (the paper's Figure 4)."""
     from rich.table import Table
 
+    from urbanln_bench.checks import check_count, check_device
     from urbanln_bench.method import method_names
+    from urbanln_bench.profiles import check_profile
     from urbanln_bench.profiling import profile_methods
 
+    check_profile(profile)
+    check_device(device)
+    check_count(batch_size, "--batch-size", 1, 65_536)
+    check_count(batches, "--batches", 1, 10_000)
     names = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     rows = profile_methods(names, profile=profile, device=device, batch_size=batch_size, batches=batches)
     if json_out:
@@ -649,8 +789,11 @@ def captions_report(
 
 
 def main() -> None:
+    from urbanln_bench.processes import stop_on_sigterm
+
     try:
-        app()
+        with stop_on_sigterm():  # SIGTERM unwinds like Ctrl-C: temporary folders removed, worker pools terminated
+            app()
     except UserError as exc:
         from rich.markup import escape
 

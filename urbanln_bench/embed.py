@@ -13,6 +13,7 @@ values, the same width for every batch, and the same output when the first image
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,32 +43,61 @@ class Embeddings:
     meta: dict
 
     def save(self, path: Path) -> None:
-        """``.npz`` (ids, vectors) plus a JSON sidecar, both written atomically."""
+        """``.npz`` (ids, vectors) plus a JSON sidecar, both written atomically, the sidecar first: the
+        ``.npz`` is what says the entry exists, so a run killed between the two leaves no ``.npz``
+        without its sidecar (which would be reused with its provenance missing)."""
         import os
         import tempfile
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        os.close(fd)
-        with open(tmp, "wb") as handle:
-            np.savez(handle, region_ids=np.asarray(self.region_ids), vectors=self.vectors)
-        os.replace(tmp, path)
         from urbanln_bench.cache import atomic_write_text
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path.with_suffix(".json"), json.dumps(self.meta, indent=1, sort_keys=True) + "\n")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, region_ids=np.asarray(self.region_ids), vectors=self.vectors)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> Embeddings:
+        import zipfile
+
+        what = "an embeddings file (.npz with arrays region_ids and vectors, as `urbanln-bench export` writes)"
+        if path.is_dir():
+            raise UserError(f"{path}: a folder, not {what}")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                ids = [str(i) for i in npz["region_ids"]]
-                vectors = np.asarray(npz["vectors"], dtype=np.float32)
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with loaded as npz:
+                raw_ids, raw_vectors = npz["region_ids"], npz["vectors"]
         except FileNotFoundError:
             raise UserError(f"{path}: embeddings file not found") from None
-        except (OSError, KeyError, ValueError) as exc:
-            raise UserError(f"{path}: not an embeddings file (.npz with arrays region_ids and vectors): {exc}") from exc
-        sidecar = path.with_suffix(".json")
-        meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        except EOFError:
+            raise UserError(f"{path}: empty file, not {what}") from None
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{path}: not {what}: {exc}") from None
+        if raw_ids.ndim != 1 or raw_ids.dtype.kind not in "USi":
+            raise UserError(f"{path}: region_ids must be a 1-d array of region ids, got dtype {raw_ids.dtype} "
+                            f"shape {raw_ids.shape}")
+        if raw_vectors.dtype.kind == "c":
+            raise UserError(f"{path}: vectors are complex ({raw_vectors.dtype}); the probe takes real numbers — "
+                            "save the real part, or real and imaginary parts side by side")
+        if raw_vectors.dtype.kind not in "fiub":
+            raise UserError(f"{path}: vectors must be numbers, got dtype {raw_vectors.dtype}")
+        ids = [str(i) for i in raw_ids]
+        vectors = np.asarray(raw_vectors, dtype=np.float32)
+        meta = read_sidecar(path)
+        if vectors.ndim == 2 and vectors.shape[1] == 0:
+            raise UserError(f"{path}: vectors have 0 dimensions ({vectors.shape}); each region needs at least one "
+                            "feature")
+        if vectors.ndim == 2 and not len(ids):
+            raise UserError(f"{path}: no regions (region_ids is empty)")
         if vectors.ndim != 2 or len(ids) != len(vectors):
             raise UserError(f"{path}: vectors must be (n_regions, D) with one row per region id; got {vectors.shape} "
                             f"for {len(ids)} ids")
@@ -78,6 +108,23 @@ class Embeddings:
         if bad.any():
             raise UserError(f"{path}: {int(bad.sum())} rows are not finite (first: region '{ids[int(np.argmax(bad))]}')")
         return cls(ids, vectors, meta)
+
+
+def read_sidecar(path: Path) -> dict:
+    """The JSON sidecar of an embeddings file (``x.json`` beside ``x.npz``): {} when absent, a UserError
+    naming it when it is not a JSON object."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        return {}
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"{sidecar}: the embeddings' sidecar is not JSON ({exc}); fix or delete it "
+                        "(and pass --imagery SV or SI)") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{sidecar}: the embeddings' sidecar must be a JSON object, got {type(meta).__name__}; "
+                        "fix or delete it")
+    return meta
 
 
 def preprocess(images: list[np.ndarray], size: int, mean, std):

@@ -79,13 +79,13 @@ def _fmt(entry: dict | None) -> str:
 def street_view_caps(results_dir: Path) -> dict[tuple[str, str], int]:
     """(city, data tag) → at most this many street views per region (the twin's ``max_street_views``)."""
     return {(r.cell.city, r.data.tag): r.data.street_view_cap
-            for _, r in iter_records(results_dir) if r.data.street_view_cap}
+            for _, r in iter_records(results_dir, skip_corrupt=True) if r.data.street_view_cap}
 
 
 def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict]]]:
     """(city, data tag) → row → task → metrics."""
     tables: dict[tuple[str, str], dict[Row, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
-    for _, record in iter_records(results_dir):
+    for _, record in iter_records(results_dir, skip_corrupt=True):
         cell, method = record.cell, record.method
         if record.is_transfer:
             continue  # transfer records have their own section
@@ -565,7 +565,7 @@ def transfer_section(results_dir: Path) -> list[str]:
     entries: dict[tuple[str, str, str], dict[tuple[str, str], dict]] = defaultdict(dict)
     targets: dict[tuple[str, str], set[str]] = defaultdict(set)
     transfer_methods = set()
-    records = [record for _, record in iter_records(results_dir) if record.cell.task == TRANSFER_TASK]
+    records = [record for _, record in iter_records(results_dir, skip_corrupt=True) if record.cell.task == TRANSFER_TASK]
     for record in records:
         if record.is_transfer:
             transfer_methods.add((record.method.variant, record.data.tag))

@@ -16,6 +16,7 @@ entry-point group a third-party package uses (``urbanln_bench.methods``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from urbanln_bench.errors import UserError
+from urbanln_bench.paths import check_name
 from urbanln_bench.registry import Registry, suggest
 
 if TYPE_CHECKING:
@@ -38,6 +40,60 @@ IMAGERY_MODES = ("SV", "SI", "either", "fused")
 # "method" rows compete for winners, ranks and improvements (docs/architecture.md#roles).
 ROLES = ("method", "floor", "start", "oracle", "ceiling", "reference")
 TRUTH_INPUTS = ("latents", "scene_graphs")  # a twin's ground truth a method may declare (fit_inputs.py provides it)
+
+
+@dataclass(frozen=True)
+class SettingRange:
+    """The type and range a numeric method setting accepts (``--set key=value`` is checked against it before
+    anything is computed). A value equal to the method's default is always accepted: several methods use 0
+    or None there for "the recipe's value"."""
+
+    kind: type  # int or float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is excluded (a learning rate of 0 trains nothing)
+
+    def describe(self) -> str:
+        def show(bound: float) -> str:
+            return f"{int(bound):,}" if float(bound).is_integer() else f"{bound:g}"
+
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {show(self.low)}"
+        high = "" if self.high is None else f"<= {show(self.high)}"
+        span = " and ".join(p for p in (low, high) if p)
+        return f"{'an integer' if self.kind is int else 'a number'}{' ' + span if span else ''}"
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or value <= self.high
+
+
+_POSITIVE_INT = SettingRange(int, 1, 1_000_000)
+_RATE = SettingRange(float, 0.0, 1.0, low_open=True)
+_SHARE = SettingRange(float, 0.0, 1.0)
+_WEIGHT = SettingRange(float, 0.0, 1_000.0)
+# The harness's ranges for settings many methods share, by name (docs/hostile-inputs.md). A method declares
+# others, or different ones, in MethodMeta.setting_ranges.
+SETTING_RANGES: dict[str, SettingRange] = {
+    "input_size": SettingRange(int, 8, 2048),
+    "batch_size": SettingRange(int, 1, 65_536), "rs_batch_size": SettingRange(int, 1, 65_536),
+    "sv_batch_size": SettingRange(int, 1, 65_536), "fusion_batch_size": SettingRange(int, 1, 65_536),
+    "epochs": SettingRange(float, 0.0, 10_000.0, low_open=True), "rs_epochs": SettingRange(int, 1, 10_000),
+    "sv_epochs": SettingRange(int, 1, 10_000), "fusion_epochs": SettingRange(int, 1, 10_000),
+    "max_steps": SettingRange(int, 1, 100_000_000), "max_images_seen": SettingRange(int, 1, 10**12),
+    "lr": _RATE, "fusion_lr": _RATE, "weight_decay": _SHARE,
+    "mu": _SHARE, "momentum": _SHARE, "temperature": SettingRange(float, 0.0, 100.0, low_open=True),
+    "queue_size": _POSITIVE_INT, "ipsi_keep": SettingRange(int, 1, 76), "ipsi_ratio": SettingRange(int, 1, 64),
+    "candidates_per_captioner": SettingRange(int, 1, 100), "text_dim": _POSITIVE_INT, "head_dim": _POSITIVE_INT,
+    "projection_dim": _POSITIVE_INT, "width": SettingRange(int, 1, 4096), "margin": _WEIGHT, "l2": _WEIGHT,
+    "neighbourhood": SettingRange(int, 1, 1000), "init_seed": SettingRange(int, 0, 2**32 - 1),
+    "caption_weight": _WEIGHT, "contrastive_weight": _WEIGHT, "satellite_weight": _WEIGHT,
+    "streetview_weight": _WEIGHT, "decoder_layers": SettingRange(int, 1, 64), "max_streetviews": SettingRange(int, 1, 10_000),
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +119,9 @@ class MethodMeta:
     # its frame row, the test that pretraining moved the encoder (docs/architecture.md#roles)
     starts_from: str = ""
     default_config: Mapping[str, Any] = field(default_factory=dict)
+    # {setting: SettingRange} for settings of its own that SETTING_RANGES (the harness's table of common
+    # names) does not cover or covers differently; a --set value outside its range is refused before any work
+    setting_ranges: Mapping[str, SettingRange] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.imagery not in IMAGERY_MODES:
@@ -125,7 +184,8 @@ class Method:
         merged = dict(self.meta.default_config)
         for key, value in config.items():
             default = merged[key]
-            merged[key] = coerce_setting(self.meta.name, key, value, default)
+            merged[key] = check_setting(self.meta, key, coerce_setting(self.meta.name, key, value, default,
+                                                                       self.setting_range(key)), default)
         self._settings = merged
         self.overrides = {k: merged[k] for k in sorted(config)}
 
@@ -134,6 +194,10 @@ class Method:
         """The method's settings: its defaults under the user's ``--set`` overrides. A method whose
         settings depend on the run profile resolves them here from ``run_profile``, on every read."""
         return self._settings
+
+    def setting_range(self, key: str) -> SettingRange | None:
+        """The range ``--set key=...`` must fall in: the method's declared one, else the harness's for the name."""
+        return self.meta.setting_ranges.get(key) or SETTING_RANGES.get(key)
 
     # -- hooks ------------------------------------------------------------------------------------
     def weight_source(self) -> str:
@@ -192,7 +256,11 @@ class Method:
         if not self.overrides:
             return self.meta.name
         text = "_".join(f"{k}={_show(v, '+')}" for k, v in self.overrides.items())
-        return self.meta.name + "__" + re.sub(r"[^A-Za-z0-9._=+-]", "-", text)
+        slug = self.meta.name + "__" + re.sub(r"[^A-Za-z0-9._=+-]", "-", text)
+        if len(slug) > MAX_SLUG_LENGTH:  # a folder name: file systems allow 255 bytes
+            raise UserError(f"method '{self.meta.name}': the settings {text[:60]}... make a folder name of {len(slug)} "
+                            f"characters (at most {MAX_SLUG_LENGTH}); set fewer or shorter values")
+        return slug
 
     def identity(self) -> dict[str, Any]:
         """Everything about the method that can change its numbers (goes into every cache key)."""
@@ -213,6 +281,9 @@ class TorchImageEncoder(Method):
         return self.model(pixels)
 
 
+MAX_SLUG_LENGTH = 200
+
+
 def _show(value: Any, sep: str = ",") -> str:
     """A setting as a user typed it: lists joined (``a,b``), scalars as str."""
     if isinstance(value, (list, tuple)):
@@ -220,8 +291,9 @@ def _show(value: Any, sep: str = ",") -> str:
     return str(value)
 
 
-def coerce_setting(method: str, key: str, value: Any, default: Any) -> Any:
-    """Convert a ``--set key=value`` string to the type of the default."""
+def coerce_setting(method: str, key: str, value: Any, default: Any, declared: SettingRange | None = None) -> Any:
+    """Convert a ``--set key=value`` string to the type of the default (or of the declared range when the
+    default is None, "the recipe's")."""
     if not isinstance(value, str) or isinstance(default, str):
         return value
     try:
@@ -237,7 +309,24 @@ def coerce_setting(method: str, key: str, value: Any, default: Any) -> Any:
             return [item.strip() for item in value.split(",") if item.strip()]  # a,b → ["a", "b"]
         return json.loads(value)
     except (ValueError, json.JSONDecodeError):
+        if declared is not None:
+            raise UserError(f"method '{method}': setting {key}={value!r} is not {declared.describe()}; "
+                            f"fix --set {key}=...") from None
         raise UserError(f"method '{method}': setting {key}={value!r} is not a {type(default).__name__}") from None
+
+
+def check_setting(meta: MethodMeta, key: str, value: Any, default: Any) -> Any:
+    """``value`` if it lies in the setting's declared range (or equals the default); else a UserError that
+    says the range. Checked when the method is made, so before any twin is rendered or model trained."""
+    declared = meta.setting_ranges.get(key) or SETTING_RANGES.get(key)
+    if declared is None or value == default or value is None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"method '{meta.name}': setting {key}={value} is not a finite number; --set {key}=<number>")
+        return value
+    if not declared.admits(value):
+        raise UserError(f"method '{meta.name}': setting {key}={value!r} is out of range: it must be "
+                        f"{declared.describe()} (default {default!r}); fix --set {key}=...")
+    return value
 
 
 METHODS: Registry[type[Method]] = Registry("method", entry_point_group="urbanln_bench.methods")
@@ -247,6 +336,7 @@ def get_method(name: str) -> type[Method]:
         raise UserError(f"method '{name}' ({cls!r}) is not a urbanln_bench.method.Method subclass")
     if cls.meta.name != name:
         raise UserError(f"method '{name}' declares meta.name '{cls.meta.name}'; they must agree")
+    check_name(name, "method name", f"method '{name}' ({cls.__module__})")  # it names result and cache folders
     return cls
 
 

@@ -135,5 +135,8 @@ class Registry(Generic[T]):
                 obj = getattr(importlib.import_module(module_name), attr)
             except (ImportError, AttributeError) as exc:
                 raise UserError(f"{self.kind} '{name}': cannot load {entry.target}: {exc}") from exc
+            except Exception as exc:  # a plugin's own code failed at import: its fault, named, not a traceback
+                raise UserError(f"{self.kind} '{name}': loading {entry.target} failed: {type(exc).__name__}: {exc} "
+                                f"(fix or uninstall the package that provides it)") from exc
             entry.target = obj
         return entry.target

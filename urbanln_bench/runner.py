@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from urbanln_bench import HARNESS_VERSION
-from urbanln_bench.cache import cache_root, config_hash, file_lock
+from urbanln_bench.cache import cache_root, config_hash, file_lock, note_build, remove_leftovers
 from urbanln_bench.data.loader import CityData
 from urbanln_bench.errors import UserError
 from urbanln_bench.fit_inputs import fit_input_identities, fit_input_summaries, needed_fit_inputs
 from urbanln_bench.method import FitContext, Method, get_method
+from urbanln_bench.paths import contained
 from urbanln_bench.profiles import DEFAULT_PROFILE, check_profile
 from urbanln_bench.records import (
     CellInfo,
@@ -60,6 +61,8 @@ class RunOptions:
     embeddings_label: str | None = None
     pretrain_city: str | None = None  # transfer: pretrain on this city, embed and probe the target city
     dry_run: bool = False  # only say, per cell, whether a stored record would be reused or the cell computed
+    allow_symlinks: bool = False  # accept links out of the --data-root folder (data/links.py)
+    render_for_keys: bool = False  # a dry run may render twins (never fit) to know keys (leaderboard --verify-keys)
 
     def __post_init__(self) -> None:
         check_profile(self.profile)
@@ -75,21 +78,10 @@ class CellOutcome:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-4' or '0,1,2' → [0, 1, 2, 3, 4]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                seeds += list(range(lo, hi + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise UserError(f"--seeds must look like '0-4' or '0,1,2', got '{text}'") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds must name distinct seeds, got '{text}'")
-    return seeds
+    """'0-4' or '0,1,2' → [0, 1, 2, 3, 4] (``checks.parse_seeds``: distinct, ranges ascending, bounded)."""
+    from urbanln_bench.checks import parse_seeds as checked
+
+    return checked(text)
 
 
 def parse_cell(cell: str) -> tuple[str, str, str]:
@@ -134,7 +126,8 @@ def embedding_cache_path(method: Method, data: CityData, imagery: str, fit_data:
                        **fit_input_identities(method, imagery, profile), "harness": HARNESS_VERSION,
                        "pooling": "mean-capped"}, length=20)
     slug = method.variant_slug() + (f"__from-{fit_data.name}" if fit_data.name != data.name else "")
-    return cache_root() / "embeddings" / slug / f"{data.name}-{imagery.replace('+', '')}-{key}.npz"
+    folder = cache_root() / "embeddings"
+    return contained(folder / slug / f"{data.name}-{imagery.replace('+', '')}-{key}.npz", folder, "embedding cache")
 
 
 def compute_embeddings(method: Method, data: CityData, imagery: str, options: RunOptions,
@@ -149,6 +142,8 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
             return Embeddings.load(path), True
+        for target in (path, path.with_suffix(".json")):  # a killed run's temporary files
+            remove_leftovers(target)
         extras: dict[str, Any] = {}
         provenance: dict[str, Any] = {}
         for provider in needed_fit_inputs(method, imagery, options.profile):
@@ -170,7 +165,16 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
                                   "seconds": round(fit_seconds, 1), "report": method.fit_report()}
         embeddings.meta.update(provenance)
         embeddings.save(path)
+        note_build("embeddings", f"{path.parent.name}/{path.name}")
     return embeddings, False
+
+
+def record_lock(path: Path) -> Path:
+    """The lock file of the record at ``path``: in the cache (``locks/records/``), not in the result store,
+    which is committed; keyed by the record's resolved path, so two runs on one store and one cache
+    take the same lock."""
+    digest = config_hash(str(path.resolve()), length=24)
+    return cache_root() / "locks" / "records" / f"{digest}.lock"
 
 
 def spectrum_summary(vectors: np.ndarray) -> dict[str, float | int]:
@@ -274,6 +278,7 @@ def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Ca
     from urbanln_bench.data.sources import open_city
     from urbanln_bench.specs import get_city
 
+    check_options(options, writes_records=False)
     spec = get_city(options.city, options.city_file)
     method = make_method(options)
     select_cells(spec, method, None, [imagery])
@@ -283,19 +288,59 @@ def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Ca
     return out
 
 
-def run(options: RunOptions, progress: Callable | None = None, log: Callable[[str], None] = print) -> list[CellOutcome]:
-    from urbanln_bench.data.sources import open_city
-    from urbanln_bench.probe_inputs import PROBE_VERSION, ProbeConfig
-    from urbanln_bench.specs import get_city
+def check_options(options: RunOptions, *, writes_records: bool = True) -> None:
+    """Every option of a run that can be checked without data, checked before any work (checks.py)."""
+    from urbanln_bench.checks import check_device, check_output_dir, check_tune
     from urbanln_bench.splits import STRATEGIES
+    from urbanln_bench.synth.scales import get_scale
 
     check_overwrite(options.overwrite)
     if options.strategy not in STRATEGIES:
         raise UserError(f"unknown split strategy '{options.strategy}'{suggest(options.strategy, list(STRATEGIES))}")
+    get_scale(options.scale, "--scale")
+    check_tune(options.tune)
+    check_device(options.device)
+    if writes_records and not options.dry_run:  # a dry run writes nothing: a read-only store can be checked
+        check_output_dir(options.results_dir)
+
+
+def run(options: RunOptions, progress: Callable | None = None, log: Callable[[str], None] = print) -> list[CellOutcome]:
+    """Run ``options.method`` on the chosen cells. Every option is checked first (``check_options``); a dry
+    run renders and fits nothing: a twin not in the cache makes its cells "cannot tell" (unless
+    ``render_for_keys``, which ``leaderboard --verify-keys`` sets to replay keys)."""
+    from urbanln_bench.specs import get_city
+
+    check_options(options)
     spec = get_city(options.city, options.city_file)
     method = make_method(options)
+    method.variant_slug()  # names the record folder: refused before any work when it cannot
     cells = select_cells(spec, method, options.tasks, options.imagery)
-    data = open_city(spec, scale=options.scale, data_root=options.data_root, progress_factory=(
+    if options.pretrain_city and options.pretrain_city != spec.name:
+        get_city(options.pretrain_city)  # an unknown or broken pretraining city fails before the target renders
+    if not options.dry_run or options.render_for_keys:
+        return _run_cells(options, spec, method, cells, progress, log)
+    from urbanln_bench.synth.twin import TwinNotRendered, no_rendering
+
+    try:
+        with no_rendering():
+            return _run_cells(options, spec, method, cells, progress, log)
+    except TwinNotRendered as exc:
+        # the key covers the data's (and a foundation's world's) content hash, known only once rendered
+        note = (f"would compute, or reuse a stored record: cannot tell without rendering — {exc}, and its content "
+                "hash is part of the record key (nothing was rendered; the run itself, or "
+                "`leaderboard --verify-keys` on its records, renders it)")
+        return [CellOutcome(f"{spec.name}/{t}/{i}", None, note=note) for t, i in cells]
+
+
+def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[tuple[str, str]],
+               progress: Callable | None, log: Callable[[str], None]) -> list[CellOutcome]:
+    """``run`` past the checks: open the data, then per cell reuse, report (dry run) or compute a record."""
+    from urbanln_bench.data.sources import open_city
+    from urbanln_bench.probe_inputs import PROBE_VERSION, ProbeConfig
+    from urbanln_bench.specs import get_city
+
+    data = open_city(spec, scale=options.scale, data_root=options.data_root, allow_symlinks=options.allow_symlinks,
+                     progress_factory=(
         (lambda total: progress(f"rendering {spec.name} twin ({options.scale})", total)) if progress else None))
     if method.meta.synthetic_only and data.source != "synthetic":
         raise UserError(f"method '{method.meta.name}' needs a synthetic twin's truth; {data.root} is real data")
@@ -355,31 +400,39 @@ def run(options: RunOptions, progress: Callable | None = None, log: Callable[[st
         log(f"{'reused cached' if cached else 'computed'} {imagery} embeddings of {spec.name}: "
             f"{len(embeddings.region_ids)} regions × {embeddings.vectors.shape[1]}")
         for task, cell_id, key, path in todo:
-            per_seed, metrics, split_info, probe_info = probe_cell(embeddings, data, task, imagery, options, grid_by_id)
-            record = Record(
-                key=key,
-                method=MethodInfo(name=meta.name, display_name=meta.display_name, variant=method.variant_label(),
-                                  slug=slug, version=meta.version, config=method.config, overrides=method.overrides,
-                                  role=meta.role, ours=meta.ours, ablation_of=meta.ablation_of,
-                                  native_imagery=tuple(meta.native_imagery), weight_source=method.weight_source(),
-                                  uses_aux=tuple(meta.uses_aux)),
-                cell=CellInfo(id=cell_id, city=spec.name, task=task, imagery=imagery),
-                fit_city=fit_data.name,
-                data=DataInfo(source=data.source, manifest=data.manifest_hash,
-                              scale=options.scale if data.source == "synthetic" else None, tag=tag,
-                              street_view_cap=_street_view_cap(data)),
-                split=split_info, probe=probe_info, per_seed=per_seed,
-                metrics={name: MetricSummary(**summary) for name, summary in metrics.items()},
-                embedding={"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
-                           "pooling": embeddings.meta.get("pooling"),
-                           "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region"),
-                           **spectrum_summary(embeddings.vectors)},
-                pretraining=_pretraining_summary(embeddings.meta),
-                notes=tuple(aux_notes(meta, task)),
-                harness_version=HARNESS_VERSION, git_revision=revision,
-            )
-            write_record(path, record)
-            outcomes.append(CellOutcome(cell_id, record))
+            # another run on this store and cache may have written the cell while this one waited or embedded
+            with file_lock(record_lock(path)):
+                stored = None if options.overwrite == "always" else reusable(path, key, "only-missing")
+                if stored is not None:
+                    outcomes.append(CellOutcome(cell_id, stored, reused=True))
+                    continue
+                remove_leftovers(path)
+                per_seed, metrics, split_info, probe_info = probe_cell(embeddings, data, task, imagery, options, grid_by_id)
+                record = Record(
+                    key=key,
+                    method=MethodInfo(name=meta.name, display_name=meta.display_name, variant=method.variant_label(),
+                                      slug=slug, version=meta.version, config=method.config, overrides=method.overrides,
+                                      role=meta.role, ours=meta.ours, ablation_of=meta.ablation_of,
+                                      native_imagery=tuple(meta.native_imagery), weight_source=method.weight_source(),
+                                      uses_aux=tuple(meta.uses_aux)),
+                    cell=CellInfo(id=cell_id, city=spec.name, task=task, imagery=imagery),
+                    fit_city=fit_data.name,
+                    data=DataInfo(source=data.source, manifest=data.manifest_hash,
+                                  scale=options.scale if data.source == "synthetic" else None, tag=tag,
+                                  street_view_cap=_street_view_cap(data)),
+                    split=split_info, probe=probe_info, per_seed=per_seed,
+                    metrics={name: MetricSummary(**summary) for name, summary in metrics.items()},
+                    embedding={"dim": int(embeddings.vectors.shape[1]), "regions": len(embeddings.region_ids),
+                               "pooling": embeddings.meta.get("pooling"),
+                               "max_streetviews_per_region": embeddings.meta.get("max_streetviews_per_region"),
+                               **spectrum_summary(embeddings.vectors)},
+                    pretraining=_pretraining_summary(embeddings.meta),
+                    notes=tuple(aux_notes(meta, task)),
+                    harness_version=HARNESS_VERSION, git_revision=revision,
+                )
+                write_record(path, record)
+                note_build("record", str(path))
+                outcomes.append(CellOutcome(cell_id, record))
     return outcomes
 
 

@@ -22,10 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from urbanln_bench.errors import SpecError
+from urbanln_bench.paths import name_problem
 from urbanln_bench.registry import Registry, suggest
 from urbanln_bench.strict import from_mapping
 
 IMAGERY = ("SV", "SI")
+# Stated maxima of a city file's sizes (docs/hostile-inputs.md): far above the paper's biggest city (SH: 80 × 80
+# grid, 5,168 regions), far below what would exhaust a machine (a 100000 × 100000 grid asks for 75 GiB).
+MAX_GRID_SIDE = 2_000
+MAX_GRID_CELLS = 1_000_000
+MAX_REGIONS = 1_000_000
+MAX_STREET_VIEWS = 100_000_000
+MAX_STREET_VIEWS_PER_REGION = 10_000
 AUX_MODALITIES = ("poi_counts", "mobility")
 CITY_KINDS = ("benchmark", "pretraining-world")
 
@@ -44,6 +52,7 @@ class TaskSpec:
     source_file: str = ""
 
     def __post_init__(self) -> None:
+        _check_spec_name(self.name)
         if self.transform != "log1p":
             raise ValueError(f"transform must be 'log1p' (the paper's ln(y+1)), got '{self.transform}'")
         if self.derived_from_aux and self.derived_from_aux not in AUX_MODALITIES:
@@ -61,6 +70,17 @@ class PaperStats:
     satellite_images: int
     labelled: dict[str, int]
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.regions <= MAX_REGIONS:
+            raise ValueError(f"paper.regions must be between 1 and {MAX_REGIONS:,}, got {self.regions}")
+        for what, value in (("street_views", self.street_views), ("satellite_images", self.satellite_images)):
+            if not 0 <= value <= MAX_STREET_VIEWS:
+                raise ValueError(f"paper.{what} must be between 0 and {MAX_STREET_VIEWS:,}, got {value}")
+        for task, count in self.labelled.items():
+            if not 0 <= count <= self.regions:
+                raise ValueError(f"paper.labelled.{task} must be between 0 and paper.regions ({self.regions}), "
+                                 f"got {count}")
+
 
 @dataclass(frozen=True)
 class GeoGrid:
@@ -76,6 +96,13 @@ class GeoGrid:
     def __post_init__(self) -> None:
         if self.rows <= 0 or self.cols <= 0:
             raise ValueError("rows and cols must be positive")
+        if max(self.rows, self.cols) > MAX_GRID_SIDE or self.rows * self.cols > MAX_GRID_CELLS:
+            raise ValueError(f"a {self.rows}×{self.cols} grid is over the maximum ({MAX_GRID_SIDE} rows or columns, "
+                             f"{MAX_GRID_CELLS:,} cells); use a coarser grid")
+        if self.cell_deg_lat <= 0 or self.cell_deg_lon <= 0:
+            raise ValueError("cell_deg_lat and cell_deg_lon must be positive")
+        if not (-90 <= self.origin_lat <= 90 and -180 <= self.origin_lon <= 180):
+            raise ValueError(f"origin ({self.origin_lat}, {self.origin_lon}) is not a latitude/longitude")
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,16 @@ class CitySpec:
     digest: str = field(default="", compare=False)  # sha256 of the file's bytes (provenance; keys use the values)
 
     def __post_init__(self) -> None:
+        _check_spec_name(self.name)
+        if not self.name.strip():
+            raise ValueError("name is empty; give the city a name, e.g. name = \"NY\"")
+        if not self.tasks and self.kind == "benchmark":
+            raise ValueError("tasks is empty; name at least one task, e.g. tasks = [\"Pop\"]")
+        if not 0 <= self.regions <= MAX_REGIONS:
+            raise ValueError(f"regions must be between 0 (= paper.regions) and {MAX_REGIONS:,}, got {self.regions}")
+        if not 0 <= self.street_views_per_region <= MAX_STREET_VIEWS_PER_REGION:
+            raise ValueError(f"street_views_per_region must be between 0 (= the paper's mean) and "
+                             f"{MAX_STREET_VIEWS_PER_REGION:,}, got {self.street_views_per_region}")
         if self.kind not in CITY_KINDS:
             raise ValueError(f"kind must be one of {', '.join(CITY_KINDS)}, got '{self.kind}'")
         for imagery in self.imagery:
@@ -114,8 +151,9 @@ class CitySpec:
                 if task not in self.tasks:
                     raise ValueError(f"paper.labelled names task '{task}' that is not in tasks")
         for scale_name, cap in self.max_street_views.items():  # scale names are checked by synth/sections.py
-            if cap < 1:
-                raise ValueError(f"max_street_views.{scale_name} must be at least 1, got {cap}")
+            if not 1 <= cap <= MAX_STREET_VIEWS_PER_REGION:
+                raise ValueError(f"max_street_views.{scale_name} must be between 1 and "
+                                 f"{MAX_STREET_VIEWS_PER_REGION:,}, got {cap}")
         if self.geo is not None and self.n_regions > self.geo.rows * self.geo.cols:
             raise ValueError(
                 f"{self.n_regions} regions do not fit a {self.geo.rows}×{self.geo.cols} grid"
@@ -144,6 +182,14 @@ class CitySpec:
         return self.paper.labelled[task] / self.paper.regions
 
 
+def _check_spec_name(name: str) -> None:
+    """A city's or task's name names folders and files (twins, embeddings, records): one path component."""
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"name {name!r} {problem}; it names folders and files, so use letters, digits, _ - . "
+                         "(not first)")
+
+
 def _read_toml(path: Path) -> tuple[dict, bytes]:
     try:
         raw = path.read_bytes()
@@ -155,6 +201,8 @@ def _read_toml(path: Path) -> tuple[dict, bytes]:
         return tomllib.loads(raw.decode("utf-8")), raw
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise SpecError(f"{path}: not a usable TOML file: arrays or tables nested too deeply") from None
 
 
 def load_task_file(path: str | Path) -> TaskSpec:

@@ -61,7 +61,7 @@ def _replay(results_dir: Path, profile: str, log: Callable[[str], None]):
             options = RunOptions(method=replay.method, city=replay.city, tasks=sorted(tasks), imagery=[imagery],
                                  scale=replay.scale, seeds=list(replay.seeds), strategy=replay.strategy,
                                  tune=replay.tune, profile=profile, results_dir=results_dir,
-                                 settings=dict(replay.settings), dry_run=True,
+                                 settings=dict(replay.settings), dry_run=True, render_for_keys=True,
                                  pretrain_city=replay.fit_city if replay.fit_city != replay.city else None)
             for outcome in run(options, log=lambda m: None):
                 if outcome.record is None:

@@ -1,8 +1,10 @@
 """Where a CLIP's weights come from, explicitly (docs/architecture.md#core-concepts):
 
 1. ``weights = PATH``: a local open_clip-format checkpoint (a state dict, possibly wrapped in
-   ``{"state_dict": ...}`` with DDP ``module.`` prefixes; RemoteCLIP checkpoints are plain state dicts),
-   or a folder holding ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``;
+   ``{"state_dict": ...}`` with DDP ``module.`` prefixes; RemoteCLIP checkpoints are plain state dicts;
+   an OpenAI state dict's scalar ``input_resolution`` / ``context_length`` / ``vocab_size`` entries are
+   dropped; a Long-CLIP checkpoint's two 248-row position tables become one and the text context
+   follows), or a folder holding ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``;
 2. ``weights = "hf-hub:ORG/NAME"`` or an open_clip pretrained tag (``openai``): the offline Hugging Face
    cache only, never a download; with no ``weights``, the profile's known hub checkpoints (``paper``:
    open_clip's ViT-B-16 tags, OpenAI's first) are used when one is already cached;
@@ -16,12 +18,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from urbanln_bench.backbones.checkpoints import needs_more_than_tensors, refused_pickle
 from urbanln_bench.backbones.clip import build_clip, clip_config
 from urbanln_bench.backbones.foundation import (
     foundation_clip,
@@ -32,6 +36,9 @@ from urbanln_bench.backbones.foundation import (
 from urbanln_bench.errors import UserError
 
 HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+# Scalars OpenAI's CLIP state dicts carry beside the weights (their clip.build_model deletes them too).
+OPENAI_SCALARS = ("input_resolution", "context_length", "vocab_size")
+LONGCLIP_KEEP = 20  # Long-CLIP's rows read from positional_embedding (mask1); the rest from positional_embedding_res
 Progress = Callable[[str, int], Callable[[int], None]]
 
 
@@ -71,6 +78,11 @@ def read_clip_checkpoint(path: Path) -> dict[str, Any]:
             state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not needs_more_than_tensors(exc):
+            raise UserError(f"{path}: not a loadable CLIP checkpoint ({str(exc)[:200]}); expected an open_clip "
+                            "state dict saved with torch.save or safetensors") from None
+        raise UserError(refused_pickle(path, exc)) from None
     except Exception as exc:  # torch / safetensors raise many types for a bad file
         raise UserError(f"{path}: not a loadable CLIP checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
                         "expected an open_clip state dict saved with torch.save or safetensors") from exc
@@ -81,7 +93,59 @@ def read_clip_checkpoint(path: Path) -> dict[str, Any]:
                         f"{type(state).__name__} — is this a full pickled model or a JIT archive?")
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+    state = {k: v for k, v in state.items() if not (k in OPENAI_SCALARS and v.ndim == 0)}
+    return merge_longclip_positions(state, path)
+
+
+def merge_longclip_positions(state: dict[str, Any], origin: Any = "") -> dict[str, Any]:
+    """One position table from a Long-CLIP checkpoint's two.
+
+    Long-CLIP (``model_longclip.CLIP.encode_text``) adds ``positional_embedding · mask1`` (rows below 20,
+    frozen) and ``positional_embedding_res · mask2`` (rows 20 and up); open_clip has one table, so rows
+    below 20 come from the first and the rest from the second. Any other checkpoint passes unchanged.
+    """
+    res = state.pop("positional_embedding_res", None)
+    if res is None:
+        return state
+    pe = state.get("positional_embedding")
+    if pe is None or pe.shape != res.shape or pe.ndim != 2:
+        raise UserError(f"{origin}: positional_embedding_res {tuple(res.shape)} (a Long-CLIP checkpoint) needs a "
+                        f"positional_embedding of the same shape, got {None if pe is None else tuple(pe.shape)}")
+    merged = res.clone()
+    merged[:LONGCLIP_KEEP] = pe[:LONGCLIP_KEEP]
+    state["positional_embedding"] = merged
+    return state
+
+
+def resize_text_context(model, length: int) -> None:
+    """Give an open_clip CLIP ``length`` text positions (for a checkpoint stretched past 77, e.g. Long-CLIP's 248).
+
+    The model is marked ``ipsi_stretched``: UrbanLN's IPSI keeps such a table instead of stretching it again.
+    """
+    import torch
+
+    from urbanln_bench.clip_training.ipsi import build_causal_mask
+
+    old = model.positional_embedding
+    model.positional_embedding = torch.nn.Parameter(old.new_zeros(length, old.shape[1]))
+    model.register_buffer("attn_mask", build_causal_mask(length).to(old.device), persistent=False)
+    model.context_length = length
+    model.ipsi_stretched = True
+
+
+def _key_mismatches(model, state: Mapping[str, Any]) -> str:
+    """The keys that do not fit: different shapes, missing from the file, not in the model."""
+    own = model.state_dict()
+    shapes = [f"{k} (file {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in state.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    for what, keys in (("shape differs", shapes), ("missing from the file", missing), ("not in the model", unexpected)):
+        if keys:
+            more = f" … and {len(keys) - 4} more" if len(keys) > 4 else ""
+            parts.append(f"{what} ({len(keys)}): {'; '.join(keys[:4])}{more}")
+    return "; ".join(parts)
 
 
 def describe_state_dict(state: Mapping[str, Any]) -> str:
@@ -105,16 +169,12 @@ def describe_state_dict(state: Mapping[str, Any]) -> str:
 def load_clip_state(model, state: Mapping[str, Any], origin: str, profile: str) -> None:
     """Load ``state`` strictly; a mismatch says what the file is and what the profile expects."""
     expected = describe_state_dict(model.state_dict())
-    try:
-        missing, unexpected = model.load_state_dict(dict(state), strict=False)
-    except RuntimeError as exc:
+    mismatches = _key_mismatches(model, state)
+    if mismatches:
         raise UserError(f"{origin}: weights do not fit the '{profile}' CLIP ({expected}); the file holds "
-                        f"{describe_state_dict(state)}. Pick the profile of the checkpoint's architecture "
-                        f"(e.g. ViT-B-32 for RemoteCLIP-ViT-B-32). Detail: {str(exc).splitlines()[-1][:200]}"
-                        ) from None
-    if missing or unexpected:
-        raise UserError(f"{origin}: weights do not fit the '{profile}' CLIP ({expected}): missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}; the file holds {describe_state_dict(state)}")
+                        f"{describe_state_dict(state)}. Mismatching keys: {mismatches}. Pick the profile of the "
+                        "checkpoint's architecture (e.g. ViT-B-32 for RemoteCLIP-ViT-B-32)")
+    model.load_state_dict(dict(state), strict=True)
 
 
 def hf_cached_file(repo_id: str, filename: str) -> Path | None:
@@ -242,5 +302,16 @@ def load_clip(profile: str, weights: str = "", progress: Progress | None = None,
     """(model in eval mode on ``device``, tokenizer, ClipPreprocess, weight-source label)."""
     resolved = resolve_clip_weights(profile, weights, progress=progress, device=device)
     model, tokenizer, preprocess = build_clip(profile, quick_gelu=resolved.quick_gelu)
+    positions = resolved.state_dict.get("positional_embedding")
+    own = model.positional_embedding
+    if positions is not None and positions.ndim == 2 and positions.shape[1] == own.shape[1] \
+            and positions.shape[0] > own.shape[0]:  # stretched past 77 (Long-CLIP, an IPSI fine-tune)
+        import dataclasses
+
+        import open_clip
+
+        resize_text_context(model, positions.shape[0])
+        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=positions.shape[0])
+        preprocess = dataclasses.replace(preprocess, context_length=positions.shape[0])
     load_clip_state(model, resolved.state_dict, resolved.path or resolved.source, profile)
     return model.to(device).eval(), tokenizer, preprocess, resolved.source

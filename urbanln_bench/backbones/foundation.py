@@ -27,7 +27,14 @@ from urbanln_bench.backbones.clip import (
     encode_text_trimmed,
     trim_tokens,
 )
-from urbanln_bench.cache import atomic_write_text, cache_root, config_hash, file_lock
+from urbanln_bench.cache import (
+    atomic_write_text,
+    cache_root,
+    config_hash,
+    file_lock,
+    note_build,
+    remove_leftovers,
+)
 from urbanln_bench.profiles import recipe
 
 FOUNDATION_LABEL = "synthetic foundation"
@@ -166,8 +173,11 @@ def foundation_clip(profile: str, progress: Progress | None = None, device: str 
         return path, label
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
+            for target in (path, path.with_suffix(".json")):  # a killed run's temporary files
+                remove_leftovers(target)
             train_foundation(config, path, progress=progress, device=device,
                              provenance={"key": key, "source": label, **inputs})
+            note_build("foundation", path.name)
     return path, label
 
 

@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from urbanln_bench.cache import cache_root, config_hash, file_lock
+from urbanln_bench.cache import atomic_write_bytes, cache_root, config_hash, file_lock, note_build
 from urbanln_bench.errors import UserError
 from urbanln_bench.profiles import recipe
 
@@ -67,19 +68,40 @@ def build_resnet18(num_classes: int = 1000):
 
 
 def load_state(model, path: Path) -> None:
+    """A torchvision ResNet-18 state dict (``resnet18-f37072fd.pth``; also wrapped in ``state_dict`` / with DDP
+    ``module.`` prefixes, or without ``num_batches_tracked`` as the older ``resnet18-5c106cde.pth``); ``fc`` is dropped."""
+    import pickle
+
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        from urbanln_bench.backbones.checkpoints import needs_more_than_tensors, refused_pickle
+
+        if needs_more_than_tensors(exc):
+            raise UserError(refused_pickle(path, exc)) from None
+        raise UserError(f"{path}: not a loadable torch state dict: {exc}") from None
     except Exception as exc:  # torch raises many types for a bad file
         raise UserError(f"{path}: not a loadable torch state dict: {exc}") from exc
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"{path}: expected a state dict (dict of tensors), got {type(state).__name__}")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise UserError(f"{path}: does not fit ResNet-18 (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    own = model.state_dict()
+    shapes = [f"{k} (file {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in state.items()
+              if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state and not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if shapes or missing or unexpected:
+        raise UserError(f"{path}: does not fit torchvision's ResNet-18; mismatching keys: shape differs "
+                        f"{shapes[:3]}, missing {missing[:3]}, unexpected {unexpected[:3]} "
+                        f"({len(shapes)}, {len(missing)}, {len(unexpected)} in all). Pass a ResNet-18 state dict "
+                        "such as torchvision's resnet18-f37072fd.pth")
+    model.load_state_dict(state, strict=False)
 
 
 def surrogate_key(config: SurrogateConfig) -> tuple[str, list[str]]:
@@ -103,6 +125,7 @@ def surrogate_resnet18(profile: str, progress=None) -> tuple[Path, str]:
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
             train_surrogate(config, path, progress)
+            note_build("surrogate", path.name)
     return path, source
 
 
@@ -142,7 +165,11 @@ def train_surrogate(config: SurrogateConfig, path: Path, progress=None) -> None:
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in model.state_dict().items() if not k.startswith("fc.")}
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the vocabulary first: the checkpoint is what says the entry exists (a kill between the two used to
+    # leave a checkpoint without its vocabulary)
+    vocabulary = io.BytesIO()
+    np.save(vocabulary, np.asarray(world.vocabulary))
+    atomic_write_bytes(path.with_suffix(".vocab.npy"), vocabulary.getvalue())
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
-    np.save(path.with_suffix(".vocab.npy"), np.asarray(world.vocabulary))

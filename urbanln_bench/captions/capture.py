@@ -22,6 +22,10 @@ Deviations from the original, each forced by running offline or chosen for deter
    every type empty scores 0.
 6. Order: parsed elements are ordered lists, not Python sets, so greedy matching is deterministic.
 7. Several references are not averaged here; :func:`capture_matrix` gives every ordered pair.
+
+The ``urban`` variant (``CaptureScorer(variant="urban")``, off by default so that caption-set keys and
+records stay as they are) departs further, for real MLLM paragraphs; each departure is a field of
+:class:`CaptureVariant` and can be switched alone (docs/methods.md#capture-metric, "urban variant").
 """
 
 from __future__ import annotations
@@ -37,13 +41,13 @@ from typing import Literal
 
 import numpy as np
 
-from urbanln_bench.captions.parse import SceneGraph, parse_caption
+from urbanln_bench.captions.parse import ParseMode, SceneGraph, lemmatize_noun, parse_caption
 from urbanln_bench.errors import UserError
 
 __all__ = [
     "CaptureWeights", "CaptureGraph", "TypeScore", "CaptureDetails", "SentenceEmbedder",
     "SentenceModelNotFound", "CaptureScorer", "default_scorer", "capture_score", "capture_details",
-    "capture_matrix", "load_stop_words", "WordNetSynonyms",
+    "capture_matrix", "load_stop_words", "WordNetSynonyms", "CaptureVariant", "CAPTURE_VARIANTS",
 ]
 
 EPS = 1e-6
@@ -64,6 +68,87 @@ class CaptureWeights:
     relations: float = 2.0
 
 
+@dataclass(frozen=True)
+class CaptureVariant:
+    """Which of the urban departures from the original CAPTURE are on (docs/methods.md#capture-metric).
+
+    - ``parse_mode``: ``"real-prose"`` drops negated things, names, colour-only objects and camera talk
+      (:func:`urbanln_bench.captions.parse.parse_caption`).
+    - ``noun_check``: an object's head must be a concrete noun (packaged WordNet-derived list plus the
+      urban keep list, minus the urban deny list); a compound whose head fails falls back to its
+      first word ("lines crisscross" → "line"), or to its modifier and first word when the urban
+      lexicon knows that compound ("power lines crisscross" → "power line"). Attributes and
+      relations need surviving objects, as in the original, whose NN* check this stands in for, and
+      attribute words about the picture rather than the thing ("seen", "visible") are dropped.
+    - ``stop_exceptions``: objects such as "soccer field" and "tennis court" survive although the stop
+      list names their head.
+    - ``whole_word_synonyms``: step 4b's substring rule matches whole words only ("tree" no longer
+      matches "street", nor "bus" "bush"; "power line" still matches "line").
+    - ``urban_synonyms``: the urban synonym table, which needs no WordNet on disk (WordNet, when
+      found, is still used too): nouns, and also attribute words ("bare" ~ "leafless") and relation
+      predicates ("lined with" ~ "border"), which the original gets from WordNet for every type.
+    - ``relations_either_order``: step 4b also matches a relation whose subject and object are swapped
+      with a synonymous predicate: "trees line the road" says what "the street is lined with trees"
+      says, and the parser keeps each in its own voice.
+    - ``reference_types_only``: a type the *reference* has none of is left out of the mean. Its F1 is
+      0 whatever the candidate says, so one adjective in a paraphrase of an adjective-free reference
+      cost 5/12 of the score, while a copy with invented objects but no new adjective lost nothing.
+    - ``soft_threshold``: step 4c credits an unmatched element with its nearest cosine only from this
+      value up (0 = the original: no threshold). Off in every variant: measured, it hurts paraphrases
+      more than invented objects (docs/methods.md#capture-metric).
+    """
+
+    parse_mode: ParseMode = "original"
+    noun_check: bool = False
+    stop_exceptions: bool = False
+    whole_word_synonyms: bool = False
+    urban_synonyms: bool = False
+    relations_either_order: bool = False
+    reference_types_only: bool = False
+    soft_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.soft_threshold < 1.0:
+            raise UserError(f"CAPTURE soft_threshold must be in [0, 1), got {self.soft_threshold}")
+
+    @property
+    def is_original(self) -> bool:
+        return self == CaptureVariant()
+
+
+CAPTURE_VARIANTS: dict[str, CaptureVariant] = {
+    "original": CaptureVariant(),
+    "urban": CaptureVariant("real-prose", noun_check=True, stop_exceptions=True, whole_word_synonyms=True,
+                            urban_synonyms=True, relations_either_order=True, reference_types_only=True),
+}
+
+
+def resolve_variant(variant: str | CaptureVariant) -> CaptureVariant:
+    if isinstance(variant, CaptureVariant):
+        return variant
+    if variant not in CAPTURE_VARIANTS:
+        raise UserError(f"unknown CAPTURE variant {variant!r}; choose one of {', '.join(CAPTURE_VARIANTS)}")
+    return CAPTURE_VARIANTS[variant]
+
+
+def _concrete(obj: str) -> bool:
+    """The urban noun check on one (lemmatised) object."""
+    from urbanln_bench.captions.lexicon import concrete_nouns, urban_lexicon
+
+    lexicon = urban_lexicon()
+    if obj in lexicon.deny:
+        return False
+    head = obj.rsplit(" ", 1)[-1]
+    return obj in lexicon.keep or head in lexicon.keep or head in concrete_nouns() or obj in concrete_nouns()
+
+
+def _words_within(a: str, b: str) -> bool:
+    """Whether the words of `a` occur as a contiguous run in `b` ("power line" in "overhead power line")."""
+    small, large = a.split(), b.split()
+    n = len(small)
+    return any(large[i:i + n] == small for i in range(len(large) - n + 1))
+
+
 @functools.cache
 def load_stop_words() -> frozenset[str]:
     """The 317-entry CAPTURE stop list shipped with the package, kept exactly (case, multi-word)."""
@@ -82,15 +167,52 @@ class CaptureGraph:
     relations: tuple[tuple[str, str, str], ...]
 
     @classmethod
-    def from_scene_graph(cls, graph: SceneGraph, stop_words: frozenset[str]) -> CaptureGraph:
+    def from_scene_graph(cls, graph: SceneGraph, stop_words: frozenset[str],
+                         variant: CaptureVariant = CaptureVariant()) -> CaptureGraph:
         """Stop list on objects only (whole object or its head word); attributes flattened per object.
 
         As in the original, attributes are matched as words without their object, attributes
-        containing " of" are dropped, and relations are not stop-filtered.
+        containing " of" are dropped, and relations are not stop-filtered. The urban variant's noun
+        check and stop exceptions are described at :class:`CaptureVariant`.
         """
-        objects = tuple(o for o in graph.objects if o not in stop_words and o.rsplit(" ", 1)[-1] not in stop_words)
-        attributes = tuple(attribute for _, attribute in graph.attributes if " of" not in attribute)
-        return cls(objects, attributes, tuple(graph.relations))
+        if not variant.noun_check and not variant.stop_exceptions:
+            objects = tuple(o for o in graph.objects
+                            if o not in stop_words and o.rsplit(" ", 1)[-1] not in stop_words)
+            attributes = tuple(attribute for _, attribute in graph.attributes if " of" not in attribute)
+            return cls(objects, attributes, tuple(graph.relations))
+        from urbanln_bench.captions.lexicon import urban_lexicon
+
+        lexicon = urban_lexicon()
+        exceptions = lexicon.stop_exceptions if variant.stop_exceptions else frozenset()
+
+        def kept(obj: str) -> bool:
+            stopped = obj in stop_words or (obj.rsplit(" ", 1)[-1] in stop_words and obj not in exceptions)
+            return not stopped and (not variant.noun_check or _concrete(obj))
+
+        survivors: dict[str, str] = {}  # parsed object → the object scored
+        absorbed: set[tuple[str, str]] = set()  # (object, modifier) that became part of a recovered compound
+        for obj in graph.objects:
+            if kept(obj):
+                survivors[obj] = obj
+            elif variant.noun_check and " " in obj:  # "lines crisscross": the verb was read as the head
+                first = lemmatize_noun(obj.split(" ", 1)[0])
+                modifiers = [attribute for owner, attribute in graph.attributes if owner == obj]
+                compound = f"{modifiers[-1]} {first}" if modifiers else ""
+                if compound in lexicon.keep or compound in lexicon.synonym_groups:  # "power lines crisscross"
+                    survivors[obj] = compound
+                    absorbed.add((obj, modifiers[-1]))
+                elif kept(first):
+                    survivors[obj] = first
+        objects = tuple(dict.fromkeys(survivors.values()))
+        denied = lexicon.attribute_deny if variant.noun_check else frozenset()
+        attributes = tuple(attribute for obj, attribute in graph.attributes
+                           if " of" not in attribute and (not variant.noun_check or (
+                               obj in survivors and attribute not in denied and (obj, attribute) not in absorbed)))
+        relations = tuple(r for r in graph.relations
+                          if not variant.noun_check or (r[0] in survivors and r[2] in survivors))
+        if variant.noun_check:
+            relations = tuple(dict.fromkeys((survivors[s], p, survivors[o]) for s, p, o in relations))
+        return cls(objects, attributes, relations)
 
     def phrases(self) -> list[str]:
         """Every string soft matching may embed (relations as "subject predicate object")."""
@@ -328,6 +450,7 @@ class CaptureScorer:
         stop_words: bool = True,
         wordnet: bool | str | Path = True,
         empty_types: Literal["exclude", "zero"] = "exclude",
+        variant: str | CaptureVariant = "original",
     ) -> None:
         if min(weights.objects, weights.attributes, weights.relations) < 0 or (
                 weights.objects + weights.attributes + weights.relations) <= 0:
@@ -335,6 +458,7 @@ class CaptureScorer:
         if empty_types not in ("exclude", "zero"):
             raise UserError(f"empty_types must be 'exclude' or 'zero', got {empty_types!r}")
         self.weights = weights
+        self.variant = resolve_variant(variant)
         self.synonym_matching = synonym_matching
         self.soft_matching = soft_matching
         self.empty_types = empty_types
@@ -353,17 +477,29 @@ class CaptureScorer:
         """Parse and filter a caption (cached: consensus scores each caption against many)."""
         graph = self._parse_cache.get(caption)
         if graph is None:
-            graph = CaptureGraph.from_scene_graph(parse_caption(caption), self.stop_words)
+            graph = CaptureGraph.from_scene_graph(parse_caption(caption, self.variant.parse_mode), self.stop_words,
+                                                  self.variant)
             self._parse_cache[caption] = graph
         return graph
 
     def _synonymous(self, a: str, b: str) -> bool:
-        """docs/methods.md#capture-metric step 4b: substring either way, or overlapping WordNet synonym sets (memoised; symmetric)."""
+        """docs/methods.md#capture-metric step 4b: substring either way, or overlapping WordNet synonym sets (memoised; symmetric).
+
+        The urban variant matches whole words instead of substrings and adds its synonym table.
+        """
         key = (a, b) if a <= b else (b, a)
         known = self._synonym_cache.get(key)
         if known is None:
-            known = a in b or b in a or (self.wordnet is not None and
-                                         not self.wordnet.synonyms(a).isdisjoint(self.wordnet.synonyms(b)))
+            if self.variant.whole_word_synonyms:
+                contained = _words_within(a, b) or _words_within(b, a)
+            else:
+                contained = a in b or b in a
+            if not contained and self.variant.urban_synonyms:
+                from urbanln_bench.captions.lexicon import urban_lexicon
+
+                contained = urban_lexicon().synonymous(a, b)
+            known = contained or (self.wordnet is not None and
+                                  not self.wordnet.synonyms(a).isdisjoint(self.wordnet.synonyms(b)))
             self._synonym_cache[key] = known
         return known
 
@@ -400,7 +536,7 @@ class CaptureScorer:
             else:
                 a = np.stack([vectors[cand_text[i]] for i in rest_c])
                 b = np.stack([vectors[ref_text[j]] for j in rest_r])
-            similarity = a @ b.T  # cosine of unit vectors; no threshold (docs/methods.md#capture-metric step 4c)
+            similarity = self._thresholded(a @ b.T)  # cosine of unit vectors (docs/methods.md#capture-metric step 4c)
             cand_match += float(similarity.max(axis=1).sum())
             ref_match += float(similarity.max(axis=0).sum())
         return _type_result(len(cands), len(refs), matched, cand_match, ref_match)
@@ -414,16 +550,28 @@ class CaptureScorer:
                                       list(ref.attributes), self._synonymous, vectors)
         relations = self._type_score(
             cand.relations, ref.relations, [" ".join(r) for r in cand.relations],
-            [" ".join(r) for r in ref.relations],
-            lambda a, b: all(self._synonymous(x, y) for x, y in zip(a, b, strict=True)), vectors)
+            [" ".join(r) for r in ref.relations], self._same_relation, vectors)
         return self._combine(objects, attributes, relations)
+
+    def _same_relation(self, a: tuple[str, str, str], b: tuple[str, str, str]) -> bool:
+        """Step 4b on relations: all three synonymous; with ``relations_either_order`` also subject ↔ object."""
+        if all(self._synonymous(x, y) for x, y in zip(a, b, strict=True)):
+            return True
+        return (self.variant.relations_either_order and self._synonymous(a[1], b[1])
+                and self._synonymous(a[0], b[2]) and self._synonymous(a[2], b[0]))
+
+    def _thresholded(self, similarity: np.ndarray) -> np.ndarray:
+        """Cosines below the variant's ``soft_threshold`` earn nothing (the original has no threshold)."""
+        threshold = self.variant.soft_threshold
+        return np.where(similarity >= threshold, similarity, 0.0) if threshold > 0 else similarity
 
     def _combine(self, objects: TypeScore, attributes: TypeScore, relations: TypeScore) -> CaptureDetails:
         """docs/methods.md#capture-metric step 5: the weighted mean of the per-type F1 over the included types."""
         parts = {"objects": (objects, self.weights.objects), "attributes": (attributes, self.weights.attributes),
                  "relations": (relations, self.weights.relations)}
         included = tuple(name for name, (t, _) in parts.items()
-                         if self.empty_types == "zero" or t.n_candidate or t.n_reference)
+                         if self.empty_types == "zero" or t.n_reference
+                         or (t.n_candidate and not self.variant.reference_types_only))
         total_weight = sum(parts[name][1] for name in included)
         score = sum(parts[name][0].f1 * parts[name][1] for name in included) / total_weight if total_weight else 0.0
         return CaptureDetails(float(score), objects, attributes, relations, included)
@@ -485,6 +633,15 @@ class CaptureScorer:
                     elements: dict[str, int] = {}
                     part = np.array([elements.setdefault(r[k], len(elements)) for r in distinct])
                     matrix &= self._synonym_matrix(list(elements))[np.ix_(part, part)]
+                if self.variant.relations_either_order:  # or subject with object, crosswise, as _same_relation
+                    nouns: dict[str, int] = {}
+                    subjects = np.array([nouns.setdefault(r[0], len(nouns)) for r in distinct])
+                    objects = np.array([nouns.setdefault(r[2], len(nouns)) for r in distinct])
+                    predicates: dict[str, int] = {}
+                    verbs = np.array([predicates.setdefault(r[1], len(predicates)) for r in distinct])
+                    same_noun = self._synonym_matrix(list(nouns))
+                    matrix |= (same_noun[np.ix_(subjects, objects)] & same_noun[np.ix_(objects, subjects)]
+                               & self._synonym_matrix(list(predicates))[np.ix_(verbs, verbs)])
             else:
                 matrix = self._synonym_matrix(distinct)
             synonyms = matrix
@@ -535,7 +692,7 @@ class CaptureScorer:
         if self.soft_matching and rest_c and rest_r:
             a = table.vectors[table.array[i][rest_c]]
             b = table.vectors[table.array[j][rest_r]]
-            similarity = a @ b.T
+            similarity = self._thresholded(a @ b.T)
             cand_match += float(similarity.max(axis=1).sum())
             ref_match += float(similarity.max(axis=0).sum())
         return _type_result(n, m, matched, cand_match, ref_match)

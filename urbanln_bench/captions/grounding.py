@@ -607,7 +607,7 @@ def load_grounder(profile: str, progress: Progress | None = None) -> Grounder:
     """The cached grounder of ``profile`` (trained on first use)."""
     import torch
 
-    from urbanln_bench.cache import file_lock
+    from urbanln_bench.cache import file_lock, note_build
 
     config = grounding_config(profile)
     path, key, inputs = grounder_path(profile)
@@ -616,6 +616,7 @@ def load_grounder(profile: str, progress: Progress | None = None) -> Grounder:
         with file_lock(path.with_suffix(".lock")):
             if not path.exists():
                 train_grounder(config, path, progress=progress, provenance={"key": key, "source": label, **inputs})
+                note_build("grounder", path.name)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     vocabulary = PhraseVocabulary.from_dict(checkpoint["vocabulary"])
     model = build_grounder(config, len(vocabulary.words))

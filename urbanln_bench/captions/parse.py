@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
-__all__ = ["SceneGraph", "parse_caption", "extract_phrases", "lemmatize_noun"]
+__all__ = ["SceneGraph", "parse_caption", "extract_phrases", "lemmatize_noun", "PARSE_MODES"]
 
 
 def _words(text: str) -> frozenset[str]:
@@ -499,7 +500,8 @@ def _tag(text: str) -> tuple[list[_Token], list[str]]:
     return tokens, _disambiguate(words, options)
 
 
-def _chunk(tokens: list[_Token], tags: list[str]) -> list[tuple[str, object]]:
+def _chunk(tokens: list[_Token], tags: list[str],
+           quantity_nouns: frozenset[str] = _QUANTITY_NOUNS) -> list[tuple[str, object]]:
     """Group tagged tokens into items: ("NP", _NounPhrase), ("V", words), ("P", words), or a bare tag."""
     items: list[tuple[str, object]] = []
     i, count = 0, len(tokens)
@@ -540,7 +542,7 @@ def _chunk(tokens: list[_Token], tags: list[str]) -> list[tuple[str, object]]:
         if (item[0] == "P" and item[1] == "of" and merged and index + 1 < len(items)
                 and items[index + 1][0] == "NP"):
             previous = merged[-1]
-            if previous[0] == "Q" or (previous[0] == "NP" and previous[1].head in _QUANTITY_NOUNS):
+            if previous[0] == "Q" or (previous[0] == "NP" and previous[1].head in quantity_nouns):
                 merged.pop()
                 continue
         merged.append(item)
@@ -579,8 +581,12 @@ def _verb_ahead(items: list[tuple[str, object]], start: int) -> bool:
     return False
 
 
-def _clause_relations(items: list[tuple[str, object]], graph: SceneGraph) -> None:
-    """Walk the items once, keeping a clause subject, the last noun phrase and a pending predicate."""
+def _clause_relations(items: list[tuple[str, object]], graph: SceneGraph, dropped: frozenset[int] = frozenset()) -> None:
+    """Walk the items once, keeping a clause subject, the last noun phrase and a pending predicate.
+
+    Noun phrases at the item indexes in `dropped` (real-prose mode) add no object, attribute or
+    relation, and relations waiting for them are abandoned.
+    """
     subject: str | None = None
     last: str | None = None
     pending: tuple[str | None, str] | None = None  # (anchor, predicate) waiting for its object
@@ -591,7 +597,16 @@ def _clause_relations(items: list[tuple[str, object]], graph: SceneGraph) -> Non
     previous_kind = "Z"
     for index, (kind, value) in enumerate(items):
         next_kind = items[index + 1][0] if index + 1 < len(items) else "Z"
-        if kind == "NP":
+        if kind == "NP" and index in dropped:
+            colour: _NounPhrase = value  # type: ignore[assignment]
+            anchor = subject if subject is not None else last
+            if after_auxiliary and anchor is not None and all(w in _COLOURS for w in colour.head.split()):
+                # "the sky is a clear blue": the colour describes the subject (real-prose mode only)
+                for word in (*colour.modifiers, *colour.head.split()):
+                    graph._add(graph.attributes, (anchor, word))
+            pending = shared = last = None
+            coordinating = after_relative = after_auxiliary = False
+        elif kind == "NP":
             phrase: _NounPhrase = value  # type: ignore[assignment]
             head = phrase.head
             graph._add(graph.objects, head)
@@ -657,12 +672,83 @@ def _clause_relations(items: list[tuple[str, object]], graph: SceneGraph) -> Non
         previous_kind = kind
 
 
-def parse_caption(text: str) -> SceneGraph:
-    """Objects, attributes and relations of an English caption (module docstring has the conventions)."""
+ParseMode = Literal["original", "real-prose"]
+PARSE_MODES: tuple[str, ...] = ("original", "real-prose")
+
+
+def parse_caption(text: str, mode: ParseMode = "original") -> SceneGraph:
+    """Objects, attributes and relations of an English caption (module docstring has the conventions).
+
+    ``mode="real-prose"`` adds what real MLLM paragraphs need (docs/methods.md#capture-metric, "urban
+    variant"): negated things are dropped ("despite the absence of people", "devoid of any clouds",
+    "does not contain any text"), so are capitalised names inside a sentence ("Beijing, China"),
+    colour words read as objects ("the sky is a clear blue"), the owner in camera talk ("a bird's eye
+    view", "a driver's perspective"), and more nouns only measure the next phrase ("a touch of green",
+    "a body of water"). The default ``"original"`` is what CAPTURE and the committed caption sets use.
+    """
+    if mode not in PARSE_MODES:
+        raise ValueError(f"parse mode must be one of {', '.join(PARSE_MODES)}, got {mode!r}")
     graph = SceneGraph()
     tokens, tags = _tag(text)
-    _clause_relations(_chunk(tokens, tags), graph)
+    if mode == "original":
+        _clause_relations(_chunk(tokens, tags), graph)
+        return graph
+    from urbanln_bench.captions.lexicon import urban_lexicon
+
+    items = _chunk(tokens, tags, _QUANTITY_NOUNS | urban_lexicon().quantity_nouns)
+    _clause_relations(items, graph, _real_prose_drops(text, tokens, tags, items))
     return graph
+
+
+# --- real prose (mode="real-prose") ---------------------------------------------------------------------
+
+_NEGATION_CUES = _words("without no devoid absence absent lack lacking lacks nor")
+_NEGATION_AFTER_NOT = _words("any a an")  # "does not contain any text", "is not a street"
+_NEGATION_ENDS = frozenset("KZSVXR")  # a comma, a sentence end, a clause, a verb or a relative ends the scope
+_COLOURS = _words(
+    "red orange yellow green blue purple pink brown black white gray beige tan golden silver turquoise "
+    "teal maroon navy cream olive crimson violet indigo magenta cyan")
+_CAMERA_HEADS = _words("view perspective viewpoint vantage eye angle point shot")
+
+
+def _negated_tokens(tokens: list[_Token], tags: list[str]) -> set[int]:
+    """Token indexes inside a negation's scope: from the cue to the next comma, clause or verb."""
+    negated: set[int] = set()
+    count = len(tokens)
+    for i, token in enumerate(tokens):
+        cue = token.word in _NEGATION_CUES
+        if token.word in ("not", "n't", "never"):
+            ahead = [tokens[k].word for k in range(i + 1, min(count, i + 4))]
+            cue = any(w in _NEGATION_AFTER_NOT for w in ahead)
+        if not cue:
+            continue
+        k = i + 1
+        while k < count and (tags[k] not in _NEGATION_ENDS or tokens[k].word in ("not", "n't", "contain", "contains",
+                                                                                   "include", "includes", "show", "shows")):
+            negated.add(k)
+            k += 1
+    return negated
+
+
+def _real_prose_drops(text: str, tokens: list[_Token], tags: list[str], items: list[tuple[str, object]]) -> frozenset[int]:
+    """Item indexes of noun phrases that name nothing in the picture (see :func:`parse_caption`)."""
+    negated_starts = {tokens[i].start for i in _negated_tokens(tokens, tags)}
+    dropped = set()
+    for index, (kind, value) in enumerate(items):
+        if kind != "NP":
+            continue
+        phrase: _NounPhrase = value  # type: ignore[assignment]
+        before = text[:phrase.head_start].rstrip()
+        sentence_start = not before or before[-1] in ".!?:;\n\"“"
+        words = phrase.head.split()
+        owner_of_camera_talk = (index + 2 < len(items) and items[index + 1][0] == "G" and items[index + 2][0] == "NP"
+                                and items[index + 2][1].head.split()[0] in _CAMERA_HEADS)  # type: ignore[union-attr]
+        if (phrase.head_start in negated_starts
+                or (text[phrase.head_start].isupper() and not sentence_start)
+                or all(w in _COLOURS for w in words)
+                or owner_of_camera_talk):
+            dropped.add(index)
+    return frozenset(dropped)
 
 
 def extract_phrases(text: str) -> list[str]:

@@ -365,7 +365,7 @@ def calibrate_clip_threshold(scorer: ClipPhraseScorer, progress: Progress | None
     captioners hallucinate from (``fidelity.SCENE_VOCABULARY`` and ``PLAUSIBLE_ABSENT``).
     """
     from urbanln_bench.backbones.world_data import world_scale_for
-    from urbanln_bench.cache import atomic_write_text, file_lock
+    from urbanln_bench.cache import atomic_write_text, file_lock, note_build
     from urbanln_bench.captions import fidelity
     from urbanln_bench.captions.grounding import is_holdout
     from urbanln_bench.captions.rectangles import dilate_box
@@ -449,6 +449,7 @@ def calibrate_clip_threshold(scorer: ClipPhraseScorer, progress: Progress | None
             per_kind=per_kind,
         )
         atomic_write_text(path, json.dumps(asdict(calibration), indent=1) + "\n")
+        note_build("calibration", path.name)
     return calibration
 
 

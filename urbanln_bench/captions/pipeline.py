@@ -19,6 +19,7 @@ UrbanLN, UrbanCLIP and UrbanVLP read the selection with :func:`load_selected_cap
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -70,6 +71,11 @@ class PipelineConfig:
             raise UserError(f"candidates_per_captioner must be at least 1, got {self.candidates_per_captioner}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit must be at least 1, got {self.limit}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise UserError(f"threshold must be a finite number (a phrase is kept when its score is above it), "
+                            f"got {self.threshold}")
+        if not 0 <= self.seed <= 2**32 - 1:
+            raise UserError(f"the caption seed must be between 0 and {2**32 - 1}, got {self.seed}")
         object.__setattr__(self, "captioners", tuple(self.captioners))
 
 
@@ -200,7 +206,7 @@ def captions_root(city: Any) -> Path:
 def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress: Progress | None = None,
                  force: bool = False) -> CaptionRun:
     """Build (or reuse) the caption set of ``city`` (a ``CityData``) under ``config``."""
-    from urbanln_bench.cache import atomic_directory, file_lock
+    from urbanln_bench.cache import atomic_directory, file_lock, note_build
 
     ids = image_ids(city, config.imagery)
     if config.limit is not None:
@@ -219,6 +225,7 @@ def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress:
 
         with atomic_directory(folder) as tmp, one_torch_thread():
             info = _write_caption_set(city, config, ids, backends, tmp, key, progress)
+        note_build("captions", f"{city.name}/{key}")
     return CaptionRun(folder, key, False, info)
 
 

@@ -50,12 +50,16 @@ def apply_ipsi(model, keep: int = 20, ratio: int = 4, freeze_kept: bool = True) 
     The causal attention mask and ``model.context_length`` follow; tokenise with the returned length.
     With ``freeze_kept`` the first ``keep`` rows get zero gradient (and must be excluded from weight
     decay by the optimiser: ``positional_embedding`` is in ``no_decay_parameters``).
+    A model whose checkpoint was already stretched (a Long-CLIP one, marked ``ipsi_stretched`` by
+    ``clip_weights.load_clip``) keeps its table; only the freezing applies.
     """
-    old = model.positional_embedding.data
-    new = stretch_positional_embedding(old, keep, ratio)
-    model.positional_embedding = torch.nn.Parameter(new)
-    model.register_buffer("attn_mask", build_causal_mask(new.shape[0]), persistent=False)
-    model.context_length = new.shape[0]
+    if getattr(model, "ipsi_stretched", False):
+        new = model.positional_embedding.data
+    else:
+        new = stretch_positional_embedding(model.positional_embedding.data, keep, ratio)
+        model.positional_embedding = torch.nn.Parameter(new)
+        model.register_buffer("attn_mask", build_causal_mask(new.shape[0]), persistent=False)
+        model.context_length = new.shape[0]
     if freeze_kept and keep > 0:
         grad_mask = torch.ones(new.shape[0], 1)
         grad_mask[:keep] = 0.0

@@ -13,6 +13,7 @@
       captions/                 caption sets, written by the caption pipeline
       truth/                    synthetic twins only: latents.csv, oracle.json, scene_graphs/*.jsonl
       manifest.json             sha256 of every data file (not captions/ or city.json); written last
+      region_map.csv            imported data only (``data/importers.py``): region id → source tile and file
 
 Region ids are strings of letters, digits, ``_``, ``-`` and ``.`` so they can name files.
 """

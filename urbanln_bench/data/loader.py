@@ -9,17 +9,20 @@ regions and auxiliary modalities only — no indicator, no latent, no path to th
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from urbanln_bench.data import layout
-from urbanln_bench.data.manifest import compute_manifest, manifest_hash, read_manifest
+from urbanln_bench.data.links import link_problems
+from urbanln_bench.data.manifest import verified_manifest_hash
 from urbanln_bench.data.tables import Regions, read_csv_rows, read_region_matrix, read_regions
 from urbanln_bench.errors import DataError
+from urbanln_bench.paths import name_problem
 
 
 def _raise_problems(root: Path, problems: list[str]) -> None:
@@ -32,13 +35,46 @@ def _raise_problems(root: Path, problems: list[str]) -> None:
         )
 
 
+# Largest image the harness decodes: Pillow's own default (≈ 89.5 Mpx, 256 MiB as RGB), set explicitly
+# so that no other library lifts it; $URBANLN_BENCH_MAX_IMAGE_PIXELS raises it for data that needs more.
+MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_PIXELS_ENV = "URBANLN_BENCH_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV)
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"${MAX_IMAGE_PIXELS_ENV} must be a positive number of pixels, got {text!r}")
+    return value
+
+
 def load_image(path: Path) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 array; a corrupt file raises DataError naming it."""
+    """An image file as an (H, W, 3) uint8 array; a corrupt file, or one whose header claims more pixels
+    than ``max_image_pixels()`` (checked before anything is decoded), raises DataError naming it."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses at open past twice this; the header check below past once
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # Pillow warns past the limit; the check below refuses instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)  # reads the header only
+        with image:
+            width, height = image.size
+            if width * height > limit:
+                raise DataError(f"{path}: image header claims {width} × {height} pixels, more than the "
+                                f"{limit:,} the harness decodes; resize the image (or raise "
+                                f"${MAX_IMAGE_PIXELS_ENV} if it is real)")
             return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image header claims more than twice the {limit:,} pixels the harness decodes "
+                        f"({exc}); resize the image (or raise ${MAX_IMAGE_PIXELS_ENV} if it is real)") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image: {exc}") from exc
 
@@ -172,8 +208,11 @@ def read_meta(root: Path, problems: list[str]) -> dict:
     except FileNotFoundError:
         problems.append(f"{path}: missing file (write {{\"city\": \"NAME\", \"source\": \"real\"}})")
         return {}
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         problems.append(f"{path}: unreadable: {exc}")
+        return {}
+    except RecursionError:
+        problems.append(f"{path}: not a usable JSON object (nested too deeply)")
         return {}
     if not isinstance(meta, dict):
         problems.append(f"{path}: expected a JSON object")
@@ -181,6 +220,17 @@ def read_meta(root: Path, problems: list[str]) -> dict:
     for key in ("city", "source"):
         if key not in meta:
             problems.append(f"{path}: missing key '{key}'")
+    city = meta.get("city")
+    if "city" in meta and (not isinstance(city, str) or not city.strip()):
+        problems.append(f"{path}: 'city' must be the city's name (a non-empty string), got {city!r}")
+        meta = {k: v for k, v in meta.items() if k != "city"}
+    tasks = meta.get("tasks")
+    if "tasks" in meta and (not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks)):
+        problems.append(f"{path}: 'tasks' must be a list of task names, e.g. [\"Pop\", \"GDP\"], got {tasks!r}")
+        meta = {k: v for k, v in meta.items() if k != "tasks"}
+    if "city" in meta and name_problem(meta["city"]):
+        problems.append(f"{path}: city {meta['city']!r} {name_problem(meta['city'])}; it names folders and files, so "
+                        "use letters, digits, _ - . (not first)")
     if meta.get("source") not in (None, *layout.SOURCES):
         problems.append(f"{path}: source must be one of {', '.join(layout.SOURCES)}, got {meta.get('source')!r}")
     return meta
@@ -206,11 +256,15 @@ class CityData:
         self.mobility = mobility
 
     @classmethod
-    def open(cls, root: str | Path) -> CityData:
+    def open(cls, root: str | Path, *, allow_symlinks: bool = False, exempt: frozenset[str] = frozenset()) -> CityData:
+        """Read and check a city folder: its tables, its links (none may lead outside it unless
+        ``allow_symlinks``) and its manifest against the files (``data/manifest.py``; ``exempt``: files
+        the harness rewrote on purpose, see ``verify_manifest``)."""
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: not a directory (expected a city folder in the native layout)")
-        problems: list[str] = []
+        problems: list[str] = link_problems(root, allow=allow_symlinks)
+        _raise_problems(root, problems)  # before anything is read through a link
         meta = read_meta(root, problems)
         regions = read_regions(root / layout.REGIONS, problems)
         index = regions.index()
@@ -228,7 +282,9 @@ class CityData:
             poi = PoiCounts(tuple(categories), counts)
         mobility = read_mobility(root / layout.MOBILITY, index, problems) if (root / layout.MOBILITY).exists() else None
         _raise_problems(root, problems)
-        return cls(root, meta, regions, indicators, _ImageIndex(satellite, streetview), poi, mobility)
+        data = cls(root, meta, regions, indicators, _ImageIndex(satellite, streetview), poi, mobility)
+        data.manifest_hash = verified_manifest_hash(root, exempt=exempt)
+        return data
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -240,12 +296,7 @@ class CityData:
         """'real' or 'synthetic': shown with every number computed from this data."""
         return self.meta["source"]
 
-    @cached_property
-    def manifest_hash(self) -> str:
-        files = read_manifest(self.root)
-        if files is None:
-            files = compute_manifest(self.root)
-        return manifest_hash(files)
+    manifest_hash: str = ""  # the data's identity, set by ``open`` once the manifest is verified
 
     # -- labels (harness only) ----------------------------------------------------------------
     @property

@@ -27,11 +27,11 @@ def real_data_dir(spec: CitySpec, data_root: str | Path | None) -> Path | None:
 
 
 def open_city(spec: CitySpec, *, scale: str = "small", data_root: str | Path | None = None,
-              progress_factory: Callable | None = None) -> CityData:
+              progress_factory: Callable | None = None, allow_symlinks: bool = False) -> CityData:
     """Real data when the user points at it, otherwise the synthetic twin (generated once, cached)."""
     real = real_data_dir(spec, data_root)
     if real is not None:
-        data = CityData.open(real)
+        data = CityData.open(real, allow_symlinks=allow_symlinks)
         if data.name != spec.name:
             raise DataError(f"{real}/city.json names city '{data.name}', but the run is for '{spec.name}'")
         return data

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from urbanln_bench.data import layout
+from urbanln_bench.paths import MAX_NAME_LENGTH
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,21 @@ def _float(text: str) -> float:
 def read_csv_rows(path: Path, problems: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV file; unreadable files and ragged rows are reported to ``problems``."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
                 problems.append(f"{path}: empty file (expected a header line)")
                 return [], []
             header = [h.strip() for h in header]
+            if len(header) == 1:
+                for delimiter in (";", "\t", "|"):
+                    if delimiter in header[0]:
+                        shown = "tab" if delimiter == "\t" else f"'{delimiter}'"
+                        problems.append(f"{path}: the header is one column separated by {shown}; the layout's "
+                                        "tables are comma-separated (save as CSV with ',' as the delimiter)")
+                        return [], []
             rows = []
             for line_no, row in enumerate(reader, start=2):
                 if not row:
@@ -87,8 +96,9 @@ def read_regions(path: Path, problems: list[str]) -> Regions:
     values = {name: [] for name in ("row", "col", "lat", "lon")}
     for line_no, row in enumerate(rows, start=2):
         rid = row[position["region_id"]].strip()
-        if not layout.REGION_ID_PATTERN.match(rid):
-            problems.append(f"{path}:{line_no}: region_id '{rid}' must use only letters, digits, _ - .")
+        if not layout.REGION_ID_PATTERN.match(rid) or rid.startswith(".") or len(rid) > MAX_NAME_LENGTH:
+            problems.append(f"{path}:{line_no}: region_id '{rid[:MAX_NAME_LENGTH]}' must use only letters, digits, "
+                            f"_ - . (not first), at most {MAX_NAME_LENGTH} characters: it names image files")
         if rid in seen:
             problems.append(f"{path}:{line_no}: duplicate region_id '{rid}' (first on line {seen[rid]})")
             continue

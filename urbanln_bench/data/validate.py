@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from urbanln_bench.data import layout
+from urbanln_bench.data.links import link_problems
 from urbanln_bench.data.loader import load_image, read_meta, read_mobility, scan_images
+from urbanln_bench.data.manifest import read_manifest, verify_manifest
 from urbanln_bench.data.tables import read_region_matrix, read_regions
 from urbanln_bench.errors import DataError
 
@@ -27,8 +29,13 @@ class ValidationReport:
         return not self.problems
 
 
-def validate_city_dir(root: str | Path, *, check_images: bool = True) -> ValidationReport:
-    """Check a city directory against the native layout; never stops at the first problem."""
+def validate_city_dir(root: str | Path, *, check_images: bool = True, check_manifest: bool = True,
+                      verify: bool = False, allow_symlinks: bool = False) -> ValidationReport:
+    """Check a city directory against the native layout; never stops at the first problem.
+
+    Links that lead outside the folder are problems unless ``allow_symlinks`` (nothing is read through
+    them). The manifest, when there is one, is checked against the files (``check_manifest``): by size
+    and mtime, hashing the files that differ, or hashing every file with ``verify``."""
     from urbanln_bench.data.loader import known_task_names
 
     root = Path(root)
@@ -37,6 +44,11 @@ def validate_city_dir(root: str | Path, *, check_images: bool = True) -> Validat
     if not root.is_dir():
         problems.append(f"{root}: not a directory")
         return report
+    problems += link_problems(root, allow=allow_symlinks)
+    if problems:
+        return report
+    if check_manifest:
+        problems += _manifest_problems(root, verify)
     meta = read_meta(root, problems)
     report.source = str(meta.get("source", "?"))
     regions = read_regions(root / layout.REGIONS, problems)
@@ -69,6 +81,17 @@ def validate_city_dir(root: str | Path, *, check_images: bool = True) -> Validat
     if (root / layout.MOBILITY).exists():
         read_mobility(root / layout.MOBILITY, index, problems)
     return report
+
+
+def _manifest_problems(root: Path, verify: bool) -> list[str]:
+    try:
+        manifest = read_manifest(root)
+    except DataError as exc:
+        return [str(exc)]
+    if manifest is None:
+        return []
+    where = root / layout.MANIFEST
+    return [f"{where}: stale or forged: {line}" for line in verify_manifest(root, manifest, full=verify)]
 
 
 def _isnan(values):

@@ -126,6 +126,9 @@ class River:
             raise ValueError(f"river width must be positive, got {self.width}")
 
 
+MAX_TWIN_SEED = 2**32 - 1  # numpy's generators take larger seeds; a twin seed past this is a typo
+
+
 @dataclass(frozen=True)
 class TwinParams:
     """The ``[twin]`` table of a city file: everything the twin's latent fields depend on."""
@@ -165,6 +168,11 @@ class TwinParams:
     mobility_trips_per_region: float = 400.0  # mean outgoing trips per region
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_TWIN_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_TWIN_SEED}, got {self.seed}")
+        for name in ("noise_amplitude", "affluence_noise", "deprivation_noise", "mobility_trips_per_region"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.correlation_length <= 0:
             raise ValueError(f"correlation_length must be positive, got {self.correlation_length}")
         if not self.centres:

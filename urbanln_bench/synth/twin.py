@@ -8,20 +8,24 @@ rendered in parallel and a ``tiny`` twin shows the same scenes as ``small``, onl
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from urbanln_bench import HARNESS_VERSION
-from urbanln_bench.cache import atomic_directory, cache_root, config_hash, file_lock
+from urbanln_bench.cache import atomic_directory, cache_root, config_hash, file_lock, note_build
 from urbanln_bench.data import layout
 from urbanln_bench.data.manifest import write_manifest
+from urbanln_bench.errors import UserError
+from urbanln_bench.paths import contained
+from urbanln_bench.processes import worker_pool
 from urbanln_bench.specs import CitySpec, get_task
 from urbanln_bench.synth import libm
 from urbanln_bench.synth.fields import city_grid, twin_params
@@ -127,7 +131,8 @@ def twin_config(spec: CitySpec, scale: Scale) -> dict:
 
 def twin_dir(spec: CitySpec, scale: Scale, root: Path | None = None) -> Path:
     key = config_hash(twin_config(spec, scale))
-    return (root or cache_root()) / "twins" / f"{spec.name}-{scale.name}-seed{twin_params(spec).seed}-{key}"
+    twins = (root or cache_root()) / "twins"
+    return contained(twins / f"{spec.name}-{scale.name}-seed{twin_params(spec).seed}-{key}", twins, "twin folder")
 
 
 def region_id(row: int, col: int) -> str:
@@ -233,8 +238,9 @@ def generate_twin(spec: CitySpec, scale: Scale, out_dir: Path, *, workers: int |
     workers = workers or min(2, os.cpu_count() or 1)
     graphs: list[tuple[str, str, dict]] = []
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for job, result in zip(jobs, pool.map(_render_regions, jobs), strict=True):
+        # spawned workers that die with this process: a killed run leaves no renderer holding its lock
+        with worker_pool(workers) as pool:
+            for job, result in zip(jobs, pool.imap(_render_regions, jobs), strict=True):
                 graphs += result
                 if progress:
                     progress(len(job[3]))
@@ -311,6 +317,28 @@ def generate_twin(spec: CitySpec, scale: Scale, out_dir: Path, *, workers: int |
     return meta
 
 
+class TwinNotRendered(UserError):
+    """A twin that a dry run would have to render (it is not in the cache) to know its identity."""
+
+    def __init__(self, spec: CitySpec, scale: Scale) -> None:
+        super().__init__(f"the {spec.name} twin ({scale.name}) is not rendered in the cache yet")
+        self.city, self.scale = spec.name, scale.name
+
+
+_RENDERING_ALLOWED: contextvars.ContextVar[bool] = contextvars.ContextVar("rendering_allowed", default=True)
+
+
+@contextlib.contextmanager
+def no_rendering() -> Iterator[None]:
+    """Inside, ``ensure_twin`` returns cached twins and raises :class:`TwinNotRendered` instead of rendering
+    one: ``run --dry-run`` fits and renders nothing (docs/hostile-inputs.md)."""
+    token = _RENDERING_ALLOWED.set(False)
+    try:
+        yield
+    finally:
+        _RENDERING_ALLOWED.reset(token)
+
+
 def ensure_twin(spec: CitySpec, scale: str | Scale = "small", *, root: Path | None = None,
                 workers: int | None = None, progress_factory: Callable[[int], Progress] | None = None) -> Path:
     """The twin's folder in the cache, generating it first if needed (atomic and locked)."""
@@ -319,6 +347,8 @@ def ensure_twin(spec: CitySpec, scale: str | Scale = "small", *, root: Path | No
     target = twin_dir(spec, scale, root)
     if (target / layout.MANIFEST).exists():
         return target
+    if not _RENDERING_ALLOWED.get():
+        raise TwinNotRendered(spec, scale)
     with file_lock(target.parent / f".{target.name}.lock"):
         if (target / layout.MANIFEST).exists():
             return target
@@ -328,4 +358,5 @@ def ensure_twin(spec: CitySpec, scale: str | Scale = "small", *, root: Path | No
                 n = spec.n_regions
                 progress = progress_factory(min(n, scale.max_regions) if scale.max_regions else n)
             generate_twin(spec, scale, tmp, workers=workers, progress=progress)
+        note_build("twin", target.name)
     return target
