@@ -100,7 +100,7 @@ def _record(data: Any, where: str, known: set[str] | None, problems: list[str]) 
     return CaptionRecord(data["image_id"], data["captioner"], data["caption"].strip())
 
 
-def _object_lines(text: str) -> list[int]:
+def object_lines(text: str) -> list[int]:
     """The line of every ``{`` outside JSON strings, in order (where each object of an array starts)."""
     lines, line, in_string, escaped = [], 1, False, False
     for char in text:
@@ -136,7 +136,7 @@ def _read_array(path: Path, text: str, known: set[str] | None, problems: list[st
     except RecursionError:
         problems.append(f"{path}:1: malformed JSON (nested too deeply)")
         return []
-    lines = _object_lines(text)
+    lines = object_lines(text)
     groups = sum(isinstance(entry, list) for entry in data)
     items = [item for entry in data for item in (entry if isinstance(entry, list) else [entry])]
     records: list[CaptionRecord] = []

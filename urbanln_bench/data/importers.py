@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from urbanln_bench.captions.caption_file import object_lines
 from urbanln_bench.data import layout
 from urbanln_bench.errors import DataError
 
@@ -210,34 +211,16 @@ def _read_tiles(files: list[Path], source_city: str, zoom: int, plan: _Plan, not
 
 def _read_json(path: Path, problems: list[str]):
     """JSON from a file, or None with a ``file:line`` problem (a byte-order mark is accepted)."""
+    raw = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        return json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        problems.append(f"{path}:{line}: not UTF-8 (byte 0x{path.read_bytes()[exc.start]:02x})")
+        start = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw[:start].count(b"\n") + 1
+        problems.append(f"{path}:{line}: not UTF-8 (byte 0x{raw[start]:02x})")
     except json.JSONDecodeError as exc:
         problems.append(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})")
     return None
-
-
-def _line_of_items(text: str) -> list[int]:
-    """The line of every ``{`` outside strings, in order: the start of each item of a caption array."""
-    lines, line, in_string, escaped = [], 1, False, False
-    for char in text:
-        if char == "\n":
-            line += 1
-        elif in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
-            lines.append(line)
-    return lines
 
 
 def _read_satellite_captions(path: Path, plan: _Plan, zoom: int, problems: list[str], notes: list[str]) -> None:
@@ -248,7 +231,7 @@ def _read_satellite_captions(path: Path, plan: _Plan, zoom: int, problems: list[
     if not isinstance(data, list):
         problems.append(f"{path}:1: expected a JSON array of {{\"caption\", \"image\"}} items, got {type(data).__name__}")
         return
-    lines = _line_of_items(path.read_text(encoding="utf-8-sig"))
+    lines = object_lines(path.read_text(encoding="utf-8-sig"))
     items: list[tuple[int, object]] = []
     grouped = 0
     for entry in data:
