@@ -3,6 +3,8 @@ representation must beat (random conv features already carry colour and texture 
 
 from __future__ import annotations
 
+import numpy as np
+
 from urbanln_bench.method import FitContext, MethodMeta, TorchImageEncoder
 
 
@@ -45,3 +47,44 @@ class RandomFeatures(TorchImageEncoder):
         model = build_resnet18()
         model.fc = torch.nn.Identity()
         return Architecture(model, sum(p.numel() for p in model.parameters()), 0, "random init, frozen")
+
+
+class RandomFeaturesFused(RandomFeatures):
+    """The SV+SI floor for the fused methods' "beats random features" check: the same frozen random
+    ResNet-18's satellite feature and mean street-view feature (≤ the harness cap) concatenated per region,
+    zeros for the imagery a region lacks (as the fused scene-graph ceiling does)."""
+
+    meta = MethodMeta(
+        name="random-features-fused",
+        display_name="Random features (SV+SI)",
+        version="1",
+        imagery="fused",
+        native_imagery=("SV+SI",),
+        description="Randomly initialised ResNet-18 (seed 0), frozen; the tile's 512-d feature and the mean "
+                    "street-view feature concatenated per region (1024-d). The SV+SI floor.",
+        role="floor",
+        default_config={"input_size": 64, "init_seed": 0},
+    )
+
+    def encode_regions(self, city, region_ids: list[str], context: FitContext) -> np.ndarray:
+        from urbanln_bench.embed import DEFAULT_BATCH_SIZE, MAX_STREETVIEWS_PER_REGION, _encode_image_ids
+
+        position = {rid: i for i, rid in enumerate(region_ids)}
+        width = 512
+        out = np.zeros((len(region_ids), 2 * width), np.float64)
+        tiles = [rid for rid in city.satellite_ids() if rid in position]
+        if tiles:
+            out[[position[r] for r in tiles], width:] = _encode_image_ids(self, city, tiles, context.device,
+                                                                          DEFAULT_BATCH_SIZE, None)
+        view_ids, owners = [], []
+        for rid in region_ids:
+            own = city.streetview_ids(rid)[:MAX_STREETVIEWS_PER_REGION]
+            view_ids += own
+            owners += [position[rid]] * len(own)
+        if view_ids:
+            per_view = _encode_image_ids(self, city, view_ids, context.device, DEFAULT_BATCH_SIZE, None)
+            sums = np.zeros((len(region_ids), width), np.float64)
+            np.add.at(sums, np.asarray(owners), per_view)
+            counts = np.bincount(np.asarray(owners), minlength=len(region_ids))[:, None]
+            out[:, :width] = sums / np.maximum(counts, 1)
+        return out.astype(np.float32)

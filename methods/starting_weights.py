@@ -13,6 +13,9 @@ not beat it with paired significance has learnt nothing from its pretraining tha
 - ``tile2vec-start``, ``pg-simclr-start``, ``musecl-start``: the method's encoders at their seeded
   initialisation (zero steps; MuseCL's fusion head untrained too).
 - ``caption-regression-start``: the 4-block CNN at its seeded initialisation.
+- ``urbanvlp-start``: UrbanVLP's two towers as it loads them (both the profile's CLIP, no step), embedded the
+  way UrbanVLP embeds (satellite feature + mean street-view feature, unnormalised): the fused row UrbanVLP
+  is read against. ``clip-start`` is per imagery and L2-normalised, so it is not UrbanVLP's start.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urbanln_bench.builtin.methods.caption_regression import CaptionRegression
 from urbanln_bench.builtin.methods.musecl import MuseCL
 from urbanln_bench.builtin.methods.pg_simclr import PGSimCLR
 from urbanln_bench.builtin.methods.tile2vec import Tile2Vec
+from urbanln_bench.builtin.methods.urbanvlp import UrbanVLP
 from urbanln_bench.clip_training.clip_method import ClipBackedMethod, normalised_image_encoder
 from urbanln_bench.method import FitContext, MethodMeta
 
@@ -88,3 +92,22 @@ class MuseCLStart(MuseCL):
 class CaptionRegressionStart(CaptionRegression):
     UNTRAINED = True
     meta = start_meta(CaptionRegression.meta)
+
+
+class UrbanVLPStart(UrbanVLP):
+    RECIPES = {"smoke": {}, "cpu": {}, "paper": {}}
+    meta = start_meta(UrbanVLP.meta)
+
+    def recipe(self) -> dict[str, Any]:
+        return {}  # nothing trains: no recipe, no budget
+
+    def caption_settings(self, imagery: str) -> dict[str, dict[str, Any]]:
+        return {}  # no pretraining, so no captions
+
+    def fit(self, city, imagery: str, context: FitContext) -> None:
+        import copy
+
+        satellite, _, _ = self.load_clip(context)
+        # UrbanVLP.fit deep-copies the loaded CLIP into its street-view tower before any step
+        self.satellite, self.streetview = satellite.eval(), copy.deepcopy(satellite).eval()
+        self.report = {"steps": 0, "images_seen": 0, "weights": self.weight_source()}

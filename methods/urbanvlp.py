@@ -88,7 +88,7 @@ class UrbanVLP(ClipBackedMethod):
         description="Satellite and street-view CLIP towers pretrained together: InfoNCE on one satellite caption "
                     "sentence (fused image feature) + FILIP token loss on the region's joined street-view "
                     "descriptions; embedding = satellite feature + mean street-view feature. No GeoCLIP GPS term.",
-        starts_from="clip-start",
+        starts_from="urbanvlp-start",
         citation="Hao et al., UrbanVLP: Multi-Granularity Vision-Language Pretraining for Urban Socioeconomic "
                  "Indicator Prediction, AAAI 2025",
         default_config=DEFAULTS,

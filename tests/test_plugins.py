@@ -89,9 +89,9 @@ def test_third_party_method_runs_end_to_end(plugin_env, tmp_path: Path):
     result = run_tiny("mean-colour", tmp_path / "results", plugin_env)
     assert result.returncode == 0, result.stderr
     records = sorted((tmp_path / "results").rglob("mean-colour/*.json"))
-    # beside them, on the same cells only: the floor, scene-graph ceiling and oracle rows of the printed table
+    # beside them, on the same cells only: the floors, scene-graph ceiling and oracle rows of the printed table
     framed = sorted(p.name for p in (tmp_path / "results").rglob("*.json") if p.parent.name != "mean-colour")
-    assert framed == sorted(["Crime_SI_random.json", "POI_SI_random.json", "Pop_SI_random.json"] * 3)
+    assert framed == sorted(["Crime_SI_random.json", "POI_SI_random.json", "Pop_SI_random.json"] * 4)
     assert [p.name for p in records] == ["Crime_SI_random.json", "POI_SI_random.json", "Pop_SI_random.json"]
     record = json.loads(records[0].read_text())
     assert record["method"]["display_name"] == "Mean colour" and record["embedding"]["dim"] == 3

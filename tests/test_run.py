@@ -243,3 +243,9 @@ def test_python_users_get_the_cli_frame_and_table(tmp_path: Path):
     by_name = {o.record.method.name: o.record for o in framed}
     assert oracle.r2["Pop"]["mean"] == by_name["oracle-latents"].metric("r2").mean
     assert run_frame(dataclasses.replace(opts, pretrain_city="SZ"), outcomes) == []  # transfer: no frame
+    fused = options(results, method="scene-graph-ceiling-fused", tasks=["Pop"], seeds=[0])
+    framed = run_frame(fused, run(fused, log=lambda m: None))  # a fused run: both imageries and the fused floor
+    assert sorted((o.record.method.name, o.cell) for o in framed) == sorted(
+        [(name, f"NY/Pop/{imagery}") for name in ("color-histogram", "random-features", "scene-graph-ceiling",
+                                                  "oracle-latents") for imagery in ("SV", "SI")]
+        + [("random-features-fused", "NY/Pop/SV+SI")])

@@ -137,3 +137,51 @@ def test_profile_counts_both_methods():
     assert rows["urbanvlp"]["total"] == rows["urbanvlp"]["trainable"] == 2 * clip
     assert rows["urbanclip"]["total"] > clip  # plus the caption decoder
     assert all(rows[m]["images_per_second"] > 0 for m in ("urbanclip", "urbanvlp"))
+
+
+def test_urbanvlp_start_is_both_towers_as_loaded_and_embeds_as_urbanvlp_does(tiny_ny, tmp_path):
+    """The fused starting-weights row: UrbanVLP's two towers before any step (the loaded CLIP, twice),
+    embedded by UrbanVLP's own encode_regions, so UrbanVLP − urbanvlp-start is what its pretraining added."""
+    from urbanln_bench.data.loader import CityData
+    from urbanln_bench.method import FitContext, get_method
+
+    start = get_method("urbanvlp-start")()
+    start.run_profile = "smoke"
+    assert start.meta.role == "start" and get_method("urbanvlp").meta.starts_from == "urbanvlp-start"
+    assert start.caption_settings("SV+SI") == {}  # nothing trains, so no captions are made for it
+    view = CityData.open(tiny_ny).unlabelled()
+    context = FitContext(seed=0, device="cpu", work_dir=tmp_path, scale="tiny", profile="smoke")
+    start.fit(view, "SV+SI", context)
+    assert start.report["steps"] == 0 and start.report["images_seen"] == 0
+    loaded, _, _ = start.load_clip(context)
+    for tower in (start.satellite, start.streetview):
+        state = tower.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in loaded.state_dict().items())
+    assert start.satellite is not start.streetview  # two towers, as UrbanVLP trains them
+    assert type(start).encode_regions is get_method("urbanvlp").encode_regions
+
+
+def test_fused_random_features_concatenate_the_street_view_mean_and_the_tile(tiny_ny, tmp_path):
+    from urbanln_bench.data.loader import CityData
+    from urbanln_bench.method import FitContext, get_method
+
+    fused, single = get_method("random-features-fused")(), get_method("random-features")()
+    view = CityData.open(tiny_ny).unlabelled()
+    context = FitContext(seed=0, device="cpu", work_dir=tmp_path, scale="tiny")
+    for method in (fused, single):
+        method.fit(view, "SV+SI", context)
+    without = next(r for r in view.regions.ids if not view.streetview_ids(r))
+    with_two = next(r for r in view.regions.ids if len(view.streetview_ids(r)) >= 2)
+    out = fused.encode_regions(view, [without, with_two], context)
+    assert out.shape == (2, 1024)
+
+    def features(image_ids):
+        from urbanln_bench.embed import preprocess
+
+        pixels = preprocess([view.load_image(i) for i in image_ids], single.input_size, single.mean, single.std)
+        with torch.no_grad():
+            return single.model(pixels).numpy()
+
+    assert np.all(out[0, :512] == 0)  # no street view: a zero street-view half
+    assert np.allclose(out[0, 512:], features([without])[0], atol=1e-5)
+    assert np.allclose(out[1, :512], features(view.streetview_ids(with_two)).mean(axis=0), atol=1e-5)

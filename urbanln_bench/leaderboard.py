@@ -542,7 +542,8 @@ def _learning_check(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict[st
         for task in tasks:
             record = records.get(task)
             delta = None
-            for key, name in (("start", start), ("random", "random-features")):
+            random = "random-features-fused" if row.imagery == "SV+SI" else "random-features"
+            for key, name in (("start", start), ("random", random)):
                 other = record_of(name, row.imagery, task) if record is not None else None
                 difference = paired_difference(record, other) if other is not None else None
                 if difference is not None:

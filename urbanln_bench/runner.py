@@ -436,16 +436,18 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
     return outcomes
 
 
-# the floor, the scene-graph ceiling and the latent oracle every twin run is read against, after the run's own
-# starting weights (MethodMeta.starts_from) when it has them (docs/architecture.md#roles)
-FRAME_METHODS = ("color-histogram", "scene-graph-ceiling", "oracle-latents")
+# the floors (colour histogram, random features), the scene-graph ceiling and the latent oracle every twin run
+# is read against, after the run's own starting weights (MethodMeta.starts_from) when it has them; a fused run
+# adds the fused ceiling and the fused random features (docs/architecture.md#roles)
+FRAME_METHODS = ("color-histogram", "random-features", "scene-graph-ceiling", "oracle-latents")
+FUSED_FRAME_METHODS = ("scene-graph-ceiling-fused", "random-features-fused")
 
 
 def run_frame(options: RunOptions, outcomes: list[CellOutcome], progress: Callable | None = None,
               log: Callable[[str], None] = lambda m: None) -> list[CellOutcome]:
-    """The floor (colour histogram), the scene-graph ceiling and the latent oracle on the cells ``outcomes``
-    cover, so a run's numbers are read against them, as the CLI's table is: a fused method's SV+SI cells are
-    framed on both imageries and by the fused scene-graph ceiling. Only on a synthetic twin (real data has no oracle) and not for a transfer run;
+    """The floors (colour histogram, random features), the scene-graph ceiling and the latent oracle on the
+    cells ``outcomes`` cover, so a run's numbers are read against them, as the CLI's table is: a fused method's
+    SV+SI cells are framed on both imageries and by the fused scene-graph ceiling and random features. Only on a synthetic twin (real data has no oracle) and not for a transfer run;
     reused when stored, like any cell."""
     records = [o.record for o in outcomes if o.record is not None]
     if not records or records[0].data.source != "synthetic" or options.pretrain_city or options.dry_run:
@@ -453,9 +455,9 @@ def run_frame(options: RunOptions, outcomes: list[CellOutcome], progress: Callab
     imagery = sorted({i for r in records for i in r.cell.imagery.split("+")})
     tasks = list(dict.fromkeys(r.cell.task for r in records))
     framed: list[CellOutcome] = []
-    frame = FRAME_METHODS + (("scene-graph-ceiling-fused",) if any("+" in r.cell.imagery for r in records) else ())
+    frame = FRAME_METHODS + (FUSED_FRAME_METHODS if any("+" in r.cell.imagery for r in records) else ())
     starts_from = get_method(options.method).meta.starts_from  # the method's own starting weights
-    if starts_from:  # (a fused method's either-imagery start row, clip-start for UrbanVLP, runs per imagery)
+    if starts_from:
         frame = (starts_from, *frame)
     for name in frame:
         if name != options.method:
