@@ -451,7 +451,10 @@ def export_command(
 def leaderboard_command(
     results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
     out: Annotated[Path, typer.Option("--out", help="Markdown file to write.")] = Path("leaderboard.md"),
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file is stale instead of writing it.")] = False,
+    figures: Annotated[Path | None, typer.Option(
+        "--figures", help="Folder of the figures (PNG) the file links; default: `figures` next to --out.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file or a figure is stale instead of writing "
+                                        "them.")] = False,
     verify_keys: Annotated[bool, typer.Option(
         "--verify-keys", help="Also replay every stored twin cell as `run --dry-run` and exit 1 if the current "
         "code would not reuse its record (made by other code or settings).")] = False,
@@ -462,15 +465,20 @@ def leaderboard_command(
         "--seal", help="Maintainers: add a content digest to every unsealed record, after checking them. Refused "
         "when --check fails for any other reason (docs/identity.md#tamper-evident-records).")] = False,
 ) -> None:
-    """Regenerate leaderboard.md from result records only."""
+    """Regenerate leaderboard.md and its figures from result records only."""
+    import os
+
     from urbanln_bench.cache import atomic_write_text
-    from urbanln_bench.checks import check_input_dir, check_output_file
-    from urbanln_bench.leaderboard import render_leaderboard
+    from urbanln_bench.checks import check_input_dir, check_output_dir, check_output_file
+    from urbanln_bench.leaderboard import build_leaderboard, render_leaderboard
     from urbanln_bench.records import corrupt_records
 
     check_input_dir(results, "--results", "result records")
+    figures = figures if figures is not None else out.parent / "figures"
+    link = Path(os.path.relpath(figures.absolute(), out.absolute().parent)).as_posix()
     if not check:
         check_output_file(out, "--out")
+        check_output_dir(figures, "--figures")
 
     from urbanln_bench.seal import audit_store, seal_store, tampered_records
 
@@ -481,7 +489,7 @@ def leaderboard_command(
                              + "\n  ".join(audit.problems), highlight=False)
             raise typer.Exit(1)
         current = out.read_text() if out.exists() else ""
-        if current != render_leaderboard(results):
+        if current != render_leaderboard(results, link):
             _console().print(f"[red]not sealing[/red]: {out} is stale; run `urbanln-bench leaderboard`, check and "
                              "commit it first", highlight=False)
             raise typer.Exit(1)
@@ -519,8 +527,11 @@ def leaderboard_command(
     corrupt = corrupt_records(results)
     for problem in corrupt:
         _console().print(f"[red]skipped record:[/red] {escape(problem)}", highlight=False)
-    text = render_leaderboard(results)
+    board = build_leaderboard(results, link)
+    text = board.text
     if check:
+        from urbanln_bench.figures import stale_figures
+
         current = out.read_text() if out.exists() else ""
         if corrupt:
             _console().print(f"[red]{len(corrupt)} record(s) under {results} cannot be read[/red]: fix or delete "
@@ -529,19 +540,57 @@ def leaderboard_command(
         if current != text:
             _console().print(f"[red]{out} is stale[/red]: run `urbanln-bench leaderboard` and commit it")
             raise typer.Exit(1)
-        typer.echo(f"{out} is up to date")
+        problems = stale_figures(figures, board.figures)
+        if problems:
+            _console().print(f"[red]{len(problems)} figure(s) of {out} are not what the records draw[/red]:\n  "
+                             + "\n  ".join(escape(p) for p in problems), highlight=False)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is up to date" + (f" ({len(board.figures)} figure(s) in {figures})" if board.figures else ""))
         return
     unsealed = audit_store(results).unsealed
     if unsealed:
         _console().print(f"[yellow]warning[/yellow]: {len(unsealed)} unsealed record(s) under {results} (no content "
                          "digest; `leaderboard --check` fails on them): check them, then run "
                          "`urbanln-bench leaderboard --seal`", highlight=False)
+    from urbanln_bench.figures import write_figures
+
     atomic_write_text(out, text)
     typer.echo(str(out))
+    written, removed = write_figures(figures, board.figures)
+    for path in written:
+        typer.echo(str(path))
+    for path in removed:
+        typer.echo(f"removed {path} (no longer given by the records)")
     if corrupt:
         _console().print(f"[red]{out} leaves out {len(corrupt)} record(s) that cannot be read[/red] (named above): "
                          "fix or delete them, or re-run their cells with --overwrite always")
         raise typer.Exit(1)
+
+
+@app.command("results")
+def results_command(
+    fmt: Annotated[str, typer.Option("--format", help="csv, json or md.")] = "csv",
+    results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
+    out: Annotated[Path | None, typer.Option("--out", help="File to write (default: standard output).")] = None,
+    city: Annotated[list[str] | None, typer.Option("--city", help="Only this city (repeatable).")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", help="Only this method (repeatable).")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="Only this task (repeatable).")] = None,
+) -> None:
+    """The result records as a table, one row per record and probe seed, with their provenance."""
+    from urbanln_bench.cache import atomic_write_text
+    from urbanln_bench.checks import check_input_dir, check_output_file
+    from urbanln_bench.results import check_format, load, render
+
+    check_format(fmt)
+    check_input_dir(results, "--results", "result records")
+    if out is not None:
+        check_output_file(out, "--out")
+    text = render(load(results, city=city or None, method=method or None, task=task or None), fmt)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    atomic_write_text(out, text)
+    typer.echo(str(out), err=True)
 
 
 @app.command("paper-table")

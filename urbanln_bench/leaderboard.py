@@ -14,6 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from urbanln_bench.compare import CellComparison, compare_cell, mean_ranks, paired_difference, predictions
+from urbanln_bench.figures import (
+    AblationFigure,
+    Figure,
+    Interval,
+    PredictionFigure,
+    PredictionPanel,
+    SweepFigure,
+    TransferFigure,
+    file_name,
+)
+from urbanln_bench.markdown import table_lines
 from urbanln_bench.records import MethodInfo, Record, iter_records
 from urbanln_bench.reference.paper import MISSING, PaperTable, improvement_rows, paper_cities, paper_table
 
@@ -26,6 +37,7 @@ ROLE_MARK = {"floor": " *(floor)*", "start": " *(starting weights)*", "reference
              "ceiling": " *(ceiling)*", "oracle": " *(latent oracle)*"}
 CITY_ORDER = ("BJ", "SH", "SZ", "NY")
 NOTE_MARK = " †"
+FIGURES_LINK = "figures"  # the figures' folder as leaderboard.md links it (relative to the file)
 TIE_MARK = " ≈"  # statistically tied with the cell's winner (compare.py)  # a cell whose record carries notes (a task derived from the method's auxiliary data)
 
 
@@ -152,7 +164,7 @@ def run_table(records: list[Record], city: str, results_dir: Path) -> RunTable |
     return RunTable(title, tasks, out)
 
 
-def _improvements(city: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
+def _improvements(city: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[list[str]]:
     models = [r for r in rows if r.role == "method"]
     if not any(r.ours for r in models) or not any(not r.ours for r in models):
         return []
@@ -172,7 +184,7 @@ def _improvements(city: str, rows: dict[Row, dict[str, dict]], tasks: list[str])
         by = {(i.task, i.metric): i.percent for i in improvements if i.variant == variant}
         cells = [f"{by[(t, PAPER_METRIC[m])]:.1f}%" if (t, PAPER_METRIC[m]) in by else MISSING
                  for t in tasks for m in METRICS]
-        out.append("| " + " | ".join([f"Improvement ({variant})", "", "", *cells]) + " |")
+        out.append([f"Improvement ({variant})", "", "", *cells])
     return out
 
 
@@ -206,7 +218,7 @@ def native_rows(rows: dict[Row, dict[str, dict]]) -> dict[Row, dict[str, dict]]:
 def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str], *,
                  native_only: bool, comparisons: dict[str, CellComparison] | None = None) -> list[str]:
     header = ["Method", "Imagery", "Weights", *(f"{t} {METRIC_LABELS[m]}" for t in tasks for m in METRICS)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
+    table: list[list[str]] = []
     chosen = native_rows(rows) if native_only else rows
     if not native_only:
         comparisons = {}
@@ -227,9 +239,9 @@ def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: l
         cells = [cell(row, metrics, t, m) for t in tasks for m in METRICS]
         role = ROLE_MARK.get(row.role, "")
         imagery = row.imagery if native_only else f"{row.imagery}, {row.strategy}"
-        lines.append("| " + " | ".join([row.label + role, imagery, row.weights, *cells]) + " |")
+        table.append([row.label + role, imagery, row.weights, *cells])
     if native_only:
-        lines += _improvements(city, chosen, tasks)
+        table += _improvements(city, chosen, tasks)
         if city in paper_cities():
             paper = paper_table(city)
             for model in paper.models:
@@ -238,7 +250,8 @@ def city_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: l
                     for m in METRICS:
                         value = paper.value(model, t, PAPER_METRIC[m]) if t in paper.tasks else None
                         cells.append(MISSING if value is None else f"{value:.3f}")
-                lines.append("| " + " | ".join([f"{model} *(paper-reported)*", "real", "paper", *cells]) + " |")
+                table.append([f"{model} *(paper-reported)*", "real", "paper", *cells])
+    lines = table_lines(header, table, "lll" + "r" * (len(header) - 3))
     if any(v.get("notes") for metrics in chosen.values() for v in metrics.values()):
         lines += ["", f"{NOTE_MARK.strip()} The method trains on the auxiliary data this task is derived from; "
                       "reported because the paper reports it."]
@@ -263,35 +276,172 @@ def _comparison_note(rows: dict[Row, dict[str, dict]], comparisons: dict[str, Ce
     return text
 
 
-def ablation_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
+def ablation_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str],
+                     figures_link: str = FIGURES_LINK) -> tuple[list[str], list[Figure]]:
     """The paper's ablation table: every "ours" row (full method, ablations, overrides) per imagery, R² per
-    task with the change against the full method on the same imagery."""
+    task with the change against the full method on the same imagery; and the figures of those changes
+    (ablation bars, one-setting sweeps) with links to them under the table, which holds their numbers."""
     ours = {r: v for r, v in rows.items() if r.ours and r.role == "method" and r.strategy == "random"}
     if not any(r.ablation for r in ours):
-        return []
+        return [], []
     full = {r.imagery: v for r, v in ours.items() if not r.ablation}
     header = ["Variant", "Imagery", *(f"{t} R²" for t in tasks), *(f"Δ {t}" for t in tasks)]
     lines = [f"### {city} — ablations (`{tag}`)", "",
              "R² mean ± std over probe seeds; Δ = variant − full UrbanLN on the same imagery, with its 95 % paired "
-             "bootstrap interval where both records keep test predictions (≈: the interval contains 0).", "",
-             "| " + " | ".join(header) + " |", "|---|---|" + "|".join(["---:"] * (len(header) - 2)) + "|"]
+             "bootstrap interval where both records keep test predictions (≈: the interval contains 0).", ""]
+    table = []
+    deltas: dict[tuple[Row, str], Interval] = {}
     for row in sorted(ours, key=lambda r: (r.imagery, r.ablation, r.label)):
         metrics = ours[row]
         base = full.get(row.imagery, {})
         cells = [_fmt(metrics.get(t, {}).get("r2")) for t in tasks]
-        deltas = [_ablation_delta(metrics[t], base[t]) if row.ablation and t in metrics and t in base else MISSING
-                  for t in tasks]
-        lines.append("| " + " | ".join([row.label, row.imagery, *cells, *deltas]) + " |")
-    return lines + [""]
+        texts = []
+        for t in tasks:
+            if not (row.ablation and t in metrics and t in base):
+                texts.append(MISSING)
+                continue
+            text, deltas[(row, t)] = _ablation_delta(metrics[t], base[t])
+            texts.append(text)
+        table.append([row.label, row.imagery, *cells, *texts])
+    lines += table_lines(header, table, "ll" + "r" * (len(header) - 2))
+    figures = [f for f in (_ablation_figure(city, tag, ours, deltas, tasks), *_sweep_figures(city, tag, ours, deltas,
+                                                                                               tasks)) if f]
+    for figure in figures:
+        lines += ["", *figure_link(figure, figures_link)]
+    return lines + [""], figures
 
 
-def _ablation_delta(variant: dict, full: dict) -> str:
+def figure_link(figure: Figure, figures_link: str) -> list[str]:
+    """The lines that show a figure in leaderboard.md: the image, then where its numbers are."""
+    alt = figure.caption.replace("[", "\\[").replace("]", "\\]")  # a variant's "[mu=0.3]" would end the alt text
+    lines = [f"![{alt}]({figures_link}/{figure.name})", "",
+             f"*Figure `{figure.name}`: {figure.caption}.*"]
+    if isinstance(figure, PredictionFigure):
+        lines += ["", f"<details><summary>The numbers of <code>{figure.name}</code>: each test region's true and "
+                      "predicted ln(y+1)</summary>", ""]
+        for panel in figure.panels:
+            labels = [label for label, _, _ in panel.series]
+            lines += [f"{panel.task}, seed {panel.seed} (R²: "
+                      + ", ".join(f"{label} {r2:.3f}" for label, _, r2 in panel.series) + "):", ""]
+            table = [[region, f"{truth:.3f}", *(f"{preds[i]:.3f}" for _, preds, _ in panel.series)]
+                     for i, (region, truth) in enumerate(zip(panel.regions, panel.truth, strict=True))]
+            lines += table_lines(["Region", "True ln(y+1)", *labels], table, "lr" + "r" * len(labels)) + [""]
+        lines.append("</details>")
+    return lines
+
+
+def prediction_figures(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[PredictionFigure]:
+    """The paper's Figure 2 per imagery: on one seed's test regions (the first both records share), the
+    predictions of the best "ours" row and of the best baseline (highest mean R² among the other competing
+    rows of the paper-shaped table on the same imagery), per task where both keep test predictions."""
+    native = native_rows(rows)
+    figures = []
+    for imagery in sorted({r.imagery for r in native}, key=_imagery_rank):
+        panels = []
+        for task in tasks:
+            ours, baseline = _best_row(native, imagery, task, True), _best_row(native, imagery, task, False)
+            if ours is None or baseline is None:
+                continue
+            mine, theirs = predictions(ours[1]["record"]), predictions(baseline[1]["record"])
+            seeds = [s for s in sorted(set(mine) & set(theirs)) if mine[s].ids == theirs[s].ids]
+            if not seeds:
+                continue
+            seed = seeds[0]
+            truth = mine[seed].y
+            series = tuple((row.label, tuple(float(v) for v in preds[seed].pred), _r2(truth, preds[seed].pred))
+                           for row, preds in ((ours[0], mine), (baseline[0], theirs)))
+            panels.append(PredictionPanel(task, seed, mine[seed].ids, tuple(float(v) for v in truth), series))
+        if panels:
+            figures.append(PredictionFigure(
+                file_name(city, tag, "predictions", imagery),
+                f"{city} ({tag}), {imagery}: predicted vs true ln(y+1) on the test regions of one seed, our best "
+                "row and the best baseline per task (the paper's Figure 2)", tuple(panels)))
+    return figures
+
+
+def _best_row(rows: dict[Row, dict[str, dict]], imagery: str, task: str, ours: bool) -> tuple[Row, dict] | None:
+    """The competing row (ours or not) with the highest mean R² on ``imagery`` and ``task`` among those whose
+    record keeps test predictions (a task derived from the method's own auxiliary data left out)."""
+    found = [(r, v[task]) for r, v in rows.items() if r.imagery == imagery and r.role == "method" and r.ours == ours
+             and task in v and not v[task].get("notes") and "record" in v[task] and predictions(v[task]["record"])]
+    return max(found, key=lambda x: (x[1]["r2"]["mean"], x[0].label), default=None)
+
+
+def _r2(y, pred) -> float:
+    """R² of one seed's predictions on its test regions."""
+    centred = y - y.mean()
+    total = float((centred**2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else 0.0
+
+
+def _ablation_delta(variant: dict, full: dict) -> tuple[str, Interval]:
+    """The Δ cell of the ablation table and the same number for its figure."""
     diff = None
     if "record" in variant and "record" in full:
         diff = paired_difference(variant["record"], full["record"])
     if diff is None:
-        return f"{variant['r2']['mean'] - full['r2']['mean']:+.3f}"
-    return diff.text() + (TIE_MARK if diff.tied else "")
+        value = variant["r2"]["mean"] - full["r2"]["mean"]
+        return f"{value:+.3f}", Interval(value)
+    return diff.text() + (TIE_MARK if diff.tied else ""), Interval(diff.diff, diff.low, diff.high)
+
+
+def _row_method(metrics: dict[str, dict]) -> MethodInfo | None:
+    """The method of a row (from any of its records)."""
+    return next((m["record"].method for m in metrics.values() if "record" in m), None)
+
+
+def _ablation_figure(city: str, tag: str, ours: dict[Row, dict[str, dict]], deltas: dict[tuple[Row, str], Interval],
+                     tasks: list[str]) -> AblationFigure | None:
+    """Figure 3: bars of the ablations (``ablation_of``, not settings overrides) per imagery and task."""
+    panels = []
+    for imagery in sorted({r.imagery for r in ours}, key=_imagery_rank):
+        variants = [(row.label, tuple(deltas.get((row, t)) for t in tasks))
+                    for row in sorted(ours, key=lambda r: r.label) if row.imagery == imagery
+                    and (method := _row_method(ours[row])) is not None and method.ablation_of
+                    and any(deltas.get((row, t)) for t in tasks)]
+        if variants:
+            panels.append((imagery, tuple(variants)))
+    if not panels:
+        return None
+    return AblationFigure(file_name(city, tag, "ablations"), f"{city} ({tag}): ablations, ΔR² from the full method "
+                          "with 95 % paired bootstrap intervals (the ablation table's Δ columns)", tuple(tasks),
+                          tuple(panels))
+
+
+def _sweep_figures(city: str, tag: str, ours: dict[Row, dict[str, dict]], deltas: dict[tuple[Row, str], Interval],
+                   tasks: list[str]) -> list[SweepFigure]:
+    """Table 4 as lines: for each setting that "ours" variants override alone with a number (μ), ΔR² from the
+    full method along the setting's values, the full method's own value at 0."""
+    sweeps: dict[str, dict[str, dict[float, tuple[Interval | None, ...]]]] = defaultdict(lambda: defaultdict(dict))
+    for row, metrics in ours.items():
+        method = _row_method(metrics)
+        if method is None or method.ablation_of or len(method.overrides) != 1:
+            continue
+        setting, value = next(iter(method.overrides.items()))
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        sweeps[setting][row.imagery][float(value)] = tuple(deltas.get((row, t)) for t in tasks)
+    figures = []
+    for setting in sorted(sweeps):
+        panels = []
+        for imagery in sorted(sweeps[setting], key=_imagery_rank):
+            full = next((m for r, m in ours.items() if r.imagery == imagery and not r.ablation), None)
+            method = _row_method(full) if full else None
+            value = method.config.get(setting) if method else None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue  # the full method's own value is unknown: nothing to anchor the sweep on
+            points = {**sweeps[setting][imagery], float(value): tuple(Interval(0.0) if t in full else None
+                                                                     for t in tasks)}
+            panels.append((imagery, tuple(sorted(points.items()))))
+        if panels:
+            figures.append(SweepFigure(file_name(city, tag, "sweep", setting), f"{city} ({tag}): sweep of {setting}, "
+                                       "ΔR² from the full method with 95 % paired bootstrap intervals (the ablation "
+                                       "table's Δ columns)", setting, tuple(tasks), tuple(panels)))
+    return figures
+
+
+def _imagery_rank(imagery: str) -> tuple[int, str]:
+    return (("SV", "SI", "SV+SI").index(imagery) if imagery in ("SV", "SI", "SV+SI") else 9, imagery)
 
 
 def _ranks(values: list[float]) -> list[float]:
@@ -349,10 +499,8 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
              "ρ = Spearman rank correlation of our R² with the paper-reported R² over the models in both.", "",
              "Tied = the methods whose 95 % paired bootstrap interval of the R² difference from the winner "
              "contains 0 (— when the records keep no test predictions). Ridge winner = the winner under the "
-             "closed-form ridge probe, named where it differs from the MLP's.", "",
-             "| Task | Winner | Runner-up | Tied with the winner | Ridge winner | Best floor | Winner's gap to ceiling "
-             "| Paper's winner | ρ vs paper (n) |",
-             "|---|---|---|---|---|---|---:|---|---:|"]
+             "closed-form ridge probe, named where it differs from the MLP's.", ""]
+    winners = []
     if comparisons is None:
         comparisons = cell_comparisons(methods, tasks)
     for task in tasks:
@@ -386,28 +534,29 @@ def summary_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks
                       f"{rho:+.2f} ({len(pairs)})" if rho is not None else f"{MISSING} ({len(pairs)})"]
         else:
             cells += [MISSING, MISSING]
-        lines.append("| " + " | ".join(cells) + " |")
+        winners.append(cells)
+    lines += table_lines(["Task", "Winner", "Runner-up", "Tied with the winner", "Ridge winner", "Best floor",
+                          "Winner's gap to ceiling", "Paper's winner", "ρ vs paper (n)"], winners, "llllllrlr")
     ranks = mean_ranks([{row.label + "|" + row.imagery: v[task]["record"] for row, v in methods.items()
                          if task in v and "record" in v[task]} for task in tasks])
     if ranks:
         lines += ["", "Mean rank over the tasks with comparable records (1 = best by R²; 95 % bootstrap interval "
-                      "from resampling every task's test regions):", "",
-                  "| Method | Imagery | Mean rank | 95 % interval | Tasks |", "|---|---|---:|---|---:|"]
-        for key, rank in sorted(ranks.items(), key=lambda kv: (kv[1].mean, kv[0])):
-            label, imagery = key.split("|")
-            lines.append(f"| {label} | {imagery} | {rank.mean:.2f} | [{rank.low:.2f}, {rank.high:.2f}] | {rank.cells} |")
+                      "from resampling every task's test regions):", ""]
+        table = [[*key.split("|"), f"{rank.mean:.2f}", f"[{rank.low:.2f}, {rank.high:.2f}]", str(rank.cells)]
+                 for key, rank in sorted(ranks.items(), key=lambda kv: (kv[1].mean, kv[0]))]
+        lines += table_lines(["Method", "Imagery", "Mean rank", "95 % interval", "Tasks"], table, "llrlr")
     lines += _information_chain(rows, methods, tasks)
     lines += _learning_check(rows, methods, tasks)
     lines += _split_agreement(rows, tasks)
-    lines += ["", "Distance to the ceiling (oracle R² − method R², lower is better):", "",
-              "| Method | Imagery | " + " | ".join(f"{t} gap" for t in tasks) + " |",
-              "|---|---|" + "|".join(["---:"] * len(tasks)) + "|"]
+    lines += ["", "Distance to the ceiling (oracle R² − method R², lower is better):", ""]
+    table = []
     for row in sorted(methods, key=_sort_key):
         gaps = []
         for task in tasks:
             value, top = r2(methods[row], task), ceiling(row.imagery, task)
             gaps.append(f"{top - value:.3f}" if value is not None and top is not None else MISSING)
-        lines.append("| " + " | ".join([row.label, row.imagery, *gaps]) + " |")
+        table.append([row.label, row.imagery, *gaps])
+    lines += table_lines(["Method", "Imagery", *(f"{t} gap" for t in tasks)], table, "ll" + "r" * len(tasks))
     return lines + [""]
 
 
@@ -444,22 +593,22 @@ def _information_chain(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict
 
     lines = ["", "Where the information is (R²): the latent oracle (all a region's latents), the scene-graph ceiling "
                  "(what a perfect parser of the pixels could know), the best caption-text row (what the caption sets "
-                 "know before any image training), the best method and the colour floor.", "",
-             "| Task | Imagery | Latent oracle | Scene-graph ceiling | Caption text | Best method | Colour floor |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+                 "know before any image training), the best method and the colour floor.", ""]
+    chain = []
     for task in tasks:
         for imagery in imageries:
             best = max((v[task]["r2"]["mean"] for r, v in methods.items() if r.imagery == imagery and task in v),
                        default=None)
             oracle = _role_r2(rows, "oracle", "SI" if imagery == "SV+SI" else imagery, task)
-            lines.append(f"| {task} | {imagery} | {fmt(oracle)} | {fmt(_role_r2(rows, 'ceiling', imagery, task))} | "
-                         f"{fmt(_role_r2(rows, 'reference', imagery, task))} | {fmt(best)} | "
-                         f"{fmt(_colour_floor(rows, imagery, task))} |")
+            chain.append([task, imagery, fmt(oracle), fmt(_role_r2(rows, "ceiling", imagery, task)),
+                          fmt(_role_r2(rows, "reference", imagery, task)), fmt(best),
+                          fmt(_colour_floor(rows, imagery, task))])
+    lines += table_lines(["Task", "Imagery", "Latent oracle", "Scene-graph ceiling", "Caption text", "Best method",
+                          "Colour floor"], chain, "llrrrrr")
     lines += ["", "Share of the gap from the colour floor to the scene-graph ceiling that each method closes "
                   "((R² − floor) / (ceiling − floor) on its imagery; 100 % = all a perfect parser could add, "
-                  "below 0 = under the floor):", "",
-              "| Method | Imagery | " + " | ".join(f"{t} share" for t in tasks) + " | Mean |",
-              "|---|---|" + "|".join(["---:"] * (len(tasks) + 1)) + "|"]
+                  "below 0 = under the floor):", ""]
+    table = []
     for row in sorted(methods, key=_sort_key):
         shares = []
         for task in tasks:
@@ -468,9 +617,9 @@ def _information_chain(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict
             shares.append(None if None in (floor, top, value) or top - floor <= 0 else (value - floor) / (top - floor))
         known = [x for x in shares if x is not None]
         cells = [MISSING if x is None else _percent(x) for x in shares]
-        lines.append("| " + " | ".join([row.label, row.imagery, *cells,
-                                        _percent(sum(known) / len(known)) if known else MISSING]) + " |")
-    return lines
+        table.append([row.label, row.imagery, *cells, _percent(sum(known) / len(known)) if known else MISSING])
+    return lines + table_lines(["Method", "Imagery", *(f"{t} share" for t in tasks), "Mean"], table,
+                               "ll" + "r" * (len(tasks) + 1))
 
 
 def _split_agreement(rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
@@ -486,8 +635,8 @@ def _split_agreement(rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list
     if not shared:
         return []
     lines = ["", "Random vs spatial-block splits: Spearman ρ of the methods' R² under the two split strategies, "
-                 "over the methods that have both (ρ near 1: the spatial-block split keeps the ranking).", "",
-             "| Task | ρ random vs spatial-block (n) | Mean R² drop (random − spatial-block) |", "|---|---:|---:|"]
+                 "over the methods that have both (ρ near 1: the spatial-block split keeps the ranking).", ""]
+    table = []
     for task in tasks:
         pairs = [(random[k][task]["r2"]["mean"], block[k][task]["r2"]["mean"]) for k in shared
                  if task in random[k] and task in block[k]]
@@ -495,8 +644,9 @@ def _split_agreement(rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list
             continue
         rho = spearman([a for a, _ in pairs], [b for _, b in pairs])
         drop = sum(a - b for a, b in pairs) / len(pairs)
-        lines.append(f"| {task} | {MISSING if rho is None else f'{rho:+.2f}'} ({len(pairs)}) | {drop:+.3f} |")
-    return lines
+        table.append([task, f"{MISSING if rho is None else f'{rho:+.2f}'} ({len(pairs)})", f"{drop:+.3f}"])
+    return lines + table_lines(["Task", "ρ random vs spatial-block (n)", "Mean R² drop (random − spatial-block)"],
+                               table, "lrr")
 
 
 def _starts_from(record: Record) -> str:
@@ -523,20 +673,12 @@ def _learning_check(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict[st
                 return record
         return None
 
-    lines: list[str] = []
+    table: list[list[str]] = []
     for row in sorted(methods, key=_sort_key):
         records = {t: methods[row][t]["record"] for t in tasks if "record" in methods[row].get(t, {})}
         start = next((_starts_from(r) for r in records.values()), "")
         if not start:
             continue
-        if not lines:
-            lines = ["", "Does pretraining move the encoder? Cells (tasks) where a trained method beats its own "
-                         "starting weights (the same encoder frozen before its pretraining) and random features: "
-                         "paired 95 % bootstrap interval of the R² difference above 0, over the cells where both "
-                         "records keep test predictions; then the difference from the starting weights per task.", "",
-                     "| Method | Imagery | Beats its starting weights | Beats random features | "
-                     + " | ".join(f"{t} Δ vs start" for t in tasks) + " |",
-                     "|---|---|---:|---:|" + "|".join(["---"] * len(tasks)) + "|"]
         won = {"start": [0, 0], "random": [0, 0]}
         deltas = []
         for task in tasks:
@@ -553,16 +695,24 @@ def _learning_check(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict[st
                         delta = difference
             deltas.append(MISSING if delta is None else delta.text())
         counts = [f"{a} / {n}" if n else MISSING for a, n in (won["start"], won["random"])]
-        lines.append("| " + " | ".join([row.label, row.imagery, *counts, *deltas]) + " |")
-    return lines
+        table.append([row.label, row.imagery, *counts, *deltas])
+    if not table:
+        return []
+    return ["", "Does pretraining move the encoder? Cells (tasks) where a trained method beats its own "
+                "starting weights (the same encoder frozen before its pretraining) and random features: "
+                "paired 95 % bootstrap interval of the R² difference above 0, over the cells where both "
+                "records keep test predictions; then the difference from the starting weights per task.", "",
+            *table_lines(["Method", "Imagery", "Beats its starting weights", "Beats random features",
+                          *(f"{t} Δ vs start" for t in tasks)], table, "llrr" + "l" * len(tasks))]
 
 
 TRANSFER_TASK = "Pop"
 
 
-def transfer_section(results_dir: Path) -> list[str]:
+def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tuple[list[str], list[Figure]]:
     """Source rows × target columns, Pop R² per imagery, from records whose fit city differs from the cell's
-    (``run --pretrain-city``). In-city records of the same method fill the diagonal when they exist."""
+    (``run --pretrain-city``). In-city records of the same method fill the diagonal when they exist. Each
+    grid is also drawn as a heatmap (the paper's Figure 5), linked under its table."""
     entries: dict[tuple[str, str, str], dict[tuple[str, str], dict]] = defaultdict(dict)
     targets: dict[tuple[str, str], set[str]] = defaultdict(set)
     transfer_methods = set()
@@ -578,7 +728,8 @@ def transfer_section(results_dir: Path) -> list[str]:
         entries[key][(record.fit_city, cell.city)] = record.metric_dicts()["r2"]
         targets[key[:2]].add(cell.city)
     if not entries:
-        return []
+        return [], []
+    figures: list[Figure] = []
     lines = ["## Transfer — pretrain on one city, probe another", "",
              f"{TRANSFER_TASK} R² (mean ± std over probe seeds). Rows: the city the method was pretrained on "
              "(`run --pretrain-city`); columns: the city embedded and probed. The diagonal is in-city pretraining.", ""]
@@ -586,23 +737,40 @@ def transfer_section(results_dir: Path) -> list[str]:
         cities = sorted(targets[(variant, tag)] | {s for s, _ in entries[(variant, tag, imagery)]},
                         key=lambda c: (CITY_ORDER.index(c) if c in CITY_ORDER else len(CITY_ORDER), c))
         grid = entries[(variant, tag, imagery)]
+        sources = [source for source in cities if any((source, target) in grid for target in cities)]
+        table = [[source, *(_fmt(grid.get((source, target))) for target in cities)] for source in sources]
+        figure = TransferFigure(
+            file_name("transfer", tag, variant, imagery), f"{variant}, {imagery} ({tag}): {TRANSFER_TASK} R² by "
+            "pretraining city (rows) and probed city (columns), the table above", f"{variant}, {imagery}: "
+            f"{TRANSFER_TASK} R²", tuple(sources), tuple(cities),
+            tuple(tuple(grid[(s, t)]["mean"] if (s, t) in grid else None for t in cities) for s in sources))
+        figures.append(figure)
         lines += [f"### {variant}, {imagery} (`{tag}`)", "",
-                  "| pretrained on ↓, probed on → | " + " | ".join(cities) + " |",
-                  "|---|" + "|".join(["---:"] * len(cities)) + "|"]
-        for source in cities:
-            if not any((source, target) in grid for target in cities):
-                continue
-            cells = [_fmt(grid.get((source, target))) for target in cities]
-            lines.append(f"| {source} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return lines
+                  *table_lines(["pretrained on ↓, probed on →", *cities], table, "l" + "r" * len(cities)), "",
+                  *figure_link(figure, figures_link), ""]
+    return lines, figures
 
 
-def render_leaderboard(results_dir: Path) -> str:
+@dataclass(frozen=True)
+class Leaderboard:
+    """leaderboard.md's text and the figures it links (drawn by ``figures.render_png``)."""
+
+    text: str
+    figures: tuple[Figure, ...]
+
+
+def render_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> str:
+    """leaderboard.md's text (the figures it links are not drawn)."""
+    return build_leaderboard(results_dir, figures_link).text
+
+
+def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Leaderboard:
+    """leaderboard.md from the records under ``results_dir``; figures are linked as ``figures_link/<name>``."""
     from urbanln_bench.specs import get_city
 
     tables = collect(results_dir)
     caps = street_view_caps(results_dir)
+    figures: list[Figure] = []
     lines = [
         "# urbanln-bench leaderboard",
         "",
@@ -634,16 +802,22 @@ def render_leaderboard(results_dir: Path) -> str:
                   f"{data_note}. Methods on their native imagery, random 6:2:2 split.", ""]
         comparisons = cell_comparisons(native_rows(rows), tasks)  # bootstraps: once per city
         lines += city_section(city, tag, rows, tasks, native_only=True, comparisons=comparisons)
+        for figure in prediction_figures(city, tag, rows, tasks):
+            figures.append(figure)
+            lines += ["", *figure_link(figure, figures_link)]
         summary = summary_section(city, tag, rows, tasks, comparisons)
         if summary:
             lines += [""] + summary[:-1]
-        ablations = ablation_section(city, tag, rows, tasks)
+        ablations, ablation_figures = ablation_section(city, tag, rows, tasks, figures_link)
+        figures += ablation_figures
         if ablations:
             lines += [""] + ablations[:-1]
         lines += ["", f"### {city} — every imagery variant and split strategy (`{tag}`)", ""]
         lines += city_section(city, tag, rows, tasks, native_only=False)
         lines.append("")
-    lines += transfer_section(results_dir)
+    transfer, transfer_figures = transfer_section(results_dir, figures_link)
+    lines += transfer
+    figures += transfer_figures
     if not tables:
         lines += ["No result records yet: run `urbanln-bench run --method resnet18 --city NY`.", ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return Leaderboard("\n".join(lines).rstrip("\n") + "\n", tuple(figures))

@@ -1,0 +1,292 @@
+"""The leaderboard's figures: PNGs drawn from result records only, byte for byte reproducible.
+
+Each figure is first a small, frozen description of its data (``PredictionFigure``, ``AblationFigure``,
+``SweepFigure``, ``TransferFigure``) that the leaderboard builds from records and writes next to the
+same numbers as a table, then pixels (``render_png``). The pixels are deterministic for one matplotlib and
+Pillow version: Agg, matplotlib's default style (a user's matplotlibrc is ignored), the DejaVu Sans font
+matplotlib ships, fixed size and dpi, no timestamp or software chunk. Each PNG carries one text chunk
+(``GENERATOR_KEY``) naming the versions that drew it, so ``leaderboard --check`` can tell a stale figure
+from one drawn by another matplotlib (docs/architecture.md#report).
+
+Which figures exist follows the records: the paper's Figure 2 (prediction vs truth on test regions, ours
+and the best baseline, per city × imagery with stored predictions), Figure 3 (ablation bars with 95 %
+paired bootstrap intervals), Table 4's μ sweep (any one-setting sweep of "ours" as a line with intervals)
+and Figure 5 (transfer heatmaps). matplotlib is imported here only, and only to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DPI = 100
+GENERATOR_KEY = "urbanln-bench figure"
+PANEL_SIZE = (3.6, 3.4)  # inches per panel (width, height)
+STYLE = {"font.family": "DejaVu Sans", "font.size": 8.0, "axes.titlesize": 9.0, "axes.labelsize": 8.0,
+         "legend.fontsize": 7.0, "xtick.labelsize": 7.0, "ytick.labelsize": 7.0, "figure.dpi": DPI,
+         "savefig.dpi": DPI, "svg.hashsalt": "urbanln-bench", "image.interpolation": "nearest"}
+
+
+def file_name(*parts: str) -> str:
+    """A figure's file name from its parts: letters, digits, '.', '_' and '-' only."""
+    return "-".join(re.sub(r"[^A-Za-z0-9._]+", "-", part).strip("-") for part in parts if part) + ".png"
+
+
+@dataclass(frozen=True)
+class PredictionPanel:
+    """One task: the test regions of one seed, their true ln(y+1) and each series' predictions."""
+
+    task: str
+    seed: int
+    regions: tuple[str, ...]
+    truth: tuple[float, ...]
+    series: tuple[tuple[str, tuple[float, ...], float], ...]  # (row label, predictions, the seed's R²)
+
+
+@dataclass(frozen=True)
+class PredictionFigure:
+    """The paper's Figure 2: predicted vs true ln(y+1) on test regions, ours and the best baseline."""
+
+    name: str
+    caption: str
+    panels: tuple[PredictionPanel, ...]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A difference from the full method with its 95 % paired bootstrap interval (None: no predictions)."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class AblationFigure:
+    """The paper's Figure 3: per imagery, ΔR² of each ablation from the full method, per task."""
+
+    name: str
+    caption: str
+    tasks: tuple[str, ...]
+    panels: tuple[tuple[str, tuple[tuple[str, tuple[Interval | None, ...]], ...]], ...]  # imagery → (variant, Δ per task)
+
+
+@dataclass(frozen=True)
+class SweepFigure:
+    """Table 4 as a line: ΔR² from the full method's setting along one setting (μ), per task, per imagery."""
+
+    name: str
+    caption: str
+    setting: str
+    tasks: tuple[str, ...]
+    panels: tuple[tuple[str, tuple[tuple[float, tuple[Interval | None, ...]], ...]], ...]  # imagery → (value, Δ per task)
+
+
+@dataclass(frozen=True)
+class TransferFigure:
+    """The paper's Figure 5: R² of a method pretrained on one city (rows) and probed on another (columns)."""
+
+    name: str
+    caption: str
+    title: str
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    values: tuple[tuple[float | None, ...], ...]  # sources × targets
+
+
+Figure = PredictionFigure | AblationFigure | SweepFigure | TransferFigure
+
+
+def versions() -> str:
+    """What a figure's bytes depend on beyond its data: the drawing library and the PNG writer."""
+    import matplotlib
+    import PIL
+
+    return f"matplotlib {matplotlib.__version__}, Pillow {PIL.__version__}"
+
+
+def png_generator(data: bytes) -> str | None:
+    """The ``GENERATOR_KEY`` text chunk of a PNG (the versions that drew it), None when it has none."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    at = 8
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        kind = data[at + 4:at + 8]
+        body = data[at + 8:at + 8 + length]
+        if kind == b"tEXt" and b"\x00" in body:
+            key, _, value = body.partition(b"\x00")
+            if key.decode("latin-1") == GENERATOR_KEY:
+                return value.decode("latin-1")
+        if kind == b"IEND":
+            break
+        at += 12 + length
+    return None
+
+
+def render_png(figure: Figure) -> bytes:
+    """The figure's PNG bytes (the same data and versions give the same bytes)."""
+    import matplotlib
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    with matplotlib.style.context("default"), matplotlib.rc_context(STYLE):
+        columns = len(figure.panels) if not isinstance(figure, TransferFigure) else 1
+        if isinstance(figure, TransferFigure):
+            size = (2.4 + 0.9 * len(figure.targets), 1.8 + 0.6 * len(figure.sources))
+        else:
+            size = (PANEL_SIZE[0] * columns, PANEL_SIZE[1])
+        canvas = FigureCanvasAgg(MplFigure(figsize=size, dpi=DPI, layout="constrained"))
+        drawing = canvas.figure
+        if isinstance(figure, PredictionFigure):
+            _draw_predictions(drawing, figure)
+        elif isinstance(figure, AblationFigure):
+            _draw_ablations(drawing, figure)
+        elif isinstance(figure, SweepFigure):
+            _draw_sweep(drawing, figure)
+        else:
+            _draw_transfer(drawing, figure)
+        out = io.BytesIO()
+        drawing.savefig(out, format="png", dpi=DPI, metadata={"Software": None, GENERATOR_KEY: versions()})
+    return out.getvalue()
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _draw_predictions(drawing, figure: PredictionFigure) -> None:
+    axes = drawing.subplots(1, len(figure.panels), squeeze=False)[0]
+    for ax, panel in zip(axes, figure.panels, strict=True):
+        values = list(panel.truth) + [v for _, preds, _ in panel.series for v in preds]
+        low, high = min(values), max(values)
+        pad = 0.05 * (high - low or 1.0)
+        ax.plot([low - pad, high + pad], [low - pad, high + pad], color="0.6", linewidth=0.8, linestyle="--")
+        for i, (label, preds, r2) in enumerate(panel.series):
+            ax.scatter(panel.truth, preds, s=9, marker=MARKERS[i % len(MARKERS)], alpha=0.7, linewidths=0,
+                       label=f"{label} (R² {r2:.3f})")
+        ax.set_xlim(low - pad, high + pad)
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_aspect("equal")
+        ax.set_title(f"{panel.task} (seed {panel.seed}, {len(panel.regions)} test regions)")
+        ax.set_xlabel("true ln(y+1)")
+        ax.set_ylabel("predicted ln(y+1)")
+        ax.legend(loc="upper left", frameon=False)
+
+
+def _errorbar_arms(values: list[Interval | None]) -> tuple[list[float], list[list[float]]]:
+    """Heights and the (below, above) error-bar arms of intervals (0 arms where there is none)."""
+    heights = [0.0 if v is None else v.value for v in values]
+    below = [0.0 if v is None or v.low is None else v.value - v.low for v in values]
+    above = [0.0 if v is None or v.high is None else v.high - v.value for v in values]
+    return heights, [below, above]
+
+
+def _draw_ablations(drawing, figure: AblationFigure) -> None:
+    axes = drawing.subplots(1, len(figure.panels), squeeze=False)[0]
+    for ax, (imagery, variants) in zip(axes, figure.panels, strict=True):
+        width = 0.8 / max(len(variants), 1)
+        for i, (variant, deltas) in enumerate(variants):
+            heights, arms = _errorbar_arms(list(deltas))
+            xs = [t + (i - (len(variants) - 1) / 2) * width for t in range(len(figure.tasks))]
+            ax.bar(xs, heights, width=width, yerr=arms, capsize=2, label=variant, error_kw={"linewidth": 0.8})
+        ax.axhline(0.0, color="0.3", linewidth=0.8)
+        ax.set_xticks(range(len(figure.tasks)), figure.tasks)
+        ax.set_title(f"{imagery}: ablations vs the full method")
+        ax.set_ylabel("ΔR² (95 % paired bootstrap interval)")
+        ax.legend(loc="best", frameon=False)
+
+
+def _draw_sweep(drawing, figure: SweepFigure) -> None:
+    axes = drawing.subplots(1, len(figure.panels), squeeze=False)[0]
+    for ax, (imagery, points) in zip(axes, figure.panels, strict=True):
+        xs = [x for x, _ in points]
+        dodge = 0.012 * ((max(xs) - min(xs)) or 1.0)  # tasks side by side at each value, their bars apart
+        for t, task in enumerate(figure.tasks):
+            heights, arms = _errorbar_arms([deltas[t] for _, deltas in points])
+            shift = (t - (len(figure.tasks) - 1) / 2) * dodge
+            ax.errorbar([x + shift for x in xs], heights, yerr=arms, marker=MARKERS[t % len(MARKERS)], markersize=4, capsize=2,
+                        linewidth=1.0, label=task)
+        ax.axhline(0.0, color="0.3", linewidth=0.8)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_title(f"{imagery}: sweep of {figure.setting}")
+        ax.set_xlabel(figure.setting)
+        ax.set_ylabel("ΔR² from the full method (95 % CI)")
+        ax.legend(loc="best", frameon=False)
+
+
+def _draw_transfer(drawing, figure: TransferFigure) -> None:
+    import numpy as np
+
+    ax = drawing.subplots()
+    grid = np.array([[np.nan if v is None else v for v in row] for row in figure.values], dtype=float)
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
+    for i, row in enumerate(figure.values):
+        for j, value in enumerate(row):
+            colour = "0.4" if value is None else ("white" if value < np.nanmean(grid) else "black")
+            ax.text(j, i, "—" if value is None else f"{value:.3f}", ha="center", va="center", color=colour, fontsize=7)
+    ax.set_xticks(range(len(figure.targets)), figure.targets)
+    ax.set_yticks(range(len(figure.sources)), figure.sources)
+    ax.set_xlabel("probed on")
+    ax.set_ylabel("pretrained on")
+    ax.set_title(figure.title)
+    drawing.colorbar(image, ax=ax, label="R²")
+
+
+def figure_files(folder: Path) -> list[Path]:
+    """The PNGs in ``folder`` that this module drew (they carry its ``GENERATOR_KEY`` chunk); other files
+    there are the user's and are never checked or removed."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.glob("*.png")) if p.is_file() and png_generator(p.read_bytes()) is not None]
+
+
+def write_figures(folder: Path, figures: Sequence[Figure]) -> tuple[list[Path], list[Path]]:
+    """Draw ``figures`` into ``folder`` (atomic writes; a file already holding the same bytes is left alone)
+    and remove the figures drawn earlier that the records no longer give. Returns (written, removed)."""
+    from urbanln_bench.cache import atomic_write_bytes
+
+    wanted = {figure.name for figure in figures}
+    written = []
+    for figure in figures:
+        path = folder / figure.name
+        data = render_png(figure)
+        if not path.is_file() or path.read_bytes() != data:
+            atomic_write_bytes(path, data)
+            written.append(path)
+    removed = [p for p in figure_files(folder) if p.name not in wanted]
+    for path in removed:
+        path.unlink()
+    return written, removed
+
+
+def stale_figures(folder: Path, figures: Sequence[Figure]) -> list[str]:
+    """One message per figure of ``folder`` that is not what the records draw now (missing, different bytes,
+    or no longer generated). A different figure drawn by another matplotlib or Pillow says so: its bytes
+    may differ for that reason alone."""
+    problems = []
+    here = versions()
+    for figure in figures:
+        path = folder / figure.name
+        if not path.is_file():
+            problems.append(f"{path}: missing (the records give this figure); run `urbanln-bench leaderboard` "
+                            "and commit it")
+            continue
+        committed = path.read_bytes()
+        if committed == render_png(figure):
+            continue
+        made_with = png_generator(committed)
+        if made_with is not None and made_with != here:
+            problems.append(f"{path}: differs from the figure drawn here, and was drawn with {made_with} while this "
+                            f"is {here}: a figure's bytes depend on those versions. Install the versions it was "
+                            "drawn with to check it, or redraw it (`urbanln-bench leaderboard`) and commit it")
+        else:
+            problems.append(f"{path}: stale (its records draw another figure); run `urbanln-bench leaderboard` "
+                            "and commit it")
+    wanted = {figure.name for figure in figures}
+    problems += [f"{path}: no longer given by the records; run `urbanln-bench leaderboard` (removes it) and commit "
+                 "the removal" for path in figure_files(folder) if path.name not in wanted]
+    return problems
