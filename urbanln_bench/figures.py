@@ -127,6 +127,13 @@ def png_generator(data: bytes) -> str | None:
     return None
 
 
+def data_heading(figure: Figure) -> str:
+    """The figure's heading: what its data is (the caption up to its colon), synthetic twins named as such
+    inside the image, so a PNG seen on its own says it is not the paper's data."""
+    head = figure.caption.split(":", 1)[0]
+    return head + (" — synthetic twin, not real data" if "(synthetic-" in head else "")
+
+
 def render_png(figure: Figure) -> bytes:
     """The figure's PNG bytes (the same data and versions give the same bytes)."""
     import matplotlib
@@ -150,6 +157,7 @@ def render_png(figure: Figure) -> bytes:
             _draw_sweep(drawing, figure)
         else:
             _draw_transfer(drawing, figure)
+        drawing.suptitle(data_heading(figure), fontsize=9)
         out = io.BytesIO()
         drawing.savefig(out, format="png", dpi=DPI, metadata={"Software": None, GENERATOR_KEY: versions()})
     return out.getvalue()
