@@ -109,6 +109,9 @@ def init_from_env(device: str = "cpu") -> World:
             raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but {name} is not: start distributed "
                             "runs with torchrun (docs/torchrun.md), which sets all of them")
     cuda = device.startswith("cuda")
+    if cuda and device != "cuda":
+        raise UserError(f"--device {device}: under torchrun give --device cuda; each process then uses GPU "
+                        "LOCAL_RANK of its node")
     local_rank = _env_int("LOCAL_RANK", 0)
     if cuda:  # minimal and untested here (no GPU on the development machine): one GPU per rank, NCCL
         torch.cuda.set_device(local_rank)
