@@ -155,3 +155,17 @@ def test_torchrun_runs_a_method_and_rank_zero_alone_writes(tmp_path, tiny_ny, ca
     embeddings = next(name for kind, name, _ in builds if kind == "embeddings")  # "<slug>/<file>.npz"
     work = cache_dir / "embeddings" / (embeddings.removesuffix(".npz") + "-work")  # the fit's checkpoints
     assert (work / "tile2vec.pt").is_file() and (work / "tile2vec.json").is_file()
+
+
+def test_torchrun_with_a_numbered_cuda_device_is_refused_before_joining(monkeypatch):
+    from urbanln_bench.distributed import init_from_env
+    from urbanln_bench.errors import UserError
+
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UserError, match="give --device cuda; each process then uses GPU LOCAL_RANK"):
+        init_from_env("cuda:1")
+    monkeypatch.delenv("MASTER_PORT")
+    with pytest.raises(UserError, match="MASTER_PORT is not"):
+        init_from_env("cpu")
