@@ -348,7 +348,22 @@ def run_command(
         "(a record whose key no longer matches the code, data or settings is stale).")] = False,
     allow_symlinks: AllowSymlinksOpt = False,
 ) -> None:
-    """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table."""
+    """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table.
+
+    Under torchrun (`torchrun --nproc_per_node N -m urbanln_bench run ...`, docs/torchrun.md) the N
+    processes pretrain together; rank 0 alone embeds, probes, writes and prints."""
+    from urbanln_bench import distributed
+
+    world = distributed.init_from_env(device)
+    try:
+        _run_command(method, city, city_file, task, imagery, scale, seeds, split, overwrite, tune, device, profile,
+                     results, data_root, setting, cell, pretrain_city, frame, dry_run, allow_symlinks, world)
+    finally:
+        distributed.shutdown()
+
+
+def _run_command(method, city, city_file, task, imagery, scale, seeds, split, overwrite, tune, device, profile,
+                 results, data_root, setting, cell, pretrain_city, frame, dry_run, allow_symlinks, world) -> None:
     from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run, run_frame
 
     if cell is not None:
@@ -361,7 +376,13 @@ def run_command(
                          data_root=data_root, settings=parse_settings(setting or []), pretrain_city=pretrain_city,
                          dry_run=dry_run, allow_symlinks=allow_symlinks)
     console = _console()
+    if not world.is_main:  # the other ranks pretrain with rank 0 and stay quiet
+        run(options, progress=None, log=lambda m: None)
+        return
     outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
+    from urbanln_bench import distributed
+
+    distributed.shutdown()  # the pretraining is over: rank 0 runs the frame rows and prints alone
     for o in outcomes:
         if o.record is None:
             console.print(f"{o.cell}: {o.note}", highlight=False)
@@ -437,14 +458,21 @@ def export_command(
     data_root: DataRootOpt = None,
     setting: Annotated[list[str] | None, typer.Option("--set")] = None,
 ) -> None:
-    """Export a method's region embeddings of a city (.npz + JSON sidecar)."""
+    """Export a method's region embeddings of a city (.npz + JSON sidecar). Runs under torchrun like `run`."""
+    from urbanln_bench import distributed
     from urbanln_bench.checks import check_output_file
     from urbanln_bench.runner import RunOptions, export_embeddings, parse_settings
 
-    check_output_file(out, "--out")
-    options = RunOptions(method=method, city=city, city_file=city_file, scale=scale, profile=profile,
-                         device=device, data_root=data_root, settings=parse_settings(setting or []))
-    typer.echo(str(export_embeddings(options, imagery, out, progress=_progress_factory_named())))
+    world = distributed.init_from_env(device)
+    try:
+        check_output_file(out, "--out")
+        options = RunOptions(method=method, city=city, city_file=city_file, scale=scale, profile=profile,
+                             device=device, data_root=data_root, settings=parse_settings(setting or []))
+        written = export_embeddings(options, imagery, out, progress=_progress_factory_named() if world.is_main else None)
+        if world.is_main:
+            typer.echo(str(written))
+    finally:
+        distributed.shutdown()
 
 
 @app.command("leaderboard")

@@ -207,6 +207,11 @@ class Method:
     def fit(self, city: UnlabelledCity, imagery: str, context: FitContext) -> None:
         """Pretrain on the unlabelled city (default: nothing to train)."""
 
+    def prepare_fit(self, context: FitContext) -> None:
+        """Build the cached artefacts ``fit`` will read (e.g. a backbone's weights); optional. Under
+        torchrun rank 0 runs it before the other ranks, so that only rank 0 writes caches
+        (docs/torchrun.md); a single process never calls it."""
+
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"method '{self.meta.name}' consumes images but has no encode_images hook")
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from urbanln_bench import HARNESS_VERSION
+from urbanln_bench import HARNESS_VERSION, distributed
 from urbanln_bench.cache import cache_root, config_hash, file_lock, note_build, remove_leftovers
 from urbanln_bench.data.loader import CityData
 from urbanln_bench.errors import UserError
@@ -132,26 +133,36 @@ def embedding_cache_path(method: Method, data: CityData, imagery: str, fit_data:
 
 def compute_embeddings(method: Method, data: CityData, imagery: str, options: RunOptions,
                        progress: Callable | None, fit_data: CityData | None = None):
-    """Fit the method on ``fit_data`` (default: ``data``) and embed ``data``; cached per key."""
+    """Fit the method on ``fit_data`` (default: ``data``) and embed ``data``; cached per key.
+
+    Under torchrun (docs/torchrun.md) every rank calls this: rank 0 decides whether the embeddings are
+    cached, builds the fit inputs first (the others then read them), all ranks fit together, and rank 0
+    alone embeds and writes; the other ranks get ``None``."""
     from urbanln_bench.embed import Embeddings, embed_city
 
     fit_data = fit_data or data
     path = embedding_cache_path(method, data, imagery, fit_data, options.profile)
-    if path.exists():
-        return Embeddings.load(path), True
-    with file_lock(path.with_suffix(".lock")):
-        if path.exists():
-            return Embeddings.load(path), True
-        for target in (path, path.with_suffix(".json")):  # a killed run's temporary files
-            remove_leftovers(target)
+    world = distributed.current()
+    if distributed.broadcast_object(path.exists(), world):
+        return (Embeddings.load(path) if world.is_main else None), True
+    with file_lock(path.with_suffix(".lock")) if world.is_main else nullcontext():
+        if distributed.broadcast_object(path.exists(), world):
+            return (Embeddings.load(path) if world.is_main else None), True
+        if world.is_main:
+            for target in (path, path.with_suffix(".json")):  # a killed run's temporary files
+                remove_leftovers(target)
         extras: dict[str, Any] = {}
         provenance: dict[str, Any] = {}
-        for provider in needed_fit_inputs(method, imagery, options.profile):
-            extras[provider.name], info = provider.provide(method, fit_data, data, imagery, options.profile, progress)
-            if info:
-                provenance[provider.name] = info
         context = FitContext(seed=FIT_SEED, device=options.device, scale=options.scale, profile=options.profile,
                              work_dir=path.parent / (path.stem + "-work"), progress=progress, extras=extras)
+        with distributed.main_first(world):  # rank 0 builds the caches; the others read them
+            for provider in needed_fit_inputs(method, imagery, options.profile):
+                extras[provider.name], info = provider.provide(method, fit_data, data, imagery, options.profile,
+                                                               progress)
+                if info:
+                    provenance[provider.name] = info
+            if world.active:
+                method.prepare_fit(context)
         import time
 
         import torch
@@ -160,12 +171,15 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
         started = time.perf_counter()
         method.fit(fit_data.unlabelled(), imagery, context)
         fit_seconds = time.perf_counter() - started
-        embeddings = embed_city(method, data, imagery, context, batch_size=options.batch_size, progress=progress)
-        embeddings.meta["fit"] = {"city": fit_data.name, "data_manifest": fit_data.manifest_hash,
-                                  "seconds": round(fit_seconds, 1), "report": method.fit_report()}
-        embeddings.meta.update(provenance)
-        embeddings.save(path)
-        note_build("embeddings", f"{path.parent.name}/{path.name}")
+        embeddings = None
+        if world.is_main:
+            embeddings = embed_city(method, data, imagery, context, batch_size=options.batch_size, progress=progress)
+            embeddings.meta["fit"] = {"city": fit_data.name, "data_manifest": fit_data.manifest_hash,
+                                      "seconds": round(fit_seconds, 1), "report": method.fit_report()}
+            embeddings.meta.update(provenance)
+            embeddings.save(path)
+            note_build("embeddings", f"{path.parent.name}/{path.name}")
+        distributed.barrier(world)
     return embeddings, False
 
 
@@ -282,9 +296,11 @@ def export_embeddings(options: RunOptions, imagery: str, out: Path, progress: Ca
     spec = get_city(options.city, options.city_file)
     method = make_method(options)
     select_cells(spec, method, None, [imagery])
-    data = open_city(spec, scale=options.scale, data_root=options.data_root)
+    with distributed.main_first(distributed.current()):
+        data = open_city(spec, scale=options.scale, data_root=options.data_root)
     embeddings, _ = compute_embeddings(method, data, imagery, options, progress)
-    embeddings.save(out)
+    if embeddings is not None:  # under torchrun: rank 0 writes
+        embeddings.save(out)
     return out
 
 
@@ -339,9 +355,11 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
     from urbanln_bench.probe_inputs import PROBE_VERSION, ProbeConfig
     from urbanln_bench.specs import get_city
 
-    data = open_city(spec, scale=options.scale, data_root=options.data_root, allow_symlinks=options.allow_symlinks,
-                     progress_factory=(
-        (lambda total: progress(f"rendering {spec.name} twin ({options.scale})", total)) if progress else None))
+    world = distributed.current()
+    with distributed.main_first(world):  # under torchrun rank 0 renders a missing twin, the others read it
+        data = open_city(spec, scale=options.scale, data_root=options.data_root,
+                         allow_symlinks=options.allow_symlinks, progress_factory=(
+            (lambda total: progress(f"rendering {spec.name} twin ({options.scale})", total)) if progress else None))
     if method.meta.synthetic_only and data.source != "synthetic":
         raise UserError(f"method '{method.meta.name}' needs a synthetic twin's truth; {data.root} is real data")
     fit_data = data
@@ -352,8 +370,10 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
         if method.meta.role != "method":
             raise UserError(f"--pretrain-city: '{method.meta.name}' is a {method.meta.role}, it has no pretraining")
         fit_spec = get_city(options.pretrain_city)
-        fit_data = open_city(fit_spec, scale=options.scale, progress_factory=(
-            (lambda total: progress(f"rendering {fit_spec.name} twin ({options.scale})", total)) if progress else None))
+        with distributed.main_first(world):
+            fit_data = open_city(fit_spec, scale=options.scale, progress_factory=(
+                (lambda total: progress(f"rendering {fit_spec.name} twin ({options.scale})", total))
+                if progress else None))
         for _, imagery in cells:
             if imagery != "SV+SI" and imagery not in fit_spec.imagery:
                 raise UserError(f"--pretrain-city {fit_spec.name} has no {imagery} imagery")
@@ -394,9 +414,12 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
                 outcomes.append(CellOutcome(cell_id, None, note=f"would compute: {why} ({path})", key=key))
             else:
                 todo.append((task, cell_id, key, path))
-        if not todo:
+        # under torchrun rank 0's store decides, so that every rank joins the same fits
+        if not distributed.broadcast_object(bool(todo), world):
             continue
         embeddings, cached = compute_embeddings(method, data, imagery, options, progress, fit_data)
+        if not world.is_main:  # rank 0 alone probes and writes the records
+            continue
         log(f"{'reused cached' if cached else 'computed'} {imagery} embeddings of {spec.name}: "
             f"{len(embeddings.region_ids)} regions × {embeddings.vectors.shape[1]}")
         for task, cell_id, key, path in todo:

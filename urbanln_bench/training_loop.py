@@ -33,11 +33,14 @@ def pixel_batch(images: Sequence[np.ndarray], preprocess) -> Any:
     return preprocess_images(list(images), preprocess.image_size, preprocess.mean, preprocess.std)
 
 
-def random_flips(pixels, generator):
-    """Each image flipped horizontally with probability ½ (one draw from ``generator`` per image)."""
+def random_flips(pixels, generator, *, drawn: int | None = None, rows: slice = slice(None)):
+    """Each image flipped horizontally with probability ½ (one draw from ``generator`` per image).
+
+    Under torchrun ``pixels`` are one rank's ``rows`` of a global batch of ``drawn`` images: every rank
+    draws for the whole batch (their generators stay in step) and keeps its rows' draws."""
     import torch
 
-    flip = torch.rand(len(pixels), generator=generator) < 0.5
+    flip = (torch.rand(drawn or len(pixels), generator=generator) < 0.5)[rows]
     return torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
 
 
@@ -108,9 +111,12 @@ class LoopResult:
 
 def optimise(optimiser, schedule, batches: Iterator[tuple[int, Any]], batch_loss: Callable[[Any], Mapping[str, Any]],
              *, steps: int, description: str, progress: Progress | None = None,
-             after_step: Callable[[], None] | None = None, progress_total: int | None = None) -> LoopResult:
+             after_step: Callable[[], None] | None = None, progress_total: int | None = None,
+             after_backward: Callable[[], None] | None = None) -> LoopResult:
     """At most ``steps`` optimiser steps over ``batches``; ``batch_loss(idx)`` returns the loss parts,
-    ``"total"`` among them. Stops with a clear error when the loss stops being finite."""
+    ``"total"`` among them. Stops with a clear error when the loss stops being finite.
+    ``after_backward`` runs between the backward pass and the step (under torchrun: average the
+    gradients over ranks, ``distributed.average_gradients``)."""
     import torch
 
     advance = progress(description, progress_total or steps) if progress else None
@@ -126,6 +132,8 @@ def optimise(optimiser, schedule, batches: Iterator[tuple[int, Any]], batch_loss
             raise UserError(f"{description}: the loss became {float(total)} at step {result.steps}; lower the lr")
         optimiser.zero_grad(set_to_none=True)
         total.backward()
+        if after_backward is not None:
+            after_backward()
         optimiser.step()
         schedule.step()
         if after_step is not None:

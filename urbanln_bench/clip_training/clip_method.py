@@ -138,6 +138,11 @@ class ClipBackedMethod(Method):
         self._label = source
         return model, tokenizer, preprocess
 
+    def prepare_fit(self, context) -> None:
+        """Under torchrun: rank 0 loads the CLIP once first (building the synthetic foundation if it is
+        not cached), so the other ranks' ``fit`` reads it instead of building it."""
+        self.load_clip(context)
+
     def identity(self) -> dict[str, Any]:
         from urbanln_bench.clip_training.trainer import CLIP_TRAINER_VERSION
 

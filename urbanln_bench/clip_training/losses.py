@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from urbanln_bench.distributed import World, gather_rows
 from urbanln_bench.errors import UserError
 from urbanln_bench.registry import Registry
 
@@ -22,6 +23,10 @@ class ClipLossPlugin:
     """An objective for ``train_clip``. ``setup`` once, ``loss`` per batch, ``after_step`` after each update."""
 
     name = "base"
+    # True when the objective gathers its features across ranks (``distributed.gather_rows``), so that it
+    # runs under torchrun; ``train_clip`` sets ``world`` before ``setup``
+    distributed = False
+    world = World()
 
     def setup(self, model, embed_dim: int) -> list:
         """Prepare state; return extra trainable parameters (e.g. a learnable temperature).
@@ -46,13 +51,15 @@ class InfoNCELoss(ClipLossPlugin):
     """CLIP's symmetric InfoNCE over the batch with the model's learnable ``logit_scale``."""
 
     name = "infonce"
+    distributed = True
 
     def loss(self, model, pixels, tokens, encode_text):
         import torch
         import torch.nn.functional as F
 
-        v = F.normalize(model.encode_image(pixels).float(), dim=-1)
-        t = F.normalize(encode_text(model, tokens).float(), dim=-1)
+        # under torchrun: every rank's features (gradient to its own), so the loss is the global batch's
+        v = gather_rows(F.normalize(model.encode_image(pixels).float(), dim=-1), self.world)
+        t = gather_rows(F.normalize(encode_text(model, tokens).float(), dim=-1), self.world)
         logits = model.logit_scale.exp().float() * v @ t.T
         targets = torch.arange(len(v), device=v.device)
         total = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
@@ -69,6 +76,7 @@ class MSDLoss(ClipLossPlugin):
     """UrbanLN's momentum self-distillation, L = (1 − μ)·L_C + μ·L_D (Eqs. 3–6); see ``msd.py``."""
 
     name = "msd"
+    distributed = True
 
     def __init__(self, mu: float = 0.5, momentum: float = 0.995, queue_size: int = 4096,
                  temperature: float = 0.07) -> None:
@@ -85,7 +93,7 @@ class MSDLoss(ClipLossPlugin):
         from urbanln_bench.clip_training.msd import MomentumDistiller
 
         self.distiller = MomentumDistiller(model, embed_dim, queue_size=self.queue_size, momentum=self.momentum,
-                                           mu=self.mu, temperature=self.temperature)
+                                           mu=self.mu, temperature=self.temperature, world=self.world)
         self.distiller.to(next(model.parameters()).device)
         return [self.distiller.log_temperature]
 

@@ -11,7 +11,10 @@ t^m the teacher's (the current batch of N first, then the queue):
   L = (1 − μ)·L_C + μ·L_D,  μ = 0.5                                                    (Eq. 6)
 
 Unlike ALBEF's code this needs no torch.distributed and accepts any batch size: the queue is a ring
-buffer that wraps, and only its filled part enters the softmax.
+buffer that wraps, and only its filled part enters the softmax. Under torchrun (docs/torchrun.md) it
+does what ALBEF does: the student's features are gathered with gradient and the teacher's with
+``concat_all_gather`` before the loss and ``_dequeue_and_enqueue``, so every rank computes the global
+batch's loss and pushes the global batch's teacher features: the queues hold one process's history.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from urbanln_bench.distributed import World, concat_all_gather, gather_rows
 
 
 @dataclass
@@ -95,8 +100,9 @@ class MomentumDistiller(torch.nn.Module):
     """Teacher, queues and temperature around a CLIP student (``encode_image``/``encode_text``)."""
 
     def __init__(self, student: torch.nn.Module, dim: int, *, queue_size: int = 4096, momentum: float = 0.995,
-                 mu: float = 0.5, temperature: float = 0.07) -> None:
+                 mu: float = 0.5, temperature: float = 0.07, world: World | None = None) -> None:
         super().__init__()
+        self.world = world or World()
         self.teacher = ema_copy(student)
         self.image_queue = FeatureQueue(queue_size, dim)
         self.text_queue = FeatureQueue(queue_size, dim)
@@ -111,11 +117,11 @@ class MomentumDistiller(torch.nn.Module):
              encode_text=None) -> MSDLosses:
         """One batch. ``encode_text(model, tokens)`` replaces ``model.encode_text`` (e.g. trimmed padding)."""
         encode_text = encode_text or (lambda model, tokens: model.encode_text(tokens))
-        v = F.normalize(student.encode_image(images).float(), dim=-1)
-        t = F.normalize(encode_text(student, texts).float(), dim=-1)
+        v = gather_rows(F.normalize(student.encode_image(images).float(), dim=-1), self.world)
+        t = gather_rows(F.normalize(encode_text(student, texts).float(), dim=-1), self.world)
         with torch.no_grad():
-            v_m = F.normalize(self.teacher.encode_image(images).float(), dim=-1)
-            t_m = F.normalize(encode_text(self.teacher, texts).float(), dim=-1)
+            v_m = concat_all_gather(F.normalize(self.teacher.encode_image(images).float(), dim=-1), self.world)
+            t_m = concat_all_gather(F.normalize(encode_text(self.teacher, texts).float(), dim=-1), self.world)
         losses = msd_loss(v, t, v_m, t_m, self.image_queue.current(), self.text_queue.current(),
                           self.temperature, self.mu)
         self.image_queue.push(v_m)

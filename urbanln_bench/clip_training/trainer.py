@@ -15,6 +15,12 @@ temperature and the positional table), linear warm-up then cosine decay, horizon
 (``ClipTrainConfig.train``) and the report counts them. Text is encoded over the longest caption in
 the batch only (``encode_text_trimmed``): identical to encoding the padded context under the causal
 mask, and most of the saving on CPU.
+
+Under ``torchrun`` (docs/torchrun.md) the same call trains one model over all processes: the batch size
+and the step count stay global (so the images-seen budget keeps its meaning), each rank encodes its
+contiguous shard of every global batch, the loss plugin gathers the features across ranks
+(``distributed.gather_rows``) and the gradients are averaged before each step. Only the ``infonce`` and
+``msd`` objectives support it (``ClipLossPlugin.distributed``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from urbanln_bench import distributed
 from urbanln_bench import training_loop as loop
 from urbanln_bench.backbones.clip import trim_tokens
 from urbanln_bench.clip_training.losses import CLIP_LOSSES, ClipLossPlugin, build_clip_loss  # noqa: F401 (public here too)
@@ -92,13 +99,22 @@ def train_clip(model, images: Sequence[np.ndarray], captions: Sequence[str], tok
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     if len(images) < 2:
         raise UserError(f"CLIP fine-tuning needs at least 2 image-caption pairs, got {len(images)}")
+    world = distributed.current()
+    if world.active and not loss.distributed:
+        raise UserError(f"the '{loss.name}' CLIP objective does not run under torchrun yet (only "
+                        "infonce and msd do); run this method in one process")
+    loss.world = world
     started = time.perf_counter()
     device_t = torch.device(device)
     tokens = tokenize(list(captions))
     truncated = int(((tokens != 0).sum(1) == tokens.shape[1]).sum())  # captions that fill the whole context
     set_trainable(model, config.train)
     model.to(device_t).train()
+    distributed.broadcast_module(model, world)  # one starting model on every rank (before the teacher copy)
     batch_size = min(config.batch_size, len(images))
+    if batch_size < world.size:
+        raise UserError(f"a global batch of {batch_size} pairs cannot be shared by {world.size} processes; "
+                        "use a larger batch_size or fewer processes")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         extra = loss.setup(model, int(model.text_projection.shape[-1]
@@ -111,17 +127,20 @@ def train_clip(model, images: Sequence[np.ndarray], captions: Sequence[str], tok
         schedule = loop.warmup_cosine(optimiser, config.steps, max(1, int(config.warmup_fraction * config.steps)))
         generator = torch.Generator().manual_seed(config.seed)
 
-        def batch_loss(idx):
-            pixels = loop.pixel_batch([images[i] for i in idx.tolist()], preprocess)
+        def batch_loss(idx):  # idx: the global batch; this rank encodes its rows (all of them in one process)
+            rows = world.shard(len(idx))
+            pixels = loop.pixel_batch([images[i] for i in idx[rows].tolist()], preprocess)
             if config.flip:
-                pixels = loop.random_flips(pixels, generator)
-            text = trim_tokens(tokens[idx]).to(device_t)
+                pixels = loop.random_flips(pixels, generator, drawn=len(idx), rows=rows)
+            text = trim_tokens(tokens[idx])[rows].to(device_t)
             with loop.autocast(device_t):
                 return loss.loss(model, pixels.to(device_t), text, encode_text_trimmed)
 
         result = loop.optimise(optimiser, schedule, loop.shuffled_batches(len(images), batch_size, generator),
                                batch_loss, steps=config.steps, description=description, progress=progress,
-                               after_step=lambda: loss.after_step(model))
+                               after_step=lambda: loss.after_step(model),
+                               after_backward=(lambda: distributed.average_gradients([p for _, p in named], world))
+                               if world.active else None)
     step = result.steps
     model.eval()
     trainable, total_params = count_parameters(model)
@@ -134,4 +153,5 @@ def train_clip(model, images: Sequence[np.ndarray], captions: Sequence[str], tok
         "parameters": {"trainable": trainable, "total": total_params},
         "loss_parameters": sum(p.numel() for _, p in named_extra),  # trained with the model, e.g. a decoder
         "seconds": round(time.perf_counter() - started, 1), "device": str(device_t),
+        **({"processes": world.size, "batch_per_process": world.shard_sizes(batch_size)} if world.active else {}),
     }

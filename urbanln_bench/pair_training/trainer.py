@@ -10,6 +10,14 @@ that many anchors with replacement, as MuseCL's fixed 10,000-triplet file and Ti
 do). There is no validation split: the paper-faithful stopping rules (MuseCL restores the best
 validation-loss weights) would need held-out pairs that a few-hundred-region city cannot spare; the
 last epoch's weights are kept.
+
+Under ``torchrun`` (docs/torchrun.md) N processes train one model as one process would with the same
+global batch: every rank draws the same global batch (sampling and augmentation from the same seeded
+generator, so the generators stay in step), encodes its contiguous shard of each group (anchors,
+positives, negatives), gathers the embeddings with gradient (``distributed.gather_rows``) and applies
+the objective to the global batch; batch norm uses the global batch's statistics
+(``distributed.global_batch_norm``) and the gradients are averaged before each step. ``batch_size``,
+``max_images`` and the steps stay global. Rank 0 alone saves checkpoints (``cached_state``).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from urbanln_bench import distributed
 from urbanln_bench.pair_training.augment import AUGMENTATIONS
 from urbanln_bench.pair_training.samplers import Candidates
 
@@ -162,7 +171,24 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
     else:
         advance = progress(description, config.epochs * batches) if progress else None
     model.to(device).train()
+    world = distributed.current()
+    distributed.broadcast_module(model, world)  # one starting model on every rank
+    # a batch must give every rank a row (one process: two, for in-batch negatives and batch norm)
+    smallest = max(2, world.size)
     started = time.perf_counter()
+    with distributed.global_batch_norm(model, world):
+        steps, seen, epoch_loss = _train_epochs(model, images, objective, positives, negatives, config, anchors,
+                                                generator, optimiser, augment, device, advance, world, smallest)
+    model.eval()
+    return TrainLog(epoch_loss, steps, time.perf_counter() - started, int(len(anchors)), int(len(images.pixels)),
+                    sum(p.numel() for p in model.parameters()), seen)
+
+
+def _train_epochs(model, images: ImageSet, objective, positives: Candidates, negatives, config: TrainConfig,
+                  anchors: np.ndarray, generator: torch.Generator, optimiser, augment, device: str,
+                  advance: Callable | None, world: distributed.World, smallest: int) -> tuple[int, int, list[float]]:
+    """The epochs of ``train_pairs``: (steps, images seen, mean loss per epoch), all global."""
+    per_epoch = config.pairs_per_epoch or len(anchors)
     epoch_loss: list[float] = []
     steps = seen = 0
     epoch = 0
@@ -176,7 +202,7 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
         total, count = 0.0, 0
         for start in range(0, per_epoch, config.batch_size):
             batch = order[start:start + config.batch_size]
-            if len(batch) < 2:  # a batch of one has no in-batch negatives and breaks batch norm
+            if len(batch) < smallest:  # a batch of one has no in-batch negatives and breaks batch norm
                 continue
             if config.max_images and steps and seen + len(batch) * objective.arity > config.max_images:
                 exhausted = True
@@ -185,12 +211,18 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
             if objective.arity == 3:
                 regions.append(negatives.sample(batch, generator))
             image_index = np.concatenate([images.sample(r, generator) for r in regions])
-            pixels = augment(images.pixels[torch.from_numpy(image_index)], generator).to(device)
+            pixels = augment(images.pixels[torch.from_numpy(image_index)], generator)
             seen += len(image_index)
-            embeddings = list(model(pixels).split(len(batch)))
+            sizes = world.shard_sizes(len(batch))
+            if world.active:  # this rank's rows of each group (anchors, positives[, negatives])
+                pixels = pixels.reshape(len(regions), len(batch), *pixels.shape[1:])[:, world.shard(len(batch))]
+                pixels = pixels.reshape(-1, *pixels.shape[2:])
+            embeddings = [distributed.gather_rows(part, world, sizes)
+                          for part in model(pixels.to(device)).split(sizes[world.rank])]
             loss = objective(embeddings, [torch.from_numpy(r) for r in regions])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(list(model.parameters()), world)
             optimiser.step()
             total += float(loss.detach()) * len(batch)
             count += len(batch)
@@ -199,26 +231,30 @@ def train_pairs(model: torch.nn.Module, images: ImageSet, objective, positives: 
                 advance(1)
         if count or not config.max_images:  # an epoch the budget ended before its first step has no loss
             epoch_loss.append(total / max(count, 1))
-    model.eval()
-    return TrainLog(epoch_loss, steps, time.perf_counter() - started, int(len(anchors)), int(len(images.pixels)),
-                    sum(p.numel() for p in model.parameters()), seen)
+    return steps, seen, epoch_loss
 
 
 def cached_state(path: Path, model: torch.nn.Module, train: Callable[[], dict]) -> dict:
     """Load ``model``'s weights from ``path`` when a previous fit saved them there; otherwise run ``train``
     (which returns a JSON-able log) and save weights + log atomically. ``path`` lives in the fit's private
-    work folder, whose key covers the method config, data and seed."""
+    work folder, whose key covers the method config, data and seed.
+
+    Under torchrun every rank trains (``train`` is collective) and rank 0 alone saves; rank 0 decides
+    whether the checkpoint exists, so all ranks either load or train together."""
+    world = distributed.current()
     log_path = path.with_suffix(".json")
-    if path.exists() and log_path.exists():
+    if distributed.broadcast_object(path.exists() and log_path.exists(), world):
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         model.eval()
         return json.loads(log_path.read_text())
     log = train()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    from urbanln_bench.cache import atomic_write_text
+    if world.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+        from urbanln_bench.cache import atomic_write_text
 
-    atomic_write_text(log_path, json.dumps(log, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(log_path, json.dumps(log, indent=1, sort_keys=True) + "\n")
+    distributed.barrier(world)
     return log
