@@ -148,6 +148,12 @@ def data_import(
     zoom: Annotated[int, typer.Option("--zoom", help="Tile zoom level of the regions.")] = 16,
     column: Annotated[list[str] | None, typer.Option("--column", help="NAME=TASK maps a CSV column to a task; NAME= "
                                                      "drops it (repeatable).")] = None,
+    region_grid: Annotated[str, typer.Option("--region-grid", help="Region ids: 'tile' (z<zoom>_<x>_<y>) or "
+                                             "'latlon:<deg>' (cells g<deg>_<row>_<col> of a WGS84 grid; tiles need "
+                                             "a WGS84 position).")] = "tile",
+    streetview_datum: Annotated[str | None, typer.Option("--streetview-datum", help="Datum of the street views' "
+                                                         "file-name lon,lat on a lat/lon grid: wgs84, gcj02 or "
+                                                         "bd09.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Convert a peer's released data (UrbanCLIP, UrbanVLP) into the native layout and validate it; exit 1 on problems."""
@@ -159,7 +165,8 @@ def data_import(
         if not sep or not name.strip():
             raise UserError(f"--column {item!r}: expected NAME=TASK (or NAME= to drop the column)")
         columns[name.strip()] = task.strip()
-    report = import_city(fmt, src, dest, city=city, source_city=source_city, zoom=zoom, columns=columns)
+    report = import_city(fmt, src, dest, city=city, source_city=source_city, zoom=zoom, columns=columns,
+                         region_grid=region_grid, streetview_datum=streetview_datum)
     if json_out:
         typer.echo(json.dumps(report.as_dict(), indent=1))
     else:

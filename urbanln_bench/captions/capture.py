@@ -26,6 +26,8 @@ Deviations from the original, each forced by running offline or chosen for deter
 The ``urban`` variant (``CaptureScorer(variant="urban")``, off by default so that caption-set keys and
 records stay as they are) departs further, for real MLLM paragraphs; each departure is a field of
 :class:`CaptureVariant` and can be switched alone (docs/methods.md#capture-metric, "urban variant").
+``urban-precision`` adds a gate on the object precision, so a copy with invented objects no longer beats a
+faithful paraphrase (same page, "precision switches").
 """
 
 from __future__ import annotations
@@ -96,6 +98,18 @@ class CaptureVariant:
     - ``soft_threshold``: step 4c credits an unmatched element with its nearest cosine only from this
       value up (0 = the original: no threshold). Off in every variant: measured, it hurts paraphrases
       more than invented objects (docs/methods.md#capture-metric).
+
+    Precision switches (issue 16 §1): a copy of the reference with invented objects keeps every reference
+    element, so only the object precision can show the invention, and step 4c still credits each invented
+    object with its nearest cosine. These weigh that precision more; all are off (1.0, 0.0) in the
+    original.
+
+    - ``object_beta``: the object term is F_β instead of F1; β < 1 leans on precision.
+    - ``precision_gate``: the score (or, with ``gate_scope="attributes-relations"``, only the attribute
+      and relation terms: their credit counts in the share the candidate's objects are real) is
+      multiplied by the object precision to this power.
+    - ``gate_precision``: the precision the gate uses: ``"soft"`` as step 5 computes it (soft credit
+      included), ``"hard"`` exact and synonym matches only, so an invented object earns nothing.
     """
 
     parse_mode: ParseMode = "original"
@@ -106,10 +120,22 @@ class CaptureVariant:
     relations_either_order: bool = False
     reference_types_only: bool = False
     soft_threshold: float = 0.0
+    object_beta: float = 1.0
+    precision_gate: float = 0.0
+    gate_scope: Literal["score", "attributes-relations"] = "score"
+    gate_precision: Literal["soft", "hard"] = "soft"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.soft_threshold < 1.0:
             raise UserError(f"CAPTURE soft_threshold must be in [0, 1), got {self.soft_threshold}")
+        if not self.object_beta > 0.0:
+            raise UserError(f"CAPTURE object_beta must be positive, got {self.object_beta}")
+        if not self.precision_gate >= 0.0:
+            raise UserError(f"CAPTURE precision_gate must be non-negative, got {self.precision_gate}")
+        if self.gate_scope not in ("score", "attributes-relations"):
+            raise UserError(f"CAPTURE gate_scope must be 'score' or 'attributes-relations', got {self.gate_scope!r}")
+        if self.gate_precision not in ("soft", "hard"):
+            raise UserError(f"CAPTURE gate_precision must be 'soft' or 'hard', got {self.gate_precision!r}")
 
     @property
     def is_original(self) -> bool:
@@ -120,6 +146,11 @@ CAPTURE_VARIANTS: dict[str, CaptureVariant] = {
     "original": CaptureVariant(),
     "urban": CaptureVariant("real-prose", noun_check=True, stop_exceptions=True, whole_word_synonyms=True,
                             urban_synonyms=True, relations_either_order=True, reference_types_only=True),
+    # "urban" with the score gated by the square of the object precision: tuned on the tuning triples only
+    # (docs/methods.md#capture-metric, "precision switches")
+    "urban-precision": CaptureVariant("real-prose", noun_check=True, stop_exceptions=True, whole_word_synonyms=True,
+                                      urban_synonyms=True, relations_either_order=True, reference_types_only=True,
+                                      precision_gate=2.0),
 }
 
 
@@ -566,14 +597,30 @@ class CaptureScorer:
         return np.where(similarity >= threshold, similarity, 0.0) if threshold > 0 else similarity
 
     def _combine(self, objects: TypeScore, attributes: TypeScore, relations: TypeScore) -> CaptureDetails:
-        """docs/methods.md#capture-metric step 5: the weighted mean of the per-type F1 over the included types."""
+        """docs/methods.md#capture-metric step 5: the weighted mean of the per-type F1 over the included types.
+
+        With the variant's precision switches the object term is F_β and a precision gate scales the score
+        or its attribute and relation terms (:class:`CaptureVariant`).
+        """
         parts = {"objects": (objects, self.weights.objects), "attributes": (attributes, self.weights.attributes),
                  "relations": (relations, self.weights.relations)}
         included = tuple(name for name, (t, _) in parts.items()
                          if self.empty_types == "zero" or t.n_reference
                          or (t.n_candidate and not self.variant.reference_types_only))
         total_weight = sum(parts[name][1] for name in included)
-        score = sum(parts[name][0].f1 * parts[name][1] for name in included) / total_weight if total_weight else 0.0
+        terms = {name: parts[name][0].f1 for name in included}
+        variant = self.variant
+        if "objects" in terms and variant.object_beta != 1.0:
+            terms["objects"] = _f_beta(objects.precision, objects.recall, variant.object_beta)
+        gate = 1.0
+        if "objects" in terms and variant.precision_gate:
+            precision = (objects.precision if variant.gate_precision == "soft"
+                         else objects.matched / (objects.n_candidate + EPS))
+            gate = min(1.0, precision) ** variant.precision_gate
+        if variant.gate_scope == "attributes-relations":
+            terms = {name: term * gate if name != "objects" else term for name, term in terms.items()}
+            gate = 1.0
+        score = gate * sum(terms[name] * parts[name][1] for name in included) / total_weight if total_weight else 0.0
         return CaptureDetails(float(score), objects, attributes, relations, included)
 
     def details(self, candidate: str, reference: str) -> CaptureDetails:
@@ -711,6 +758,12 @@ class _ElementTable:
         self.array = [np.asarray(ids, dtype=np.intp) for ids in self.ids]
         self.sets = ([frozenset(np.flatnonzero(row).tolist()) for row in self.synonyms]
                      if self.synonyms is not None else None)
+
+
+def _f_beta(precision: float, recall: float, beta: float) -> float:
+    """F_β with step 5's ε; β = 1 is step 5's F1 (up to rounding), β < 1 weighs precision more."""
+    b2 = beta * beta
+    return (1 + b2) * precision * recall / (b2 * precision + recall + EPS)
 
 
 def _type_result(n_candidate: int, n_reference: int, matched: int, cand_match: float, ref_match: float) -> TypeScore:

@@ -19,8 +19,17 @@ Formats (facts: ../shared/PEERS.md §1, §2, §11):
 
 Regions are the satellite tiles: id ``z<zoom>_<x>_<y>``, ``row = y``, ``col = x``; ``region_map.csv``
 beside ``regions.csv`` maps each id back to (zoom, x, y), the source file name and, where the source
-gives it (the toolkit's ``WGS84 coordinate``), the tile corner's lat/lon. Street views join the tile
-that lists them in ``streetview_corresponding``. Captions are written as ``file`` captioner JSONL
+gives it (the toolkit's ``WGS84 coordinate``, or ``lat``/``lon`` columns a user adds), the tile corner's
+lat/lon. Street views join the tile that lists them in ``streetview_corresponding``.
+
+With ``region_grid="latlon:<deg>"`` (``--region-grid``) the region ids come from a lat/lon grid instead
+(:mod:`urbanln_bench.data.grid`): each tile is placed by its WGS84 position into the cell
+``g<deg>_<row>_<col>`` (``row``/``col`` in ``regions.csv`` are the cell's, ``lat``/``lon`` its centre),
+two tiles in one cell are a problem (choose a smaller cell), and a tile without a WGS84 position is
+refused, because Baidu's tile indices are Baidu Mercator (:func:`grid.refuse_bd09_mercator`). Street
+views are placed by the point in their file name, converted from ``streetview_datum`` (wgs84, gcj02 or
+bd09; UrbanVLP does not state its datum, so it must be given), into the cell that holds it; the tiles'
+lists are not used. ``region_map.csv`` then also holds each cell's bounds. Captions are written as ``file`` captioner JSONL
 (``captions/imported/SI.jsonl`` and ``SV.jsonl``), one caption per image: an image's sentences joined
 in file order, as the captioner wrote them before they were split on ". ".
 
@@ -42,7 +51,15 @@ from pathlib import Path
 
 from urbanln_bench.captions.caption_file import object_lines
 from urbanln_bench.data import layout
-from urbanln_bench.errors import DataError
+from urbanln_bench.data.grid import (
+    DATUMS,
+    GridCell,
+    LatLonGrid,
+    parse_region_grid,
+    refuse_bd09_mercator,
+    to_wgs84,
+)
+from urbanln_bench.errors import DataError, UserError
 
 FORMATS = ("urbanclip", "urbanvlp", "musecl")
 REGION_MAP = "region_map.csv"
@@ -60,6 +77,8 @@ COLUMN_TASKS = {
 }
 # Columns that are not indicators: the key, coordinates and image names.
 KEY_COLUMNS = {"coordinate", "bd09 coordinate", "wgs84 coordinate", "satellite_img_name"}
+# A tile's WGS84 position given as two columns (a user's CSV) instead of the toolkit's "(lat, lon)" string.
+LAT_COLUMNS, LON_COLUMNS = ("lat", "latitude"), ("lon", "lng", "longitude")
 
 TILE_NAME = re.compile(r"^(?P<zoom>\d{1,2})_(?P<x>\d+)_(?P<y>\d+)_s\.(?:jpe?g|png)$", re.IGNORECASE)
 COORDINATE = re.compile(r"^\s*\(\s*(?P<a>[-+]?\d+(?:\.\d+)?)\s*,\s*(?P<b>[-+]?\d+(?:\.\d+)?)\s*\)\s*$")
@@ -105,9 +124,14 @@ class Tile:
     image: Path
     lat: float = math.nan
     lon: float = math.nan
+    cell: GridCell | None = None  # the lat/lon grid cell this tile is the region of (``--region-grid latlon:``)
 
     @property
     def id(self) -> str:
+        return self.cell.id if self.cell is not None else region_id(self.zoom, self.x, self.y)
+
+    @property
+    def tile_id(self) -> str:
         return region_id(self.zoom, self.x, self.y)
 
 
@@ -307,10 +331,16 @@ def _read_indicator_csv(path: Path, plan: _Plan, columns: dict[str, str], zoom: 
         problems.append(f"{path}:1: no 'Coordinate' or 'satellite_img_name' column (has: {', '.join(header)})")
         return
     wgs84 = lower.index("wgs84 coordinate") if "wgs84 coordinate" in lower else None
+    lat_col = next((lower.index(c) for c in LAT_COLUMNS if c in lower), None)
+    lon_col = next((lower.index(c) for c in LON_COLUMNS if c in lower), None)
+    if (lat_col is None) != (lon_col is None):
+        problems.append(f"{path}:1: a latitude column needs a longitude column and the other way round "
+                        f"({', '.join(LAT_COLUMNS)} / {', '.join(LON_COLUMNS)})")
+        lat_col = lon_col = None
     tasks: dict[int, str] = {}
     poi_col = None
     for j, name in enumerate(header):
-        if lower[j] in KEY_COLUMNS:
+        if lower[j] in KEY_COLUMNS or j in (lat_col, lon_col):
             continue
         if name in columns or lower[j] in columns:
             task = columns.get(name, columns.get(lower[j], ""))
@@ -355,6 +385,14 @@ def _read_indicator_csv(path: Path, plan: _Plan, columns: dict[str, str], zoom: 
                 problems.append(f"{where}: column '{header[wgs84]}': {row[wgs84]!r} is not \"(lat, lon)\"")
             else:
                 plan.tiles[rid].lat, plan.tiles[rid].lon = latlon
+        if lat_col is not None and lon_col is not None:
+            try:
+                lat, lon = float(row[lat_col]), float(row[lon_col])
+            except ValueError:
+                problems.append(f"{where}: columns '{header[lat_col]}', '{header[lon_col]}': "
+                                f"{row[lat_col]!r}, {row[lon_col]!r} are not numbers")
+            else:
+                plan.tiles[rid].lat, plan.tiles[rid].lon = lat, lon
         for j, task in tasks.items():
             text = row[j].strip()
             try:
@@ -446,17 +484,102 @@ def _read_streetviews(files: list[Path], source_city: str, plan: _Plan, problems
         notes.append(f"{len(texts)} street-view caption files but no placed street-view image: captions skipped")
 
 
+# -- regions on a lat/lon grid ---------------------------------------------------------------------------
+
+
+def _regrid(plan: _Plan, grid: LatLonGrid, problems: list[str]) -> None:
+    """Re-key the tiles (and what was read per tile) by the grid cell holding each tile's WGS84 position."""
+    unplaced = [t.tile_id for t in plan.tiles.values() if math.isnan(t.lat) or math.isnan(t.lon)]
+    if unplaced:
+        raise DataError(refuse_bd09_mercator(
+            f"--region-grid latlon:{grid.label}: {len(unplaced)} of {len(plan.tiles)} tiles have no WGS84 position "
+            f"({', '.join(unplaced[:3])}{' ...' if len(unplaced) > 3 else ''}). "))
+    renamed: dict[str, str] = {}
+    by_cell: dict[str, Tile] = {}
+    for old, tile in plan.tiles.items():
+        try:
+            tile.cell = grid.cell(tile.lat, tile.lon)
+        except UserError as exc:
+            problems.append(f"tile {old}: {exc}")
+            continue
+        other = by_cell.get(tile.id)
+        if other is not None:
+            problems.append(f"tiles {other.tile_id} and {old} ({other.image.name}, {tile.image.name}) both lie in grid "
+                            f"cell {tile.id} (a region has one satellite image); choose a smaller cell than "
+                            f"latlon:{grid.label}, or --region-grid tile")
+            continue
+        by_cell[tile.id] = tile
+        renamed[old] = tile.id
+    plan.tiles = by_cell
+    plan.indicators = {renamed[r]: v for r, v in plan.indicators.items() if r in renamed}
+    plan.poi = {renamed[r]: v for r, v in plan.poi.items() if r in renamed}
+    plan.captions["SI"] = [(renamed[r], c) for r, c in plan.captions["SI"] if r in renamed]
+
+
+def _place_streetviews(files: list[Path], source_city: str, plan: _Plan, grid: LatLonGrid, datum: str | None,
+                       problems: list[str], notes: list[str]) -> None:
+    """Street views into the grid cell of the point in their file name (``<id>_<lon>,<lat>_<date>_<heading>``)."""
+    images = sorted((p for p in files if p.parent.name == source_city and p.suffix.lower() in layout.IMAGE_SUFFIXES
+                     and STREETVIEW_NAME.match(p.stem) and "streetview" in str(p.parent.parent.name)),
+                    key=lambda p: p.name)
+    if not images:
+        return
+    if datum is None:
+        problems.append(f"{images[0].parent}: {len(images)} street views are placed by the lon,lat in their file "
+                        f"names, whose datum the release does not state; give --streetview-datum "
+                        f"({' | '.join(DATUMS)}; Baidu street views are usually bd09)")
+        return
+    texts = {p.stem: p for p in files if p.suffix == ".json" and p.parent.name == source_city
+             and STREETVIEW_NAME.match(p.stem)}
+    outside = 0
+    for path in images:
+        match = STREETVIEW_NAME.match(path.stem)
+        lon, lat = to_wgs84(float(match["lon"]), float(match["lat"]), datum)
+        try:
+            rid = grid.cell(lat, lon).id
+        except UserError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        if rid not in plan.tiles:
+            outside += 1
+            continue
+        plan.streetviews.setdefault(rid, []).append(path)
+        text = texts.get(path.stem)
+        if text is None:
+            continue
+        data = _read_json(text, problems)
+        if data is None:
+            continue
+        paragraphs = [v for v in data.values() if isinstance(v, str) and v.strip()] if isinstance(data, dict) else []
+        if len(paragraphs) != 1:
+            problems.append(f"{text}:1: expected {{\"<path>\": \"<paragraph>\"}} with one paragraph")
+            continue
+        plan.captions["SV"].append((f"{rid}/{path.stem}", paragraphs[0].strip()))
+    plan.captions["SV"].sort()
+    notes.append(f"{len(images) - outside} street view(s) of {source_city} placed by their {datum} position into "
+                 f"{len(plan.streetviews)} grid cells")
+    if outside:
+        notes.append(f"{outside} street view(s) lie in grid cells without a satellite tile: skipped")
+
+
 # -- the import -----------------------------------------------------------------------------------------
 
 
-def _write_plan(plan: _Plan, out: Path, city: str, fmt: str, source_city: str, src: Path) -> list[str]:
+def _write_plan(plan: _Plan, out: Path, city: str, fmt: str, source_city: str, src: Path,
+                grid: LatLonGrid | None = None) -> list[str]:
     """Write the native layout into ``out``; returns the tasks written."""
     out.mkdir(parents=True)
     tasks = sorted({t for values in plan.indicators.values() for t in values})
     meta = {"city": city, "source": "real", "tasks": tasks,
             "imported": {"from": fmt, "source_city": source_city, "source": str(src.resolve())}}
+    if grid is not None:
+        meta["imported"]["region_grid"] = f"latlon:{grid.label}"
     (out / layout.CITY_META).write_text(json.dumps(meta, indent=1) + "\n")
-    ids = sorted(plan.tiles, key=lambda r: (plan.tiles[r].y, plan.tiles[r].x))
+    gridded = grid is not None
+    if gridded:
+        ids = sorted(plan.tiles, key=lambda r: (plan.tiles[r].cell.row, plan.tiles[r].cell.col))
+    else:
+        ids = sorted(plan.tiles, key=lambda r: (plan.tiles[r].y, plan.tiles[r].x))
 
     def num(v: float) -> str:
         return "" if math.isnan(v) else repr(float(v))
@@ -466,13 +589,22 @@ def _write_plan(plan: _Plan, out: Path, city: str, fmt: str, source_city: str, s
         writer.writerow(layout.REGION_COLUMNS)
         for rid in ids:
             t = plan.tiles[rid]
-            writer.writerow([rid, t.y, t.x, num(t.lat), num(t.lon)])
+            if t.cell is not None:
+                lat, lon = t.cell.center
+                writer.writerow([rid, t.cell.row, t.cell.col, num(lat), num(lon)])
+            else:
+                writer.writerow([rid, t.y, t.x, num(t.lat), num(t.lon)])
     with open(out / REGION_MAP, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["region_id", "zoom", "tile_x", "tile_y", "corner_lat", "corner_lon", "source_image"])
+        cell_columns = ["grid_degrees", "south", "west", "north", "east"] if gridded else []
+        writer.writerow(["region_id", *cell_columns, "zoom", "tile_x", "tile_y", "corner_lat", "corner_lon",
+                         "source_image"])
         for rid in ids:
             t = plan.tiles[rid]
-            writer.writerow([rid, t.zoom, t.x, t.y, num(t.lat), num(t.lon), t.image.relative_to(src).as_posix()])
+            cell = ([grid.label, *(format(v, "f") for v in (t.cell.south, t.cell.west, t.cell.north, t.cell.east))]
+                    if grid is not None and t.cell is not None else [])
+            writer.writerow([rid, *cell, t.zoom, t.x, t.y, num(t.lat), num(t.lon),
+                             t.image.relative_to(src).as_posix()])
     (out / layout.SATELLITE).mkdir()
     for rid in ids:
         shutil.copyfile(plan.tiles[rid].image, out / layout.SATELLITE / f"{rid}{plan.tiles[rid].image.suffix.lower()}")
@@ -507,10 +639,13 @@ def _write_plan(plan: _Plan, out: Path, city: str, fmt: str, source_city: str, s
 
 
 def import_city(fmt: str, src: str | Path, dest: str | Path, *, city: str | None = None,
-                source_city: str | None = None, zoom: int = 16, columns: dict[str, str] | None = None) -> ImportReport:
+                source_city: str | None = None, zoom: int = 16, columns: dict[str, str] | None = None,
+                region_grid: str = "tile", streetview_datum: str | None = None) -> ImportReport:
     """Convert a peer's release at ``src`` into the native layout at ``dest`` (which must not exist).
 
-    Returns the report; ``dest`` is written only when the report has no problem.
+    ``region_grid`` is ``"tile"`` (regions are the satellite tiles) or ``"latlon:<deg>"`` (grid cells; see
+    the module docstring); ``streetview_datum`` is the datum of the street views' file-name points, needed
+    only on a lat/lon grid. Returns the report; ``dest`` is written only when the report has no problem.
     """
     from urbanln_bench.data.manifest import write_manifest
     from urbanln_bench.data.validate import validate_city_dir
@@ -526,6 +661,10 @@ def import_city(fmt: str, src: str | Path, dest: str | Path, *, city: str | None
                         "no format to check an import against. Arrange the regions, images, POI counts and mobility "
                         "flows in the native layout by hand (README, 'Data layout') and run `urbanln-bench data "
                         "validate`")
+    grid = parse_region_grid(region_grid)
+    if streetview_datum is not None and streetview_datum not in DATUMS:
+        raise DataError(f"--streetview-datum {streetview_datum}: choose one of {', '.join(DATUMS)} (BD-09 lat/lon, "
+                        "not Baidu Mercator)")
     if not src.is_dir():
         raise DataError(f"{src}: not a directory (give the peer's data folder)")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -559,8 +698,14 @@ def import_city(fmt: str, src: str | Path, dest: str | Path, *, city: str | None
             _read_indicator_csv(chosen, plan, columns or {}, zoom, problems, notes, seen)
     if not csvs:
         notes.append(f"no indicator CSV ({', '.join(sorted(csv_names))}): the city has no labels")
+    if grid is not None:
+        _regrid(plan, grid, problems)
+        notes.append(f"{len(plan.tiles)} tiles placed by their WGS84 position into grid cells of {grid.label}°")
     if fmt == "urbanvlp":
-        _read_streetviews(files, source_city, plan, problems, notes)
+        if grid is None:
+            _read_streetviews(files, source_city, plan, problems, notes)
+        else:
+            _place_streetviews(files, source_city, plan, grid, streetview_datum, problems, notes)
     report.regions = len(plan.tiles)
     report.streetview_images = sum(len(v) for v in plan.streetviews.values())
     report.captions = {k: len(v) for k, v in plan.captions.items() if v}
@@ -575,7 +720,7 @@ def import_city(fmt: str, src: str | Path, dest: str | Path, *, city: str | None
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        tasks = _write_plan(plan, tmp, report.city, fmt, source_city, src)
+        tasks = _write_plan(plan, tmp, report.city, fmt, source_city, src, grid)
         checked = validate_city_dir(tmp)
         problems += [p.replace(str(tmp), str(dest)) for p in checked.problems]
         report.labelled = {t: checked.labelled.get(t, 0) for t in tasks}

@@ -14,6 +14,7 @@
       truth/                    synthetic twins only: latents.csv, oracle.json, scene_graphs/*.jsonl
       manifest.json             sha256 of every data file (not captions/ or city.json); written last
       region_map.csv            imported data only (``data/importers.py``): region id → source tile and file
+                                (and the cell's bounds when ids come from a lat/lon grid, ``data/grid.py``)
 
 Region ids are strings of letters, digits, ``_``, ``-`` and ``.`` so they can name files.
 """
