@@ -353,11 +353,14 @@ class CellResult:
 
 
 def run_cell(job: CellJob) -> CellResult:
-    """Run one cell through ``runner.run`` on ``job.threads`` torch threads; errors become a failed result
-    (a user's error as its message, anything else as a traceback)."""
+    """Run one cell through ``runner.run`` on ``job.threads`` threads, torch's and the BLAS/OpenMP pools numpy
+    and scipy use (``threadpoolctl``, a scikit-learn dependency): a worker's BLAS left at one thread per core
+    would oversubscribe the cores the other workers use. Errors become a failed result (a user's error as
+    its message, anything else as a traceback)."""
     import traceback
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     from urbanln_bench.runner import run
 
@@ -365,7 +368,8 @@ def run_cell(job: CellJob) -> CellResult:
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
-        outcomes = run(job.options, progress=None, log=lambda message: None)
+        with threadpool_limits(limits=job.threads):
+            outcomes = run(job.options, progress=None, log=lambda message: None)
     except UserError as exc:
         return CellResult(job.index, "failed", seconds=time.perf_counter() - started, message=str(exc))
     except Exception:
