@@ -225,7 +225,7 @@ def test_ray_cells_declare_their_resources():
 
 # -- a worker killed mid-cell -----------------------------------------------------------------------------
 
-@pytest.mark.slow  # two CLI processes with two workers each: about 30 s on two idle cores
+@pytest.mark.slow  # two CLI processes, each starting two workers: over 20 s on two cores
 def test_a_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequential, cache_dir):
     """SIGKILL the worker that has just written a cell's first record (of two): the grid finishes the other
     cells, reports that one failed and leaves no partial file; the same command again completes it."""
