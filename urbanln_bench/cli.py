@@ -409,6 +409,111 @@ def _run_command(method, city, city_file, task, imagery, scale, seeds, split, ov
                      outcomes[0].cell.split("/")[0] if outcomes else str(city), results)
 
 
+@app.command("grid")
+def grid_command(
+    cities: Annotated[str, typer.Option("--cities", help="all (every benchmark city) or a list, e.g. NY,SZ.")] = "all",
+    methods: Annotated[str, typer.Option(
+        "--methods", help="paper (the paper's methods, ablations, mu sweep and frame rows), all, none, or a list; "
+        "an item may carry settings: urbanln:mu=0.3.")] = "paper",
+    transfer: Annotated[bool, typer.Option(
+        "--transfer", help="Add the pretrain-city x probe-city grid (Pop) of UrbanLN, the strongest baseline and "
+        "their starting weights.")] = False,
+    imagery: Annotated[list[str] | None, typer.Option("--imagery", help="Only this imagery: SV, SI or SV+SI "
+                                                      "(repeatable or comma-separated).")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="Only these tasks (repeatable).")] = None,
+    scale: ScaleOpt = "small",
+    seeds: Annotated[str, typer.Option("--seeds", help="Probe seeds, e.g. 0-4 or 0,1,2.")] = "0-4",
+    split: Annotated[str, typer.Option("--split", help="Split strategy: random or spatial-block.")] = "random",
+    overwrite: Annotated[str, typer.Option("--overwrite", help="never, only-missing or always.")] = "only-missing",
+    tune: Annotated[int, typer.Option("--tune", help="Optuna trials per cell on validation (0 = off).")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    profile: Annotated[str, typer.Option("--profile", help="Run profile: smoke (tests), cpu or paper.")] = "cpu",
+    results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
+    setting: Annotated[list[str] | None, typer.Option("--set", help="Setting KEY=VALUE for every named method "
+                                                      "(repeatable).")] = None,
+    frame: Annotated[bool, typer.Option("--frame/--no-frame", help="On twins, add the floor, ceiling, oracle and "
+                                        "starting-weight cells of each method, as `run` does.")] = True,
+    engine: Annotated[str, typer.Option("--engine", help="local (a process pool) or ray.")] = "local",
+    workers: Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: cores // "
+                                                "--threads; 1 runs the cells in this process).")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads per cell (Ray: the CPUs it "
+                                         "declares).")] = 1,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster: auto, HOST:PORT or "
+                                                "ray://HOST:10001 (default: RAY_ADDRESS, else a local Ray).")] = None,
+    retries: Annotated[int, typer.Option("--retries", help="Run a cell again this many times when its worker "
+                                         "dies (killed, out of memory).")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells, finished or to do, with an estimate; "
+                                          "renders and fits nothing.")] = False,
+) -> None:
+    """Run many cells (cities x methods x imagery x pretrain city) as one resumable job, in parallel."""
+    from rich.markup import escape as rich_escape
+    from rich.table import Table
+
+    from urbanln_bench import grid as grids
+    from urbanln_bench.checks import check_count
+    from urbanln_bench.runner import RunOptions, check_options, parse_seeds, parse_settings
+
+    check_count(threads, "--threads", 1, 1024)
+    check_count(retries, "--retries", 0, 100)
+    if workers is not None:
+        check_count(workers, "--workers", 1, 1024)
+    if engine not in grids.ENGINES:
+        raise UserError(f"unknown --engine '{engine}'; known: {', '.join(grids.ENGINES)}")
+    if engine == "local" and address:
+        raise UserError("--address is for --engine ray")
+    template = RunOptions(method="", tasks=task or None, scale=scale, seeds=parse_seeds(seeds), strategy=split,
+                          overwrite=overwrite, tune=tune, device=device, profile=profile, results_dir=results,
+                          dry_run=dry_run)
+    check_options(template)
+    wanted = [i.strip() for item in imagery or [] for i in item.split(",") if i.strip()] or None
+    chosen = grids.parse_methods(methods, parse_settings(setting or []))
+    plan = grids.plan_grid(grids.parse_cities(cities), chosen, template, imagery=wanted, frame=frame,
+                           transfer=transfer)
+    console = _console()
+    for note in plan.skipped:
+        console.print(f"skipped {note}", highlight=False, markup=False)
+    if not plan.cells:
+        raise UserError("the grid has no cell: check --cities, --methods, --imagery and --task")
+    cores = grids.usable_cores()
+    parallel = (workers or grids.default_workers(threads)) if engine == "local" else max(1, cores // threads)
+    if engine == "local" and parallel * threads > cores:
+        console.print(f"[yellow]warning[/yellow]: {parallel} workers x {threads} threads > {cores} cores; "
+                      "cells will compete for them", highlight=False)
+    if dry_run:
+        statuses = grids.dry_run(plan.cells, template)
+        table = Table(title=f"grid: {len(plan.cells)} cells under {results} ({scale}, {profile})")
+        for column in ("phase", "cell", "status", "records to compute", "estimate"):
+            table.add_column(column)
+        for s in statuses:
+            estimate = "" if s.status in ("finished", "error") else "?" if s.estimate is None else f"{s.estimate:.0f} s"
+            table.add_row(s.cell.phase, rich_escape(s.cell.label), s.status + (f" ({rich_escape(s.note)})" if s.note else ""),
+                          str(s.to_compute) if s.to_compute else "", estimate)
+        _console(stderr=False).print(table)
+        counts = {k: sum(s.status == k for s in statuses) for k in ("finished", "to do", "cannot tell", "error")}
+        known = [s.estimate for s in statuses if s.status in ("to do", "cannot tell") and s.estimate is not None]
+        unknown = sum(1 for s in statuses if s.status in ("to do", "cannot tell") and s.estimate is None)
+        typer.echo(f"{counts['finished']} finished, {counts['to do']} to do, {counts['cannot tell']} cannot tell "
+                   f"without rendering, {counts['error']} error(s); estimate {sum(known) / parallel / 60:.1f} min on "
+                   f"{parallel} worker(s) for {len(known)} cell(s) timed before"
+                   + (f", {unknown} never timed" if unknown else ""))
+        raise typer.Exit(1 if counts["error"] else 0)
+    with grids.GridView(plan.cells, parallel, console) as view:
+        report = grids.run_grid(plan.cells, template, engine=engine, workers=workers, threads=threads,
+                                 address=address, retries=retries, view=view)
+    summary = Table(title=f"grid summary ({engine}, {report.seconds:.0f} s wall, results under {results})")
+    rows = report.phases()
+    for column in rows[0]:
+        summary.add_column(column, justify="left" if column == "phase" else "right")
+    for row in rows:
+        summary.add_row(*(str(v) for v in row.values()))
+    _console(stderr=False).print(summary)
+    for cell, result in report.failed():
+        console.print(f"[red]failed[/red] {rich_escape(cell.label)}: {rich_escape(result.message.strip())}",
+                      highlight=False)
+    if report.failed():
+        raise typer.Exit(1)
+
+
 def _progress_factory_named():
     """progress(description, total) -> advance(n)."""
 

@@ -7,10 +7,15 @@ starts its workers with ``spawn`` (a fresh interpreter: Python's descriptors are
 lock travels to a worker) and each worker asks Linux to SIGKILL it when its parent dies
 (``PR_SET_PDEATHSIG``). SIGTERM on a CLI process unwinds like Ctrl-C, so ``finally`` blocks remove
 temporary folders and terminate the pool; SIGKILL runs nothing, and the next run cleans up instead.
+
+Two kinds of pool: ``worker_pool`` (a ``multiprocessing.Pool``, for many short chunks: twin rendering) and
+``worker_processes`` (one task per worker at a time, for long tasks: ``urbanln-bench grid``'s cells), where a
+worker that dies costs only its own task and a fresh one takes its place.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import multiprocessing
 import multiprocessing.pool
@@ -18,7 +23,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -77,3 +86,153 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """What ``WorkerProcesses.run`` reports about task ``index``: ``started`` (value: the worker's pid),
+    ``done`` (value: the task's return value), ``failed`` (value: the formatted exception) or ``died``
+    (value: the worker's exit code, negative for a signal; ``retried`` when the task was queued again)."""
+
+    kind: str
+    index: int
+    value: Any = None
+    retried: bool = False
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    task: int | None = None
+
+
+def _serve(connection: Connection, parent_pid: int, setup: Callable[..., None] | None, setup_args: tuple) -> None:
+    """A worker's loop: one ``(index, function, argument)`` at a time, its result sent back; ``None`` or a
+    closed pipe ends it. SIGTERM unwinds it (``stop_on_sigterm``), so its ``finally`` blocks run."""
+    die_with_parent(parent_pid)
+    with stop_on_sigterm():
+        if setup is not None:
+            setup(*setup_args)
+        while True:
+            try:
+                message = connection.recv()
+            except (EOFError, OSError):
+                return
+            if message is None:
+                return
+            index, function, argument = message
+            try:
+                connection.send(("done", index, function(argument)))
+            except Exception:  # the task's own failure: reported, the worker goes on with the next task
+                connection.send(("failed", index, traceback.format_exc()))
+
+
+class WorkerProcesses:
+    """``workers`` spawned processes that run one task each at a time and die with their parent.
+
+    Unlike ``multiprocessing.Pool`` (``worker_pool``), a worker that dies in a task (SIGKILL, the OOM killer,
+    a crash in native code) costs only that task: it is reported as ``died`` (or queued again, up to
+    ``retries`` times) and a fresh worker takes its place, where a pool would wait for its result forever.
+    The workers are not daemonic, so a task may start its own ``worker_pool`` (twin rendering does).
+    """
+
+    def __init__(self, workers: int, setup: Callable[..., None] | None = None, setup_args: tuple = ()) -> None:
+        self.size = max(1, workers)
+        self._setup, self._setup_args = setup, setup_args
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+
+    def _start(self) -> _Worker:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(target=_serve, args=(child, os.getpid(), self._setup, self._setup_args),
+                                        daemon=False)
+        process.start()
+        child.close()
+        return _Worker(process, parent)
+
+    def _replace(self, position: int) -> None:
+        old = self._workers[position]
+        old.process.join()
+        old.connection.close()
+        self._workers[position] = self._start()
+
+    def run(self, function: Callable[[Any], Any], tasks: list[Any], retries: int = 0) -> Iterator[TaskEvent]:
+        """Run ``function(task)`` for every task (``function`` importable by name: workers are spawned) and
+        yield events as they happen, in completion order."""
+        from multiprocessing.connection import wait
+
+        queue = collections.deque(range(len(tasks)))
+        attempts = collections.Counter()
+        while len(self._workers) < min(self.size, len(tasks)):
+            self._workers.append(self._start())
+        while queue or any(w.task is not None for w in self._workers):
+            for position in range(len(self._workers)):
+                if self._workers[position].task is not None or not queue:
+                    continue
+                if not self._workers[position].process.is_alive():  # died while idle: lost no task
+                    self._replace(position)
+                worker = self._workers[position]
+                index = queue.popleft()
+                try:
+                    worker.connection.send((index, function, tasks[index]))
+                except OSError:  # it died just now: a fresh worker takes the task
+                    self._replace(position)
+                    queue.appendleft(index)
+                    continue
+                worker.task = index
+                attempts[index] += 1
+                yield TaskEvent("started", index, worker.process.pid)
+            busy = [w for w in self._workers if w.task is not None]
+            wait([w.connection for w in busy] + [w.process.sentinel for w in busy])
+            for position, worker in enumerate(self._workers):
+                if worker.task is None:
+                    continue
+                message = None
+                try:
+                    if worker.connection.poll():
+                        message = worker.connection.recv()
+                except (EOFError, OSError):
+                    message = None
+                if message is not None:
+                    kind, index, value = message
+                    worker.task = None
+                    yield TaskEvent(kind, index, value)
+                elif not worker.process.is_alive():
+                    index, worker.task = worker.task, None
+                    self._replace(position)
+                    again = attempts[index] <= retries
+                    if again:
+                        queue.appendleft(index)
+                    yield TaskEvent("died", index, worker.process.exitcode, retried=again)
+
+    def close(self, *, terminate: bool = False) -> None:
+        """Stop every worker: ask them to end (``terminate``: SIGTERM, which unwinds a running task), then
+        SIGKILL whichever is still alive after a few seconds."""
+        for worker in self._workers:
+            with contextlib.suppress(OSError, ValueError):
+                if terminate:
+                    worker.process.terminate()
+                else:
+                    worker.connection.send(None)
+        for worker in self._workers:
+            worker.process.join(timeout=10)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.connection.close()
+        self._workers = []
+
+
+@contextlib.contextmanager
+def worker_processes(workers: int, setup: Callable[..., None] | None = None,
+                     setup_args: tuple = ()) -> Iterator[WorkerProcesses]:
+    """``WorkerProcesses`` for the block: closed on success, terminated on any exception (SIGTERM and
+    Ctrl-C included)."""
+    pool = WorkerProcesses(workers, setup, setup_args)
+    try:
+        yield pool
+    except BaseException:
+        pool.close(terminate=True)
+        raise
+    pool.close()

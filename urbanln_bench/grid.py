@@ -1,0 +1,685 @@
+"""``urbanln-bench grid``: many runs as one job, on a local process pool or a Ray cluster (docs/grid.md).
+
+A grid cell is one ``urbanln-bench run`` of one method variant on one city and one imagery, optionally
+pretrained on another city: one fit and one embedding, shared by every task and seed of the cell, as the
+runner shares them (docs/architecture.md#core-concepts). Each cell goes through ``runner.run`` unchanged,
+so a cell whose records are stored under the current key is reused, not recomputed: a re-submitted grid
+does only what is missing. Cells run in parallel processes (``--engine local``) or as Ray tasks
+(``--engine ray``); both write through the runner's locked, atomic writes into one result store, so a
+worker killed mid-cell loses only that cell (docs/reliability.md).
+
+The selections are derived from the registry and the paper's tables, never from a copy of their names:
+``paper`` is every model of the paper's main tables, UrbanLN's ablations (``ablation_of``), the μ sweep
+of Table 4 (plus ``MU_SWEEP_EXTRA``) and the frame rows (floors, ceilings, the oracle, the starting
+weights of every selected method); ``--transfer`` adds the pretrain-city × probe-city grid of issue 13 §2.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from urbanln_bench.errors import UserError
+from urbanln_bench.registry import suggest
+from urbanln_bench.runner import FRAME_METHODS, RunOptions
+
+# the order the end-of-grid summary lists phases in; a cell's phase says why it is in the grid
+PHASES = ("methods", "ablations", "mu-sweep", "frame", "transfer")
+MU_SETTING = "mu"  # the setting Table 4 sweeps (L = (1 − μ)·L_C + μ·L_D, Eq. 6)
+# μ values past the paper's Table 4 (0.3–0.6) that issue 13 asks for: the sweep is 0.3–0.7
+MU_SWEEP_EXTRA = (0.7,)
+TRANSFER_TASK = "Pop"  # issue 13 §2: the transfer grid is probed on population only (leaderboard.TRANSFER_TASK)
+ENGINES = ("local", "ray")
+TIMINGS_FILE = "grid/timings.jsonl"  # under the cache root: how long computed cells took, for estimates
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """A method variant of the grid: a registered name, its ``--set`` overrides and the phase it belongs to."""
+
+    name: str
+    settings: tuple[tuple[str, str], ...] = ()
+    phase: str = "methods"
+
+    @property
+    def label(self) -> str:
+        return self.name + (f"[{','.join(f'{k}={v}' for k, v in self.settings)}]" if self.settings else "")
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One run of the runner: a method variant on a city and an imagery (``SV+SI`` for a fused method),
+    optionally pretrained on another city; ``tasks`` None means every task of the city."""
+
+    city: str
+    method: str
+    imagery: str
+    settings: tuple[tuple[str, str], ...] = ()
+    pretrain_city: str | None = None
+    tasks: tuple[str, ...] | None = None
+    phase: str = "methods"
+
+    @property
+    def label(self) -> str:
+        city = f"{self.city}←{self.pretrain_city}" if self.pretrain_city else self.city
+        variant = MethodChoice(self.method, self.settings).label
+        tasks = f" ({','.join(self.tasks)})" if self.tasks else ""
+        return f"{city}/{variant}/{self.imagery}{tasks}"
+
+    def identity(self) -> tuple:
+        """What makes two cells the same run (their tasks are merged)."""
+        return self.city, self.method, self.settings, self.imagery, self.pretrain_city
+
+    def run_options(self, template: RunOptions) -> RunOptions:
+        return dataclasses.replace(template, method=self.method, city=self.city, city_file=None,
+                                   imagery=[self.imagery], settings=dict(self.settings),
+                                   pretrain_city=self.pretrain_city, dry_run=False,
+                                   tasks=list(self.tasks) if self.tasks else template.tasks)
+
+
+@dataclass(frozen=True)
+class CellResources:
+    """What a cell declares to Ray's scheduler: CPUs (also its torch threads), GPUs and memory."""
+
+    cpus: int
+    gpus: float
+    memory_bytes: int
+
+
+GIB = 2**30
+# Memory a cell reserves on Ray, by run profile: a fit and an embedding of one city (the largest, a CLIP-backed
+# method under ``cpu`` on a ``small`` twin, stays below 2 GiB; ``paper`` is ViT-B/16 at 224 px). A method
+# that does not pretrain (role other than "method") reserves the ``smoke`` figure. Reservations for the
+# scheduler, not limits: Ray does not stop a task that uses more.
+CELL_MEMORY = {"smoke": 1 * GIB, "cpu": 3 * GIB, "paper": 16 * GIB}
+
+
+# -- selections -----------------------------------------------------------------------------------------
+
+def _metas() -> dict[str, Any]:
+    from urbanln_bench.method import get_method, method_names
+
+    return {name: get_method(name).meta for name in method_names()}
+
+
+def _by_display_name(metas: dict[str, Any], display: str) -> str:
+    """The registered competing method whose display name the paper's tables use."""
+    for name, meta in metas.items():
+        if meta.display_name == display and meta.role == "method" and not meta.ours and not meta.ablation_of:
+            return name
+    raise UserError(f"the paper's tables name '{display}', but no registered method has that display name "
+                    f"(see `urbanln-bench list methods`)")
+
+
+def ours_methods(metas: dict[str, Any] | None = None) -> list[str]:
+    """UrbanLN itself: the methods marked ``ours`` that are not an ablation of another."""
+    metas = metas if metas is not None else _metas()
+    return [name for name, meta in metas.items() if meta.ours and not meta.ablation_of]
+
+
+def strongest_baseline(metas: dict[str, Any] | None = None) -> str:
+    """The baseline the paper's Improvement rows most often compare UrbanLN with on Pop R² (UrbanVLP in
+    every city of the paper), as a registered method name."""
+    from urbanln_bench.reference.paper import improvement_rows, paper_cities, paper_table
+
+    metas = metas if metas is not None else _metas()
+    counts = collections.Counter(row.best_baseline for city in paper_cities()
+                                 for row in improvement_rows(paper_table(city))
+                                 if row.task == TRANSFER_TASK and row.metric == "R2")
+    return _by_display_name(metas, counts.most_common(1)[0][0])
+
+
+def mu_sweep_values() -> list[float]:
+    """Table 4's μ values and ``MU_SWEEP_EXTRA``, ascending."""
+    from urbanln_bench.reference.paper import mu_sweep
+
+    return sorted({point.mu for point in mu_sweep()} | set(MU_SWEEP_EXTRA))
+
+
+def paper_methods() -> list[MethodChoice]:
+    """Every method of the paper's main tables (UrbanLN for its ``+SV``/``+SI`` rows), UrbanLN's ablations,
+    the μ sweep (the default μ is UrbanLN itself) and the frame rows: floors, ceilings, the latent oracle
+    and the starting weights of each selected method."""
+    from urbanln_bench.reference.paper import is_urbanln_variant, paper_cities, paper_table
+
+    metas = _metas()
+    models = list(dict.fromkeys(m for city in paper_cities() for m in paper_table(city).models))
+    ours = ours_methods(metas)
+    main = [_by_display_name(metas, m) for m in models if not is_urbanln_variant(m)]
+    if any(is_urbanln_variant(m) for m in models):
+        main += ours
+    choices = [MethodChoice(name) for name in main]
+    choices += [MethodChoice(name, phase="ablations") for name, meta in metas.items() if meta.ablation_of in ours]
+    for name in ours:
+        default = metas[name].default_config.get(MU_SETTING)
+        choices += [MethodChoice(name, ((MU_SETTING, str(mu)),), "mu-sweep") for mu in mu_sweep_values()
+                    if default is not None and mu != default]
+    frame = [name for name, meta in metas.items() if meta.role in ("floor", "ceiling", "oracle")]
+    starts = [metas[c.name].starts_from for c in choices if metas[c.name].starts_from]
+    choices += [MethodChoice(name, phase="frame") for name in dict.fromkeys(frame + starts)]
+    return choices
+
+
+def _phase_of(meta) -> str:
+    return "frame" if meta.role != "method" else "ablations" if meta.ablation_of else "methods"
+
+
+def parse_methods(text: str, settings: dict[str, str] | None = None) -> list[MethodChoice]:
+    """``--methods``: ``paper``, ``all`` (every registered method), ``none`` (with ``--transfer``), or a
+    comma-separated list whose items may carry settings: ``urbanln:mu=0.3`` (``:`` between several).
+    ``--set`` (``settings``) applies to every named method."""
+    from urbanln_bench.method import get_method, method_names
+
+    text = text.strip()
+    if text in ("paper", "all") and settings:
+        raise UserError(f"--set applies to named methods, not to --methods {text}; name them, e.g. "
+                        "--methods urbanln:mu=0.3,urbanln:mu=0.4")
+    if text == "paper":
+        return paper_methods()
+    if text == "none":
+        return []
+    if text == "all":
+        return [MethodChoice(name, phase=_phase_of(get_method(name).meta)) for name in method_names()]
+    choices = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, *pairs = item.split(":")
+        overrides = dict(settings or {})
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"--methods {item!r}: settings look like NAME:KEY=VALUE (e.g. urbanln:mu=0.3)")
+            overrides[key.strip()] = value.strip()
+        if name not in method_names():
+            raise UserError(f"--methods: unknown method '{name}'{suggest(name, method_names())}; "
+                            "see `urbanln-bench list methods`")
+        cls = get_method(name)
+        cls(overrides)  # an unknown setting or a value out of range fails here, before any work
+        choices.append(MethodChoice(name, tuple(sorted(overrides.items())), _phase_of(cls.meta)))
+    if not choices:
+        raise UserError("--methods names no method; give paper, all, none or a list such as color-histogram,resnet18")
+    return choices
+
+
+def parse_cities(text: str) -> list[str]:
+    """``--cities``: ``all`` (every benchmark city) or a comma-separated list."""
+    from urbanln_bench.specs import city_names, get_city
+
+    known = [name for name in city_names() if get_city(name).kind == "benchmark"]
+    if text.strip() == "all":
+        return known
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    for city in chosen:
+        if city not in city_names():
+            raise UserError(f"--cities: unknown city '{city}'{suggest(city, known)}; known: {', '.join(known)}")
+    if not chosen:
+        raise UserError("--cities names no city; give all or a list such as NY,SZ")
+    return list(dict.fromkeys(chosen))
+
+
+# -- the cells ------------------------------------------------------------------------------------------
+
+@dataclass
+class GridPlan:
+    cells: list[GridCell]
+    skipped: list[str] = field(default_factory=list)  # why a (city, method) pair has no cell
+
+
+def _imagery_of(meta, spec, wanted: list[str] | None) -> list[str]:
+    runnable = [i for i in meta.runnable_imagery() if i == "SV+SI" or i in spec.imagery]
+    return [i for i in runnable if not wanted or i in wanted]
+
+
+def _is_real(spec, data_root: Path | None) -> bool:
+    from urbanln_bench.data.sources import real_data_dir
+
+    return real_data_dir(spec, data_root) is not None
+
+
+def plan_grid(cities: list[str], methods: list[MethodChoice], template: RunOptions, *, imagery: list[str] | None = None,
+              frame: bool = False, transfer: bool = False) -> GridPlan:
+    """The grid's cells, in phase order, duplicates merged (a cell asked for twice runs once, on the union of
+    its tasks). ``frame`` adds the runner's frame (``FRAME_METHODS`` and each method's starting weights) on
+    every synthetic city; ``transfer`` adds the pretrain-city × probe-city grid of UrbanLN, the strongest
+    baseline and their starting weights, on ``TRANSFER_TASK``."""
+    from urbanln_bench.method import get_method
+    from urbanln_bench.specs import get_city
+
+    specs = {city: get_city(city) for city in cities}
+    plan = GridPlan([])
+    cells: dict[tuple, GridCell] = {}
+
+    def add(cell: GridCell) -> None:
+        known = cells.get(cell.identity())
+        if known is None:
+            cells[cell.identity()] = cell
+        elif known.tasks is not None:
+            tasks = None if cell.tasks is None else tuple(dict.fromkeys(known.tasks + cell.tasks))
+            cells[cell.identity()] = dataclasses.replace(known, tasks=tasks)
+
+    def tasks_for(spec) -> tuple[str, ...] | None | bool:
+        if not template.tasks:
+            return None
+        chosen = tuple(t for t in template.tasks if t in spec.tasks)
+        return chosen or False
+
+    choices = list(methods)
+    framing: dict[MethodChoice, None] = {}  # the frame --frame adds (ordered): on twins only, as run_frame does
+    if frame:
+        for choice in methods:
+            meta = get_method(choice.name).meta
+            extra = ([meta.starts_from] if meta.starts_from else []) + list(FRAME_METHODS)
+            if meta.imagery == "fused":
+                extra.append("scene-graph-ceiling-fused")
+            framing.update(dict.fromkeys(MethodChoice(name, phase="frame") for name in extra))
+        choices += [choice for choice in framing if choice not in choices]
+    for choice in sorted(dict.fromkeys(choices), key=lambda c: (PHASES.index(c.phase), choices.index(c))):
+        meta = get_method(choice.name).meta
+        for city, spec in specs.items():
+            real = _is_real(spec, template.data_root)
+            if real and choice in framing:
+                continue
+            if meta.synthetic_only and real:
+                plan.skipped.append(f"{city}/{choice.label}: needs a synthetic twin's truth; {city} has real data")
+                continue
+            tasks = tasks_for(spec)
+            if tasks is False:
+                plan.skipped.append(f"{city}/{choice.label}: {city} has none of the tasks {', '.join(template.tasks)}")
+                continue
+            for one in _imagery_of(meta, spec, imagery):
+                add(GridCell(city, choice.name, one, choice.settings, None, tasks, choice.phase))
+    if transfer:
+        for cell in transfer_cells(specs, imagery):
+            add(cell)
+    plan.cells = sorted(cells.values(), key=lambda c: PHASES.index(c.phase))
+    return plan
+
+
+def transfer_cells(specs: dict[str, Any], imagery: list[str] | None = None) -> list[GridCell]:
+    """Issue 13 §2: UrbanLN and the strongest baseline pretrained on each city and probed on each city
+    (the diagonal is in-city pretraining), and their starting weights probed on each city (they do not
+    pretrain, so one row), on ``TRANSFER_TASK`` only; cities without that task are left out."""
+    from urbanln_bench.method import get_method
+
+    metas = _metas()
+    trained = list(dict.fromkeys(ours_methods(metas) + [strongest_baseline(metas)]))
+    starts = list(dict.fromkeys(metas[m].starts_from for m in trained if metas[m].starts_from))
+    targets = {city: spec for city, spec in specs.items() if TRANSFER_TASK in spec.tasks}
+    out = []
+    for name in trained + starts:
+        meta = get_method(name).meta
+        sources = list(targets) if meta.role == "method" else [None]
+        for source in sources:
+            for city, spec in targets.items():
+                for one in _imagery_of(meta, spec, imagery):
+                    if source is not None and one != "SV+SI" and one not in specs[source].imagery:
+                        continue
+                    out.append(GridCell(city, name, one, (), None if source in (None, city) else source,
+                                        (TRANSFER_TASK,), "transfer"))
+    return out
+
+
+# -- running one cell (in a worker process, a Ray task or this process) ----------------------------------
+
+@dataclass(frozen=True)
+class CellJob:
+    index: int
+    cell: GridCell
+    options: RunOptions
+    threads: int
+
+
+@dataclass
+class CellResult:
+    """What a cell did: ``computed`` (wrote at least one record), ``reused`` (every record stored under the
+    current key), ``excluded`` (the runner excluded every task, e.g. a method's auxiliary modality), or
+    ``failed`` (``message`` says why; nothing of the cell is half-written)."""
+
+    index: int
+    status: str
+    written: int = 0
+    reused: int = 0
+    excluded: int = 0
+    seconds: float = 0.0
+    message: str = ""
+
+
+def run_cell(job: CellJob) -> CellResult:
+    """Run one cell through ``runner.run`` on ``job.threads`` threads, torch's and the BLAS/OpenMP pools numpy
+    and scipy use (``threadpoolctl``, a scikit-learn dependency): a worker's BLAS left at one thread per core
+    would oversubscribe the cores the other workers use. Errors become a failed result (a user's error as
+    its message, anything else as a traceback)."""
+    import traceback
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from urbanln_bench.runner import run
+
+    started = time.perf_counter()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        with threadpool_limits(limits=job.threads):
+            outcomes = run(job.options, progress=None, log=lambda message: None)
+    except UserError as exc:
+        return CellResult(job.index, "failed", seconds=time.perf_counter() - started, message=str(exc))
+    except Exception:
+        return CellResult(job.index, "failed", seconds=time.perf_counter() - started, message=traceback.format_exc())
+    finally:
+        torch.set_num_threads(previous)
+    seconds = time.perf_counter() - started
+    written = sum(1 for o in outcomes if o.record is not None and not o.reused)
+    reused = sum(1 for o in outcomes if o.reused)
+    excluded = sum(1 for o in outcomes if o.record is None)
+    status = "computed" if written else "reused" if reused else "excluded"
+    result = CellResult(job.index, status, written, reused, excluded, seconds,
+                        "; ".join(dict.fromkeys(o.note for o in outcomes if o.note)))
+    if written:
+        note_timing(job, seconds)
+    return result
+
+
+def _timings_path() -> Path:
+    from urbanln_bench.cache import cache_root
+
+    return cache_root() / TIMINGS_FILE
+
+
+def note_timing(job: CellJob, seconds: float) -> None:
+    """Append how long a computed cell took to the cache's timing log (one ``O_APPEND`` line, so workers
+    sharing a cache can write it at once); ``--dry-run`` estimates from it."""
+    path = _timings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cell, options = job.cell, job.options
+    line = json.dumps({"method": cell.method, "settings": dict(cell.settings), "city": cell.city,
+                       "pretrain_city": cell.pretrain_city, "imagery": cell.imagery, "scale": options.scale,
+                       "profile": options.profile, "device": options.device, "seconds": round(seconds, 2)})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_timings() -> list[dict]:
+    path = _timings_path()
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a killed writer: not worth failing an estimate for
+    return rows
+
+
+def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict]) -> float | None:
+    """A to-do cell's expected seconds: the median of earlier computed cells of the same method variant,
+    scale and profile (same city and imagery when there are some), else None."""
+    import statistics
+
+    same = [t for t in timings if t["method"] == cell.method and t["settings"] == dict(cell.settings)
+            and t["scale"] == options.scale and t["profile"] == options.profile and t["device"] == options.device]
+    exact = [t for t in same if (t["city"], t["imagery"], t["pretrain_city"]) ==
+             (cell.city, cell.imagery, cell.pretrain_city)]
+    pool = exact or same
+    return statistics.median(t["seconds"] for t in pool) if pool else None
+
+
+# -- the dry run ----------------------------------------------------------------------------------------
+
+@dataclass
+class CellStatus:
+    cell: GridCell
+    status: str  # finished, to do, cannot tell, error
+    to_compute: int = 0
+    estimate: float | None = None
+    note: str = ""
+
+
+def dry_run(cells: list[GridCell], template: RunOptions) -> list[CellStatus]:
+    """Each cell's status from the runner's own dry run (the record keys the current code computes; nothing is
+    rendered or fitted) and, for a cell to do, an estimate from the timing log."""
+    from urbanln_bench.runner import run
+
+    timings = read_timings()
+    out = []
+    for cell in cells:
+        options = dataclasses.replace(cell.run_options(template), dry_run=True)
+        try:
+            outcomes = run(options, progress=None, log=lambda message: None)
+        except UserError as exc:
+            out.append(CellStatus(cell, "error", note=str(exc)))
+            continue
+        unknown = [o for o in outcomes if o.note.startswith("would compute, or reuse")]
+        todo = [o for o in outcomes if o.note.startswith("would compute") and o not in unknown]
+        if unknown:
+            out.append(CellStatus(cell, "cannot tell", len(unknown) + len(todo), estimate_seconds(cell, template, timings),
+                                  "its twin (or its foundation's world) is not rendered yet"))
+        elif todo:
+            out.append(CellStatus(cell, "to do", len(todo), estimate_seconds(cell, template, timings)))
+        else:
+            out.append(CellStatus(cell, "finished"))
+    return out
+
+
+# -- engines --------------------------------------------------------------------------------------------
+
+def cell_resources(cell: GridCell, options: RunOptions, threads: int) -> CellResources:
+    """What a cell declares to Ray: its threads as CPUs, one GPU under ``--device cuda`` for a method that
+    pretrains, and ``CELL_MEMORY`` of its profile."""
+    from urbanln_bench.method import get_method
+
+    trains = get_method(cell.method).meta.role == "method"
+    memory = CELL_MEMORY[options.profile if trains else "smoke"]
+    gpus = 1.0 if options.device.startswith("cuda") and trains else 0.0
+    return CellResources(threads, gpus, memory)
+
+
+def default_workers(threads: int) -> int:
+    """Cores this process may use divided by the threads per worker (at least one worker)."""
+    return max(1, usable_cores() // max(1, threads))
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def run_local(jobs: list[CellJob], workers: int, retries: int = 0) -> Iterator[tuple[str, int, Any]]:
+    """Run ``jobs`` on ``workers`` spawned processes (``processes.WorkerProcesses``), or in this process when
+    ``workers`` is 1. Yields ``("started", index, None)`` and ``("done", index, CellResult)``."""
+    if workers <= 1:
+        for job in jobs:
+            yield "started", job.index, None
+            yield "done", job.index, run_cell(job)
+        return
+    from urbanln_bench.processes import worker_processes
+
+    with worker_processes(workers) as pool:
+        for event in pool.run(run_cell, jobs, retries=retries):
+            job = jobs[event.index]
+            if event.kind == "started":
+                yield "started", job.index, None
+            elif event.kind == "done":
+                yield "done", job.index, event.value
+            elif event.kind == "failed":
+                yield "done", job.index, CellResult(job.index, "failed", message=str(event.value))
+            elif event.kind == "died":
+                message = f"its worker died ({describe_exit(event.value)})" + ("; retried" if event.retried else "")
+                if event.retried:
+                    yield "retry", job.index, message
+                else:
+                    yield "done", job.index, CellResult(job.index, "failed", message=message)
+
+
+def describe_exit(code: int | None) -> str:
+    import signal
+
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Iterator[tuple[str, int, Any]]:
+    """Submit every job as a Ray task declaring ``cell_resources``; yields ``("done", index, CellResult)`` as
+    tasks finish. Connects to ``address`` (``auto``, ``host:port``, ``ray://host:10001``), or to the session
+    this process already has, or starts a local one (its CPUs and memory). A task whose worker died
+    (killed, out of memory, node lost) is retried ``retries`` times by Ray, then reported failed."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--engine ray needs Ray: pip install 'urbanln-bench[ray]' (or pip install 'ray>=2.9')") from None
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        local = {"include_dashboard": False} if address is None else {}  # a cluster keeps its own settings
+        ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+    remote = ray.remote(run_cell)
+    pending: dict[Any, int] = {}
+    try:
+        for job in jobs:
+            need = cell_resources(job.cell, job.options, job.threads)
+            ref = remote.options(num_cpus=need.cpus, num_gpus=need.gpus, memory=need.memory_bytes,
+                                 max_retries=retries, retry_exceptions=False,
+                                 name=f"urbanln-bench {job.cell.label}").remote(job)
+            pending[ref] = job.index
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayError as exc:
+                first = (str(exc).strip().splitlines() or [""])[0]
+                result = CellResult(index, "failed", message=f"Ray: {type(exc).__name__}: {first}")
+            yield "done", index, result
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# -- the whole grid -------------------------------------------------------------------------------------
+
+@dataclass
+class GridReport:
+    cells: list[GridCell]
+    results: dict[int, CellResult]
+    seconds: float
+
+    def phases(self) -> list[dict[str, Any]]:
+        """One summary row per phase: cells, how many computed / reused / excluded / failed, records written
+        and reused, and the cells' summed seconds."""
+        rows = []
+        for phase in PHASES:
+            indices = [i for i, c in enumerate(self.cells) if c.phase == phase]
+            if not indices:
+                continue
+            results = [self.results[i] for i in indices if i in self.results]
+            count = collections.Counter(r.status for r in results)
+            rows.append({"phase": phase, "cells": len(indices), "computed": count["computed"],
+                         "reused": count["reused"], "excluded": count["excluded"], "failed": count["failed"],
+                         "not run": len(indices) - len(results),
+                         "records written": sum(r.written for r in results),
+                         "records reused": sum(r.reused for r in results),
+                         "cell seconds": round(sum(r.seconds for r in results), 1)})
+        return rows
+
+    def failed(self) -> list[tuple[GridCell, CellResult]]:
+        return [(self.cells[i], r) for i, r in sorted(self.results.items()) if r.status == "failed"]
+
+
+def make_jobs(cells: list[GridCell], template: RunOptions, threads: int) -> list[CellJob]:
+    """One job per cell, its paths absolute (a Ray worker does not run in this folder)."""
+    template = dataclasses.replace(template, results_dir=template.results_dir.resolve(),
+                                   data_root=template.data_root.resolve() if template.data_root else None)
+    return [CellJob(i, cell, cell.run_options(template), threads) for i, cell in enumerate(cells)]
+
+
+def run_grid(cells: list[GridCell], template: RunOptions, *, engine: str = "local", workers: int | None = None,
+             threads: int = 1, address: str | None = None, retries: int = 0,
+             view: Callable[[str, int, Any], None] | None = None) -> GridReport:
+    """Run every cell (finished ones are reused by the runner) and report per cell; ``view`` sees each event."""
+    from urbanln_bench.runner import check_options
+
+    check_options(template)
+    if engine not in ENGINES:
+        raise UserError(f"unknown --engine '{engine}'{suggest(engine, list(ENGINES))}; known: {', '.join(ENGINES)}")
+    jobs = make_jobs(cells, template, threads)
+    started = time.perf_counter()
+    results: dict[int, CellResult] = {}
+    events = (run_local(jobs, workers or default_workers(threads), retries) if engine == "local"
+              else run_ray(jobs, address, retries))
+    try:
+        for kind, index, value in events:
+            if kind == "done":
+                results[index] = value
+            if view is not None:
+                view(kind, index, value)
+    finally:
+        events.close()  # on an exception here (the view's, Ctrl-C): the workers are stopped now, not at gc
+    return GridReport(cells, results, time.perf_counter() - started)
+
+
+class GridView:
+    """One rich progress view over every cell: cells done / total, the cells running now, and an ETA from the
+    finished cells' times (their mean seconds × cells left ÷ parallel workers)."""
+
+    def __init__(self, cells: list[GridCell], parallel: int, console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.cells, self.parallel = cells, max(1, parallel)
+        self.running: dict[int, float] = {}
+        self.seconds: list[float] = []
+        self.progress = Progress(TextColumn("grid"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[current]}"),
+                                 console=console, transient=False)
+        self.task = self.progress.add_task("grid", total=len(cells), eta="?", current="")
+
+    def __enter__(self) -> GridView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, kind: str, index: int, value: Any) -> None:
+        if kind == "started":
+            self.running[index] = time.perf_counter()
+        elif kind == "done":
+            self.running.pop(index, None)
+            self.seconds.append(value.seconds)
+            if value.status == "failed":
+                from rich.markup import escape
+
+                last = value.message.strip().splitlines()[-1] if value.message.strip() else ""
+                self.progress.console.print(f"[red]failed[/red] {escape(self.cells[index].label)}: {escape(last)}",
+                                            highlight=False)
+            self.progress.advance(self.task)
+        left = len(self.cells) - int(self.progress.tasks[0].completed)
+        eta = "?"
+        if self.seconds:
+            eta_seconds = sum(self.seconds) / len(self.seconds) * left / self.parallel
+            eta = time.strftime("%H:%M:%S", time.gmtime(eta_seconds))
+        from rich.markup import escape
+
+        current = ", ".join(self.cells[i].label for i in self.running)
+        self.progress.update(self.task, eta=eta, current=escape(current[:120]))
