@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from urbanln_bench.captions import stages
 from urbanln_bench.captions.capture import CaptureScorer
 from urbanln_bench.captions.consensus import consensus_scores
 from urbanln_bench.captions.pipeline import FILES, PipelineConfig, run_pipeline
@@ -18,10 +19,10 @@ from urbanln_bench.errors import UserError
 from urbanln_bench.processes import WORKERS_ENV, resolve_workers, workers_for_this_run
 
 TWO = ("synthetic:qwen2.5-vl-7b", "synthetic:llama-adapter-v2")
-# 16 street views: two workers (MIN_IMAGES_PER_WORKER each), refinement and consensus on, two candidates per
+# 16 street views (8 shards of two for two workers), refinement and consensus on, two candidates per
 # captioner, so every image has four candidates to score against each other
-CONFIG = PipelineConfig(imagery="SV", captioners=TWO, phrase_scorer="clip:smoke", limit=2 * MIN_IMAGES_PER_WORKER)
-TIMED = ("speed", "stage_seconds", "seconds_total", "created", "workers")  # config.json fields that may differ
+CONFIG = PipelineConfig(imagery="SV", captioners=TWO, phrase_scorer="clip:smoke", limit=16)
+TIMED = ("speed", "stage_seconds", "seconds_total", "created", "workers", "spawned_shards")  # config.json fields that may differ
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +51,16 @@ def one_then_two(city):
 
         return advance
 
-    two = run_pipeline(city, CONFIG, progress=progress, force=True, workers=2)
+    with pytest.MonkeyPatch.context() as patch:  # the spawned worker computes its shards, however slow its start
+        patch.setattr(stages, "STEAL_WHILE_WORKERS_START", False)
+        two = run_pipeline(city, CONFIG, progress=progress, force=True, workers=2)
     return one, files_one, two, bars
 
 
 def test_two_workers_write_the_bytes_one_process_writes(one_then_two):
     one, files_one, two, _ = one_then_two
     assert (one.info["workers"], two.info["workers"]) == (1, 2)
+    assert one.info["spawned_shards"] == 0 and two.info["spawned_shards"] >= 2 * 3  # two shards of each stage
     assert two.key == one.key and two.folder == one.folder
     for name in FILES:
         assert (two.folder / f"{name}.jsonl").read_bytes() == files_one[name], f"{name}.jsonl differs"
@@ -99,16 +103,18 @@ def test_shards_are_contiguous_and_cover_every_image_once():
         parts = shards(ids, workers)
         assert [i for part in parts for i in part] == ids
         assert workers <= len(parts) <= workers * SHARDS_PER_WORKER
+    # left to the cores, a worker needs MIN_IMAGES_PER_WORKER images; asked for, as many as there are images
     assert workers_for(8, 3) == 1 and workers_for(8, 2 * MIN_IMAGES_PER_WORKER) == 2 and workers_for(1, 500) == 1
+    assert workers_for(2, 16, chosen=True) == 2 and workers_for(8, 3, chosen=True) == 3
 
 
 def test_worker_count_comes_from_the_argument_the_run_the_environment_or_the_cores(monkeypatch):
     monkeypatch.delenv(WORKERS_ENV, raising=False)
-    from urbanln_bench.processes import available_cores
+    from urbanln_bench.processes import available_cores, workers_chosen
 
-    assert resolve_workers() == available_cores()
+    assert resolve_workers() == available_cores() and not workers_chosen() and workers_chosen(1)
     monkeypatch.setenv(WORKERS_ENV, "3")
-    assert resolve_workers() == 3
+    assert resolve_workers() == 3 and workers_chosen()
     with workers_for_this_run(5):
         assert resolve_workers() == 5 and resolve_workers(2) == 2
     assert resolve_workers() == 3

@@ -85,6 +85,11 @@ def workers_for_this_run(workers: int | None) -> Iterator[None]:
         _WORKERS.reset(token)
 
 
+def workers_chosen(requested: int | None = None) -> bool:
+    """Whether a number of workers was asked for (argument, ``--workers``, environment), not left to the cores."""
+    return requested is not None or _WORKERS.get() is not None or bool(os.environ.get(WORKERS_ENV, "").strip())
+
+
 def resolve_workers(requested: int | None = None) -> int:
     """How many worker processes a parallel step starts: ``requested``, else ``--workers`` of this run,
     else ``$URBANLN_BENCH_WORKERS``, else every core this process may use.

@@ -179,7 +179,8 @@ def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress:
     """Build (or reuse) the caption set of ``city`` (a ``CityData``) under ``config``.
 
     ``workers``: processes that caption and score the images (default: ``processes.resolve_workers``,
-    every core); the files are the same bytes whatever the number (``stages.py``).
+    every core, where the set is large enough to pay for their start, ``stages.workers_for``); the files
+    are the same bytes whatever the number (``stages.py``).
     """
     from urbanln_bench.cache import atomic_directory, file_lock, note_build
 
@@ -197,9 +198,9 @@ def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress:
         if (folder / "config.json").is_file() and not force:
             return CaptionRun(folder, key, True, json.loads((folder / "config.json").read_text()))
         from urbanln_bench.captions.grounding import one_torch_thread
-        from urbanln_bench.processes import resolve_workers
+        from urbanln_bench.processes import resolve_workers, workers_chosen
 
-        processes = workers_for(resolve_workers(workers), len(ids))
+        processes = workers_for(resolve_workers(workers), len(ids), chosen=workers_chosen(workers))
         if config.refinement and config.phrase_extractor.startswith("factual:"):
             processes = 1  # the FACTUAL parser batches and caches sentences across images (stages.py)
         with atomic_directory(folder) as tmp, one_torch_thread():
@@ -219,7 +220,8 @@ def _write_caption_set(city: Any, config: PipelineConfig, ids: list[str], backen
         "key": key, "city": city.name, "source": city.source, "data_manifest": city.manifest_hash,
         "imagery": config.imagery, "config": asdict(config), "key_inputs": key_inputs(config, backends),
         "counts": {"images": len(ids), "candidates": len(result.raw), "capture_pairs": result.capture_pairs},
-        "speed": result.times.rates(), "workers": result.workers, "stage_seconds": result.wall_seconds,
+        "speed": result.times.rates(), "workers": result.workers, "spawned_shards": result.spawned_shards,
+        "stage_seconds": result.wall_seconds,
         "seconds_total": round(time.perf_counter() - started, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "version": PIPELINE_VERSION,
     }

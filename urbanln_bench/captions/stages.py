@@ -42,9 +42,12 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int], Callable[[int], None]]
 
-MIN_IMAGES_PER_WORKER = 8  # below this a worker's start-up (a fresh interpreter, its models) costs more than it saves
+# A spawned worker's start (a fresh interpreter, torch, the phrase scorer, MiniLM) costs about 6 CPU
+# seconds, what one process spends on some 60 tiny-twin images; by default a worker gets at least this many.
+MIN_IMAGES_PER_WORKER = 100
 SHARDS_PER_WORKER = 4  # smaller shards: an even finish and a progress bar that moves
 CONSENSUS_STAGE = "consensus (CAPTURE pairs)"
+STEAL_WHILE_WORKERS_START = True  # see _Pool; the tests turn it off to make the workers compute their shards
 
 
 class Backends:
@@ -245,6 +248,7 @@ class StagesResult:
     times: StageTimes
     wall_seconds: dict[str, float]
     workers: int
+    spawned_shards: int = 0  # shards computed by spawned workers (the rest by the calling process)
 
 
 def shards(items: Sequence[Any], workers: int) -> list[Sequence[Any]]:
@@ -253,9 +257,10 @@ def shards(items: Sequence[Any], workers: int) -> list[Sequence[Any]]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
-def workers_for(requested: int, images: int) -> int:
-    """No more workers than shards worth a worker's start-up."""
-    return max(1, min(requested, images // MIN_IMAGES_PER_WORKER))
+def workers_for(requested: int, images: int, chosen: bool = False) -> int:
+    """The workers for ``images``: no more than images; left to the default (``chosen`` False), no more
+    than sets of ``MIN_IMAGES_PER_WORKER`` worth a worker's start."""
+    return max(1, min(requested, images if chosen else images // MIN_IMAGES_PER_WORKER))
 
 
 class _Here:
@@ -326,7 +331,11 @@ def run_stages(city: Any, config: Any, ids: Sequence[str], backends: Backends, w
     from urbanln_bench.processes import worker_pool
 
     with worker_pool(workers - 1) as pool:
-        return stages(_Pool(pool, workers - 1, (city, config, list(ids)), here))
+        runner = _Pool(pool, workers - 1, (city, config, list(ids)), here)
+        result = stages(runner)
+        result.spawned_shards = runner.delivered
+        pool.terminate()  # what is left in its queue are shards this process took over
+    return result
 
 
 class _Pool:
@@ -335,11 +344,14 @@ class _Pool:
     This process has its backends loaded already (the key needed them) and works while the spawned
     workers start up (a fresh interpreter, torch and the models each: seconds, more on a loaded
     machine). The workers take shards from the front of the queue, two each in flight; this process
-    takes the next one whenever it is free. Results are yielded in shard order.
+    takes the next one whenever it is free. While no worker has delivered anything yet (still
+    starting), this process also takes over the shards queued for them instead of waiting: the result
+    is the same whoever computes it. Results are yielded in shard order.
     """
 
     def __init__(self, pool: Any, spawned: int, setup: tuple[Any, Any, list[str]], here: _Here) -> None:
         self.pool, self.spawned, self.setup, self.here = pool, spawned, setup, here
+        self.delivered = 0  # shards the spawned workers computed
 
     def map(self, function: Callable[..., Any], tasks: Sequence[Any]) -> Iterator[Any]:
         results: dict[int, Any] = {}
@@ -353,9 +365,14 @@ class _Pool:
                 results[next_task] = function(tasks[next_task], self.here)
                 next_task += 1
             elif emitted not in results:
-                in_flight[emitted].wait()
+                if STEAL_WHILE_WORKERS_START and not self.delivered and not in_flight[emitted].ready():
+                    del in_flight[emitted]  # its late result is dropped
+                    results[emitted] = function(tasks[emitted], self.here)
+                else:
+                    in_flight[emitted].wait()
             for index in [i for i, result in in_flight.items() if result.ready()]:
                 results[index] = in_flight.pop(index).get()
+                self.delivered += 1
             while emitted in results:
                 yield results.pop(emitted)
                 emitted += 1
