@@ -24,6 +24,9 @@ _OWNS_CACHE = not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(_SHA
 if _OWNS_CACHE:
     os.environ[_SHARED] = tempfile.mkdtemp(prefix="urbanln-test-cache-")
 os.environ["URBANLN_BENCH_CACHE"] = os.environ[_SHARED]
+# One caption worker per test process: pytest-xdist already runs a test process per core, and a spawned
+# worker would not see a test's monkeypatches. tests/test_caption_workers.py asks for workers itself.
+os.environ["URBANLN_BENCH_WORKERS"] = "1"
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

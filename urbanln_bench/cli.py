@@ -35,6 +35,9 @@ CityFileOpt = Annotated[Path | None, typer.Option("--city-file", help="Your own 
 ScaleOpt = Annotated[str, typer.Option("--scale", help="Twin scale: tiny, small (default) or full.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override the twin seed of the city file.")]
 DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="A city folder with real data in the native layout.")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="Processes that caption and score images (default: $URBANLN_BENCH_WORKERS, else every "
+    "core). The caption sets are the same bytes for any number.")]
 AllowSymlinksOpt = Annotated[bool, typer.Option("--allow-symlinks", help="Accept symbolic links in the --data-root "
                                                 "folder that lead outside it (refused by default).")]
 
@@ -354,6 +357,7 @@ def run_command(
         "--dry-run", help="Fit nothing: say per cell whether its stored record is reused or would be computed "
         "(a record whose key no longer matches the code, data or settings is stale).")] = False,
     allow_symlinks: AllowSymlinksOpt = False,
+    workers: WorkersOpt = None,
 ) -> None:
     """Run a method on every cell of a city: pretrain, embed, probe, write records, print the table.
 
@@ -364,13 +368,15 @@ def run_command(
     world = distributed.init_from_env(device)
     try:
         _run_command(method, city, city_file, task, imagery, scale, seeds, split, overwrite, tune, device, profile,
-                     results, data_root, setting, cell, pretrain_city, frame, dry_run, allow_symlinks, world)
+                     results, data_root, setting, cell, pretrain_city, frame, dry_run, allow_symlinks, workers, world)
     finally:
         distributed.shutdown()
 
 
 def _run_command(method, city, city_file, task, imagery, scale, seeds, split, overwrite, tune, device, profile,
-                 results, data_root, setting, cell, pretrain_city, frame, dry_run, allow_symlinks, world) -> None:
+                 results, data_root, setting, cell, pretrain_city, frame, dry_run, allow_symlinks, workers,
+                 world) -> None:
+    from urbanln_bench.processes import workers_for_this_run
     from urbanln_bench.runner import RunOptions, parse_cell, parse_seeds, parse_settings, run, run_frame
 
     if cell is not None:
@@ -384,9 +390,11 @@ def _run_command(method, city, city_file, task, imagery, scale, seeds, split, ov
                          dry_run=dry_run, allow_symlinks=allow_symlinks)
     console = _console()
     if not world.is_main:  # the other ranks pretrain with rank 0 and stay quiet
-        run(options, progress=None, log=lambda m: None)
+        with workers_for_this_run(workers):
+            run(options, progress=None, log=lambda m: None)
         return
-    outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
+    with workers_for_this_run(workers):
+        outcomes = run(options, progress=_progress_factory_named(), log=lambda m: console.print(m, highlight=False))
     from urbanln_bench import distributed
 
     distributed.shutdown()  # the pretraining is over: rank 0 runs the frame rows and prints alone
@@ -930,6 +938,7 @@ def captions_build(
     candidates: CandidatesOpt = 2, segmenter: SegmenterOpt = "colour", phrases: ExtractorOpt = "parse",
     scorer: ScorerOpt = "clip:cpu", threshold: ThresholdOpt = None, refine: RefineOpt = True,
     consensus: ConsensusOpt = True, caption_seed: CaptionSeedOpt = 0, limit: LimitOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Caption a city's images (or reuse the cached set) and print the caption set's folder."""
     from urbanln_bench.captions.pipeline import run_pipeline
@@ -937,7 +946,7 @@ def captions_build(
     data = _caption_city(city, city_file, scale, seed, data_root)
     config = _pipeline_config(imagery, captioner, candidates, segmenter, phrases, scorer, threshold, refine,
                               consensus, caption_seed, limit)
-    run = run_pipeline(data, config, progress=_progress_factory_named())
+    run = run_pipeline(data, config, progress=_progress_factory_named(), workers=workers)
     counts = run.info.get("counts", {})
     _console().print(f"{'reused' if run.reused else 'wrote'} caption set {run.key}: {counts.get('images', '?')} images, "
                      f"{counts.get('candidates', '?')} candidates, {run.info.get('seconds_total', 0)} s", highlight=False)
@@ -951,16 +960,19 @@ def captions_report(
     segmenter: SegmenterOpt = "colour", phrases: ExtractorOpt = "parse", scorer: ScorerOpt = "clip:cpu",
     threshold: ThresholdOpt = None, refine: RefineOpt = True, caption_seed: CaptionSeedOpt = 0,
     limit: LimitOpt = None, json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workers: WorkersOpt = None,
 ) -> None:
     """Object precision (1 − hallucination), recall and CLIP-token length of raw, refined and selected captions."""
     from rich.table import Table
 
     from urbanln_bench.captions.report import fidelity_report
+    from urbanln_bench.processes import workers_for_this_run
 
     data = _caption_city(city, city_file, scale, seed, None)
     config = _pipeline_config(imagery, captioner, candidates, segmenter, phrases, scorer, threshold, refine, True,
                               caption_seed, limit)
-    report = fidelity_report(data, config, progress=_progress_factory_named())
+    with workers_for_this_run(workers):
+        report = fidelity_report(data, config, progress=_progress_factory_named())
     if json_out:
         typer.echo(json.dumps(report.as_dict(), indent=1, default=str))
         return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -29,7 +30,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from urbanln_bench.errors import UserError
+
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WORKERS_ENV = "URBANLN_BENCH_WORKERS"
+_WORKERS: contextvars.ContextVar[int | None] = contextvars.ContextVar("workers", default=None)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -66,6 +71,57 @@ def worker_pool(workers: int) -> Iterator[multiprocessing.pool.Pool]:
         raise
     pool.close()
     pool.join()
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def workers_for_this_run(workers: int | None) -> Iterator[None]:
+    """Inside, :func:`resolve_workers` answers ``workers`` when a caller asks for no number itself: how
+    the CLI's ``--workers`` reaches the caption pipeline deep inside ``run`` without a parameter on every
+    layer between (None: leave the environment or the core count to decide)."""
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    token = _WORKERS.set(workers)
+    try:
+        yield
+    finally:
+        _WORKERS.reset(token)
+
+
+def workers_chosen(requested: int | None = None) -> bool:
+    """Whether a number of workers was asked for (argument, ``--workers``, environment), not left to the cores."""
+    return requested is not None or _WORKERS.get() is not None or bool(os.environ.get(WORKERS_ENV, "").strip())
+
+
+def resolve_workers(requested: int | None = None) -> int:
+    """How many worker processes a parallel step starts: ``requested``, else ``--workers`` of this run,
+    else ``$URBANLN_BENCH_WORKERS``, else every core this process may use.
+
+    A pool's own worker gets 1: its pool is daemonic and may not start processes of its own.
+    """
+    workers = requested if requested is not None else _WORKERS.get()
+    if workers is None:
+        text = os.environ.get(WORKERS_ENV, "").strip()
+        if text:
+            try:
+                workers = int(text)
+            except ValueError:
+                raise UserError(f"${WORKERS_ENV} must be a whole number of worker processes, got {text!r}") from None
+            if workers < 1:
+                raise UserError(f"${WORKERS_ENV} must be at least 1, got {workers}")
+        else:
+            workers = available_cores()
+    if workers < 1:
+        raise UserError(f"the number of worker processes must be at least 1, got {workers}")
+    if multiprocessing.current_process().daemon:
+        return 1
+    return workers
 
 
 def _stop(signum: int, frame: object) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -413,22 +413,36 @@ class SentenceEmbedder:
     def encode(self, phrases: Iterable[str]) -> np.ndarray:
         """Unit vectors, one row per phrase; phrases seen before are not embedded again."""
         phrases = list(phrases)
-        missing = sorted({p for p in phrases if p not in self._cache}, key=lambda p: (len(p), p))
-        torch = self._torch
-        for start in range(0, len(missing), self.batch_size):
-            batch = missing[start:start + self.batch_size]
-            inputs = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                    return_tensors="pt")
-            with torch.no_grad():
-                hidden = self.model(**inputs).last_hidden_state
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1).numpy().astype(np.float32)
-            for phrase, vector in zip(batch, pooled, strict=True):
-                self._cache[phrase] = vector
+        for batch in self.batches(phrases, self._cache):
+            self.remember(dict(zip(batch, self.embed_batch(batch), strict=True)))
         if not phrases:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._cache[p] for p in phrases])
+
+    def batches(self, phrases: Iterable[str], known: Container[str]) -> list[list[str]]:
+        """The batches :meth:`encode` runs for ``phrases`` when ``known`` are cached: the new ones, shortest first.
+
+        A vector's last bits depend on its batch (padding length, kernel blocking), so a phrase's
+        vector is a function of the order in which phrases were first seen. The caption pipeline's
+        workers replay this to embed every phrase in the batch a single process would have used
+        (``captions/stages.py``)."""
+        missing = sorted({p for p in phrases if p not in known}, key=lambda p: (len(p), p))
+        return [missing[start:start + self.batch_size] for start in range(0, len(missing), self.batch_size)]
+
+    def embed_batch(self, batch: Sequence[str]) -> np.ndarray:
+        """Unit vectors of exactly this batch, in one forward pass (no cache)."""
+        torch = self._torch
+        inputs = self.tokenizer(list(batch), padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt")
+        with torch.no_grad():
+            hidden = self.model(**inputs).last_hidden_state
+        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1).numpy().astype(np.float32)
+
+    def remember(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Cache vectors computed elsewhere (by :meth:`embed_batch` in another process)."""
+        self._cache.update(vectors)
 
 
 # --- scoring ------------------------------------------------------------------------------------------
@@ -639,7 +653,10 @@ class CaptureScorer:
         precomputed synonym sets, and soft matching slices the embedding table. The diagonal holds
         self-scores (≈ 1); consensus should average over j ≠ i.
         """
-        graphs = [self.parse(c) for c in captions]
+        return self.graph_matrix([self.parse(c) for c in captions])
+
+    def graph_matrix(self, graphs: Sequence[CaptureGraph]) -> np.ndarray:
+        """:meth:`matrix` of captions already parsed (the caption pipeline parses them in another stage)."""
         tables = [self._table([g.objects for g in graphs]), self._table([g.attributes for g in graphs]),
                   self._table([g.relations for g in graphs])]
         if self.soft_matching:

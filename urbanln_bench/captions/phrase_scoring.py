@@ -26,7 +26,7 @@ Scorers see pixels and text only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -261,28 +261,51 @@ class ClipPhraseScorer:
 
     def text_features(self, phrases: Sequence[str]) -> np.ndarray:
         """L2-normalised phrase features, cached per phrase string."""
-        import torch
-        import torch.nn.functional as F
-
-        missing = [p for p in dict.fromkeys(phrases) if p not in self._text_cache]
-        if missing:
-            with torch.no_grad():
-                if self.grounder is not None:
-                    from urbanln_bench.captions.grounding import tokenize
-
-                    features = F.normalize(self.grounder.model.text(tokenize(missing, self._word_index)), dim=-1).numpy()
-                else:
-                    from urbanln_bench.backbones.clip import encode_text_trimmed
-
-                    tokens = self.tokenizer([self.template.format(phrase=p) for p in missing])
-                    length = int((tokens != 0).sum(dim=1).max())
-                    features = F.normalize(encode_text_trimmed(self.model, tokens[:, :length].to(self.device)).float(),
-                                           dim=-1).cpu().numpy()
-            self._text_cache.update(zip(missing, features, strict=True))
+        for missing in self.text_batches([phrases], self._text_cache):
+            self._text_cache.update(zip(missing, self.embed_text_batch(missing), strict=True))
         if not phrases:
             dim = next(iter(self._text_cache.values())).shape[0] if self._text_cache else 0
             return np.zeros((0, dim), np.float32)
         return np.stack([self._text_cache[p] for p in phrases])
+
+    @staticmethod
+    def text_batches(queries: Iterable[Sequence[str]], known: Container[str]) -> list[list[str]]:
+        """The batches :meth:`text_features` encodes for these calls, one after another, when ``known`` are
+        cached (``known`` is not changed). A feature's last bits depend on its batch, so the caption
+        pipeline's workers replay this to get the features one process computes (``stages.py``)."""
+        seen: set[str] = set()
+        out = []
+        for phrases in queries:
+            missing = [p for p in dict.fromkeys(phrases) if p not in known and p not in seen]
+            if missing:
+                out.append(missing)
+                seen.update(missing)
+        return out
+
+    def embed_text_batch(self, batch: Sequence[str]) -> np.ndarray:
+        """L2-normalised features of exactly this batch of phrases, in one forward pass (no cache)."""
+        import torch
+        import torch.nn.functional as F
+
+        with torch.no_grad():
+            if self.grounder is not None:
+                from urbanln_bench.captions.grounding import tokenize
+
+                return F.normalize(self.grounder.model.text(tokenize(list(batch), self._word_index)), dim=-1).numpy()
+            from urbanln_bench.backbones.clip import encode_text_trimmed
+
+            tokens = self.tokenizer([self.template.format(phrase=p) for p in batch])
+            length = int((tokens != 0).sum(dim=1).max())
+            return F.normalize(encode_text_trimmed(self.model, tokens[:, :length].to(self.device)).float(),
+                               dim=-1).cpu().numpy()
+
+    def cached_text_features(self) -> dict[str, np.ndarray]:
+        """The features cached so far (calibration's, when it ran in this process)."""
+        return dict(self._text_cache)
+
+    def remember_text(self, features: Mapping[str, np.ndarray]) -> None:
+        """Cache features computed elsewhere (by :meth:`embed_text_batch` in another process)."""
+        self._text_cache.update(features)
 
     def _scores(self, text: np.ndarray, region: np.ndarray) -> np.ndarray:
         cosine = text @ region

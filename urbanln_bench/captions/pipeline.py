@@ -8,7 +8,10 @@ beside the city's data, ``<city>/captions/<key>/``:
 - ``refined.jsonl``: the same candidates after refinement (equal to raw when refinement is off),
   with the filtered overall caption and each judged phrase's score and decision;
 - ``selected.jsonl``: one caption per image, with every candidate's consensus score;
-- ``config.json``: the settings, what the key covers, counts and per-stage speed.
+- ``config.json``: the settings, what the key covers, counts, per-stage speed and the worker processes used.
+
+The stages run in ``stages.py``, across worker processes; the files are the same bytes for any number
+of workers, so the number is not in the key.
 
 The key hashes every setting (backends and what they load, seeds, thresholds, ablation flags,
 CAPTURE's settings) and the input data manifest, so a re-run with the same settings reuses the
@@ -26,9 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from urbanln_bench.captions.captioners import DEFAULT_CAPTIONS_PER_IMAGE, PAPER_CAPTIONERS, build_captioner
+from urbanln_bench.captions.captioners import DEFAULT_CAPTIONS_PER_IMAGE, PAPER_CAPTIONERS
+from urbanln_bench.captions.stages import Backends, run_stages, workers_for
 from urbanln_bench.captions.versions import CAPTIONER_VERSION, PIPELINE_VERSION
 from urbanln_bench.errors import UserError
 
@@ -137,53 +139,22 @@ def image_ids(city: Any, imagery: str) -> list[str]:
     return sorted(i for rid in city.regions.ids for i in city.streetview_ids(rid))
 
 
-class _Backends:
-    """The pipeline's components, built once from a config (and the key inputs they imply)."""
-
-    def __init__(self, city: Any, config: PipelineConfig, ids: list[str], progress: Progress | None) -> None:
-        from urbanln_bench.captions.refine import StageTimes
-
-        self.times = StageTimes()
-        self.captioners = []
-        for spec in config.captioners:
-            backend = spec.partition(":")[0]
-            options: dict[str, Any] = {}
-            if backend == "synthetic":
-                options["seed"] = config.seed
-            elif backend == "file":
-                options["known_image_ids"] = ids
-            self.captioners.append((spec, build_captioner(spec, **options)))
-        names = [c.name for _, c in self.captioners]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise UserError(f"captioner(s) {', '.join(duplicated)} listed twice; each captioner once "
-                            "(ask for more candidates with candidates_per_captioner)")
-        self.refiner = None
-        inputs: dict[str, Any] = {"captioners": [captioner_identity(s, config.seed) for s in config.captioners]}
-        if config.refinement:
-            from urbanln_bench.captions.factual import build_phrase_extractor
-            from urbanln_bench.captions.phrase_scoring import build_phrase_scorer
-            from urbanln_bench.captions.refine import Refiner, build_segmenter
-
-            segmenter = build_segmenter(config.segmenter)
-            extractor = build_phrase_extractor(config.phrase_extractor)
-            scorer_options = {"progress": progress} if config.phrase_scorer.startswith("clip") else {}
-            scorer = build_phrase_scorer(config.phrase_scorer, config.threshold, **scorer_options)
-            self.refiner = Refiner(segmenter, scorer, extractor, self.times)
-            inputs["segmenter"] = (_folder_identity(Path(config.segmenter.partition(":")[2]))
-                                   if config.segmenter.startswith("sam:") else config.segmenter)
-            inputs["phrase_extractor"] = (extractor.settings() if hasattr(extractor, "settings")
-                                          else config.phrase_extractor)
-            inputs["phrase_scorer"] = scorer.settings()
-        self.capture = None
-        if config.consensus:
-            from urbanln_bench.captions.capture import CaptureScorer
-
-            self.capture = CaptureScorer()
-            inputs["capture"] = {"weights": asdict(self.capture.weights), "wordnet": self.capture.wordnet is not None,
-                                 "sentence_model": str(getattr(self.capture.embedder, "directory", "none")),
-                                 "empty_types": self.capture.empty_types}
-        self.key_inputs = inputs
+def key_inputs(config: PipelineConfig, backends: Backends) -> dict[str, Any]:
+    """What the backends load, for the key: persona files, caption files, model folders, the scorer's settings."""
+    inputs: dict[str, Any] = {"captioners": [captioner_identity(s, config.seed) for s in config.captioners]}
+    if backends.refiner is not None:
+        extractor = backends.refiner.extractor
+        inputs["segmenter"] = (_folder_identity(Path(config.segmenter.partition(":")[2]))
+                               if config.segmenter.startswith("sam:") else config.segmenter)
+        inputs["phrase_extractor"] = (extractor.settings() if hasattr(extractor, "settings")
+                                      else config.phrase_extractor)
+        inputs["phrase_scorer"] = backends.refiner.scorer.settings()
+    if backends.capture is not None:
+        capture = backends.capture
+        inputs["capture"] = {"weights": asdict(capture.weights), "wordnet": capture.wordnet is not None,
+                             "sentence_model": str(getattr(capture.embedder, "directory", "none")),
+                             "empty_types": capture.empty_types}
+    return inputs
 
 
 def pipeline_key(city: Any, config: PipelineConfig, key_inputs: dict[str, Any]) -> str:
@@ -204,8 +175,13 @@ def captions_root(city: Any) -> Path:
 
 
 def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress: Progress | None = None,
-                 force: bool = False) -> CaptionRun:
-    """Build (or reuse) the caption set of ``city`` (a ``CityData``) under ``config``."""
+                 force: bool = False, workers: int | None = None) -> CaptionRun:
+    """Build (or reuse) the caption set of ``city`` (a ``CityData``) under ``config``.
+
+    ``workers``: processes that caption and score the images (default: ``processes.resolve_workers``,
+    every core, where the set is large enough to pay for their start, ``stages.workers_for``); the files
+    are the same bytes whatever the number (``stages.py``).
+    """
     from urbanln_bench.cache import atomic_directory, file_lock, note_build
 
     ids = image_ids(city, config.imagery)
@@ -213,8 +189,8 @@ def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress:
         ids = ids[:config.limit]
     if not ids:
         raise UserError(f"{city.root}: no {config.imagery} images to caption")
-    backends = _Backends(city, config, ids, progress)
-    key = pipeline_key(city, config, backends.key_inputs)
+    backends = Backends(config, ids, progress)
+    key = pipeline_key(city, config, key_inputs(config, backends))
     folder = captions_root(city) / key
     if (folder / "config.json").is_file() and not force:
         return CaptionRun(folder, key, True, json.loads((folder / "config.json").read_text()))
@@ -222,75 +198,31 @@ def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress:
         if (folder / "config.json").is_file() and not force:
             return CaptionRun(folder, key, True, json.loads((folder / "config.json").read_text()))
         from urbanln_bench.captions.grounding import one_torch_thread
+        from urbanln_bench.processes import resolve_workers, workers_chosen
 
+        processes = workers_for(resolve_workers(workers), len(ids), chosen=workers_chosen(workers))
+        if config.refinement and config.phrase_extractor.startswith("factual:"):
+            processes = 1  # the FACTUAL parser batches and caches sentences across images (stages.py)
         with atomic_directory(folder) as tmp, one_torch_thread():
-            info = _write_caption_set(city, config, ids, backends, tmp, key, progress)
+            info = _write_caption_set(city, config, ids, backends, tmp, key, progress, processes)
         note_build("captions", f"{city.name}/{key}")
     return CaptionRun(folder, key, False, info)
 
 
-def _write_caption_set(city: Any, config: PipelineConfig, ids: list[str], backends: _Backends, out: Path,
-                       key: str, progress: Progress | None) -> dict[str, Any]:
-    from urbanln_bench.captions.consensus import consensus_scores, select_at_random
-    from urbanln_bench.captions.synthetic_captioner import stable_rng
-
+def _write_caption_set(city: Any, config: PipelineConfig, ids: list[str], backends: Backends, out: Path,
+                       key: str, progress: Progress | None, workers: int = 1) -> dict[str, Any]:
     started = time.perf_counter()
-    times = backends.times
-    graphs = city.scene_graphs(config.imagery) if city.source == "synthetic" else {}
-    advance = progress(f"captioning {len(ids)} {config.imagery} images of {city.name}", len(ids)) if progress else None
-    raw_lines, refined_lines, selected_lines = [], [], []
-    pairs = 0
-    for image_id in ids:
-        image = city.load_image(image_id)
-        graph = graphs.get(image_id)
-        crops = backends.refiner.crops(image) if backends.refiner else None
-        candidates: list[tuple[str, int, str]] = []  # (captioner, index, final caption)
-        for spec, captioner in backends.captioners:
-            rng = stable_rng(spec, image_id, config.seed)
-            with times.stage("describe", config.candidates_per_captioner):
-                raw = captioner.describe(image, image_id, graph, config.candidates_per_captioner, rng)
-            raw = [str(c).strip() for c in raw]
-            if not raw or not all(raw):
-                raise UserError(f"captioner '{spec}' returned {'no' if not raw else 'an empty'} caption for image "
-                                f"'{image_id}'; every candidate must be non-empty")
-            for index, caption in enumerate(raw):
-                raw_lines.append({"image_id": image_id, "captioner": captioner.name, "candidate": index,
-                                  "caption": caption})
-            if backends.refiner:
-                refined = backends.refiner.refine_image(captioner, image, image_id, graph, raw, crops)
-                for index, result in enumerate(refined):
-                    refined_lines.append({"image_id": image_id, "captioner": captioner.name, "candidate": index,
-                                          "caption": result.caption, **result.as_dict()})
-                    candidates.append((captioner.name, index, result.caption))
-            else:
-                for index, caption in enumerate(raw):
-                    refined_lines.append({"image_id": image_id, "captioner": captioner.name, "candidate": index,
-                                          "caption": caption})
-                    candidates.append((captioner.name, index, caption))
-        texts = [c[2] for c in candidates]
-        if backends.capture is not None and len(texts) > 1:
-            with times.stage("consensus (CAPTURE pairs)", len(texts) * (len(texts) - 1)):
-                scores = consensus_scores(backends.capture.matrix(texts))
-            pairs += len(texts) * (len(texts) - 1)
-            chosen, method = int(np.argmax(scores)), "consensus"
-            score_list = [round(float(s), 6) for s in scores]
-        elif backends.capture is not None:
-            chosen, method, score_list = 0, "consensus", [1.0]
-        else:
-            chosen, method, score_list = select_at_random(texts, image_id, config.seed).index, "random", None
-        name, index, caption = candidates[chosen]
-        selected_lines.append({"image_id": image_id, "captioner": name, "candidate": index, "caption": caption,
-                               "selection": method, "scores": score_list})
-        if advance:
-            advance(1)
-    for name, lines in zip(FILES, (raw_lines, refined_lines, selected_lines), strict=True):
+    result = run_stages(city, config, ids, backends, workers, progress)
+    for name, lines in zip(FILES, (result.raw, result.refined, result.selected), strict=True):
         (out / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines),
                                            encoding="utf-8")
     info = {
         "key": key, "city": city.name, "source": city.source, "data_manifest": city.manifest_hash,
-        "imagery": config.imagery, "config": asdict(config), "key_inputs": backends.key_inputs,
-        "counts": {"images": len(ids), "candidates": len(raw_lines), "capture_pairs": pairs},
-        "speed": times.rates(), "seconds_total": round(time.perf_counter() - started, 2),
+        "imagery": config.imagery, "config": asdict(config), "key_inputs": key_inputs(config, backends),
+        "counts": {"images": len(ids), "candidates": len(result.raw), "capture_pairs": result.capture_pairs},
+        "speed": result.times.rates(), "workers": result.workers, "spawned_shards": result.spawned_shards,
+        "stage_seconds": result.wall_seconds,
+        "seconds_total": round(time.perf_counter() - started, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "version": PIPELINE_VERSION,
     }
     (out / "config.json").write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")

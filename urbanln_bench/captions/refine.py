@@ -175,10 +175,19 @@ class Refiner:
     def local_captions(self, captioner: Captioner, image: np.ndarray, image_id: str,
                        graph: Mapping[str, Any] | None, crops: Sequence[Box]) -> list[LocalCaption]:
         """A short caption per crop, its phrases scored against the crop, rejected ones deleted."""
+        captions, phrases = self._local_phrases(captioner, image, image_id, graph, crops)
+        return self._score_local(image, crops, captions, phrases)
+
+    def _local_phrases(self, captioner: Captioner, image: np.ndarray, image_id: str,
+                       graph: Mapping[str, Any] | None, crops: Sequence[Box]) -> tuple[list[str], list[list[str]]]:
         with self.times.stage("local captions", len(crops)):
             captions = [captioner.describe_region(image, image_id, graph, box) for box in crops]
         with self.times.stage("phrase extraction", len(captions)):
             phrases = [judged(self.extractor(c)) for c in captions]
+        return captions, phrases
+
+    def _score_local(self, image: np.ndarray, crops: Sequence[Box], captions: Sequence[str],
+                     phrases: Sequence[Sequence[str]]) -> list[LocalCaption]:
         with self.times.stage("phrase scoring", len(captions)):
             scores = self.scorer.score(image, [QuerySet(tuple(p), box, (c,))
                                                for p, box, c in zip(phrases, crops, captions, strict=True)])
@@ -196,6 +205,10 @@ class Refiner:
         """Filter one overall caption against the whole image and merge the kept local captions into it."""
         with self.times.stage("phrase extraction"):
             phrases = judged(self.extractor(overall))
+        return self._refine_with(captioner, image, image_id, overall, phrases, local)
+
+    def _refine_with(self, captioner: Captioner, image: np.ndarray, image_id: str, overall: str,
+                     phrases: Sequence[str], local: Sequence[LocalCaption]) -> Refinement:
         with self.times.stage("phrase scoring"):
             # CAPTURE queries sentence by sentence; one set per caption is the same for an independent scorer
             (scores,) = self.scorer.score(image, [QuerySet(tuple(phrases), None)])
@@ -214,3 +227,36 @@ class Refiner:
         crops = self.crops(image) if crops is None else crops
         local = self.local_captions(captioner, image, image_id, graph, crops)
         return [self.refine(captioner, image, image_id, c, local) for c in candidates]
+
+    # -- the same work in two halves, for the caption pipeline's stages (stages.py) ---------------
+    def plan(self, captioner: Captioner, image: np.ndarray, image_id: str, graph: Mapping[str, Any] | None,
+             candidates: Sequence[str], crops: Sequence[Box]) -> RefinementPlan:
+        """Everything of :meth:`refine_image` before the first phrase is scored: local captions and all phrases."""
+        captions, phrases = self._local_phrases(captioner, image, image_id, graph, crops)
+        overall = []
+        for candidate in candidates:
+            with self.times.stage("phrase extraction"):
+                overall.append(judged(self.extractor(candidate)))
+        return RefinementPlan(tuple(crops), tuple(captions), tuple(map(tuple, phrases)), tuple(candidates),
+                              tuple(map(tuple, overall)))
+
+    def apply(self, captioner: Captioner, image: np.ndarray, image_id: str, plan: RefinementPlan) -> list[Refinement]:
+        """The rest of :meth:`refine_image`: score, delete, rewrite (the same scorer calls in the same order)."""
+        local = self._score_local(image, plan.crops, plan.local_captions, plan.local_phrases)
+        return [self._refine_with(captioner, image, image_id, c, p, local)
+                for c, p in zip(plan.candidates, plan.overall_phrases, strict=True)]
+
+
+@dataclass(frozen=True)
+class RefinementPlan:
+    """One captioner's refinement of one image up to the scoring: what :meth:`Refiner.apply` finishes."""
+
+    crops: tuple[Box, ...]
+    local_captions: tuple[str, ...]
+    local_phrases: tuple[tuple[str, ...], ...]
+    candidates: tuple[str, ...]
+    overall_phrases: tuple[tuple[str, ...], ...]
+
+    def text_queries(self) -> list[tuple[str, ...]]:
+        """The phrase lists :meth:`Refiner.apply` hands the scorer's text encoder, in order (empty ones are skipped)."""
+        return [p for p in self.local_phrases if p] + [p for p in self.overall_phrases if p]
