@@ -67,14 +67,14 @@ class RandomFeaturesFused(RandomFeatures):
     )
 
     def encode_regions(self, city, region_ids: list[str], context: FitContext) -> np.ndarray:
-        from urbanln_bench.embed import DEFAULT_BATCH_SIZE, MAX_STREETVIEWS_PER_REGION, _encode_image_ids
+        from urbanln_bench.embed import DEFAULT_BATCH_SIZE, MAX_STREETVIEWS_PER_REGION, encode_image_ids
 
         position = {rid: i for i, rid in enumerate(region_ids)}
         width = 512
         out = np.zeros((len(region_ids), 2 * width), np.float64)
         tiles = [rid for rid in city.satellite_ids() if rid in position]
         if tiles:
-            out[[position[r] for r in tiles], width:] = _encode_image_ids(self, city, tiles, context.device,
+            out[[position[r] for r in tiles], width:] = encode_image_ids(self, city, tiles, context.device,
                                                                           DEFAULT_BATCH_SIZE, None)
         view_ids, owners = [], []
         for rid in region_ids:
@@ -82,7 +82,7 @@ class RandomFeaturesFused(RandomFeatures):
             view_ids += own
             owners += [position[rid]] * len(own)
         if view_ids:
-            per_view = _encode_image_ids(self, city, view_ids, context.device, DEFAULT_BATCH_SIZE, None)
+            per_view = encode_image_ids(self, city, view_ids, context.device, DEFAULT_BATCH_SIZE, None)
             sums = np.zeros((len(region_ids), width), np.float64)
             np.add.at(sums, np.asarray(owners), per_view)
             counts = np.bincount(np.asarray(owners), minlength=len(region_ids))[:, None]

@@ -162,8 +162,10 @@ def _check_output(method: Method, output, n_inputs: int, width: int | None, what
     return array.astype(np.float32)
 
 
-def _encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str], device: str, batch_size: int,
-                      advance: Callable[[int], None] | None) -> np.ndarray:
+def encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str], device: str, batch_size: int,
+                     advance: Callable[[int], None] | None) -> np.ndarray:
+    """(len(image_ids), D): each image through the method's ``encode_images``, in batches (the per-image
+    path of ``embed_city``; a fused method's ``encode_regions`` may use it per imagery)."""
     import torch
 
     chunks: list[np.ndarray] = []
@@ -220,7 +222,7 @@ def embed_city(method: Method, data: CityData, imagery: str, context: FitContext
     elif imagery == "SI":
         ids = view.satellite_ids()
         advance = progress(f"embedding {data.name} SI with {method.variant_label()}", len(ids)) if progress else None
-        vectors = _encode_image_ids(method, view, ids, context.device, batch_size, advance)
+        vectors = encode_image_ids(method, view, ids, context.device, batch_size, advance)
     elif imagery == "SV":
         ids, image_ids, owners = [], [], []
         for rid in view.regions.ids:
@@ -230,7 +232,7 @@ def embed_city(method: Method, data: CityData, imagery: str, context: FitContext
                 ids.append(rid)
                 image_ids += views
         advance = progress(f"embedding {data.name} SV with {method.variant_label()}", len(image_ids)) if progress else None
-        per_image = _encode_image_ids(method, view, image_ids, context.device, batch_size, advance)
+        per_image = encode_image_ids(method, view, image_ids, context.device, batch_size, advance)
         owners_arr = np.asarray(owners)
         vectors = np.zeros((len(ids), per_image.shape[1]), np.float64)
         np.add.at(vectors, owners_arr, per_image)
