@@ -60,8 +60,8 @@ def test_readme_walkthrough_with_the_example_package(example_env, tmp_path: Path
     assert "Colour + edges (example)" in ran.stdout
     records = sorted(results.rglob("colour-edges/*.json"))  # beside them: the frame rows `run` adds
     assert [p.name for p in records] == ["Crime_SI_random.json", "POI_SI_random.json", "Pop_SI_random.json"]
-    assert {p.parent.name for p in results.rglob("*.json")} == {"colour-edges", "color-histogram", "scene-graph-ceiling",
-                                                                "oracle-latents"}
+    assert {p.parent.name for p in results.rglob("*.json")} == {"colour-edges", "color-histogram", "random-features",
+                                                                "scene-graph-ceiling", "oracle-latents"}
     record = json.loads(records[0].read_text())
     assert record["method"]["name"] == "colour-edges" and record["embedding"]["dim"] == 10
 
