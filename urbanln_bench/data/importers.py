@@ -233,6 +233,21 @@ def _read_tiles(files: list[Path], source_city: str, zoom: int, plan: _Plan, not
         notes.append(f"{other_zoom} tile(s) of {source_city} at a zoom other than {zoom} ignored (--zoom)")
 
 
+
+def _streetview_paragraph(text: Path | None, problems: list[str]) -> str | None:
+    """The one paragraph of an UrbanVLP street-view caption file (``{path: paragraph}``); None, with a
+    problem noted, when the file is unreadable or holds another shape; None when there is no file."""
+    if text is None:
+        return None
+    data = _read_json(text, problems)
+    if data is None:
+        return None
+    paragraphs = [v for v in data.values() if isinstance(v, str) and v.strip()] if isinstance(data, dict) else []
+    if len(paragraphs) != 1:
+        problems.append(f"{text}:1: expected {{\"<path>\": \"<paragraph>\"}} with one paragraph")
+        return None
+    return paragraphs[0].strip()
+
 def _read_json(path: Path, problems: list[str]):
     """JSON from a file, or None with a ``file:line`` problem (a byte-order mark is accepted)."""
     raw = path.read_bytes()
@@ -469,17 +484,9 @@ def _read_streetviews(files: list[Path], source_city: str, plan: _Plan, problems
     if unplaced:
         notes.append(f"{unplaced} street view(s) of {source_city} are in no tile's list: skipped")
     for name, rid in sorted(placed.items()):
-        text = texts.get(Path(name).stem)
-        if text is None:
-            continue
-        data = _read_json(text, problems)
-        if data is None:
-            continue
-        paragraphs = [v for v in data.values() if isinstance(v, str) and v.strip()] if isinstance(data, dict) else []
-        if len(paragraphs) != 1:
-            problems.append(f"{text}:1: expected {{\"<path>\": \"<paragraph>\"}} with one paragraph")
-            continue
-        plan.captions["SV"].append((f"{rid}/{Path(name).stem}", paragraphs[0].strip()))
+        paragraph = _streetview_paragraph(texts.get(Path(name).stem), problems)
+        if paragraph is not None:
+            plan.captions["SV"].append((f"{rid}/{Path(name).stem}", paragraph))
     if texts and not plan.captions["SV"] and not placed:
         notes.append(f"{len(texts)} street-view caption files but no placed street-view image: captions skipped")
 
@@ -544,17 +551,9 @@ def _place_streetviews(files: list[Path], source_city: str, plan: _Plan, grid: L
             outside += 1
             continue
         plan.streetviews.setdefault(rid, []).append(path)
-        text = texts.get(path.stem)
-        if text is None:
-            continue
-        data = _read_json(text, problems)
-        if data is None:
-            continue
-        paragraphs = [v for v in data.values() if isinstance(v, str) and v.strip()] if isinstance(data, dict) else []
-        if len(paragraphs) != 1:
-            problems.append(f"{text}:1: expected {{\"<path>\": \"<paragraph>\"}} with one paragraph")
-            continue
-        plan.captions["SV"].append((f"{rid}/{path.stem}", paragraphs[0].strip()))
+        paragraph = _streetview_paragraph(texts.get(path.stem), problems)
+        if paragraph is not None:
+            plan.captions["SV"].append((f"{rid}/{path.stem}", paragraph))
     plan.captions["SV"].sort()
     notes.append(f"{len(images) - outside} street view(s) of {source_city} placed by their {datum} position into "
                  f"{len(plan.streetviews)} grid cells")
