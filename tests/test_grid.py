@@ -192,12 +192,16 @@ def ray_session(tmp_path_factory, cache_dir):
     import ray
 
     cache = fresh_cache(tmp_path_factory.mktemp("grid-ray") / "cache", cache_dir)
-    saved = os.environ["URBANLN_BENCH_CACHE"]
-    os.environ["URBANLN_BENCH_CACHE"] = str(cache)  # the raylet and its workers inherit it
+    saved = {name: os.environ.get(name) for name in ("URBANLN_BENCH_CACHE", "URBANLN_BENCH_BUILD_LOG")}
+    os.environ.update(environment(cache))  # the raylet and its workers inherit the cache and its build log
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     finally:
-        os.environ["URBANLN_BENCH_CACHE"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     yield cache
     ray.shutdown()
 
@@ -225,6 +229,40 @@ def test_ray_cells_declare_their_resources():
 
 # -- a worker killed mid-cell -----------------------------------------------------------------------------
 
+def other_task(record: Path) -> Path:
+    """The cell's other record: a cell here writes ``Pop_<imagery>_random.json`` and ``Crime_...``."""
+    task, rest = record.name.split("_", 1)
+    return record.with_name(f"{'Crime' if task == 'Pop' else 'Pop'}_{rest}")
+
+
+def kill_a_worker_mid_cell(log: Path, process: subprocess.Popen, output: Path) -> int:
+    """SIGKILL a worker between the two records of one cell and return its pid. Each time a worker logs a
+    record, it is stopped (SIGSTOP) and the cell's other record looked for: missing, the worker is mid-cell and
+    is killed; present or being written (the record logged was the cell's second, or the worker is inside the
+    other's atomic write), it is let go and the next record waited for.
+    So the kill lands inside a cell however fast the cells run, which a kill on the first logged record alone
+    does not promise."""
+    deadline = time.monotonic() + DEADLINE
+    seen = 0
+    while True:
+        lines = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
+        records = [(Path(name), int(pid)) for kind, name, pid in lines if kind == "record"]
+        for record, pid in records[seen:]:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            other = other_task(record)
+            if not other.exists() and not list(other.parent.glob(f".{other.name}.*")):  # nor being written
+                os.kill(pid, signal.SIGKILL)
+                return pid
+            os.kill(pid, signal.SIGCONT)
+        seen = len(records)
+        assert process.poll() is None, output.read_text()
+        assert time.monotonic() < deadline, "no worker was caught between a cell's two records"
+        time.sleep(0.01)
+
+
 @pytest.mark.slow  # two CLI processes, each starting two workers: over 20 s on two cores
 def test_a_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequential, cache_dir):
     """SIGKILL the worker that has just written a cell's first record (of two): the grid finishes the other
@@ -236,14 +274,7 @@ def test_a_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequential
     with open(tmp_path / "grid.out", "w") as out:
         process = subprocess.Popen(args, env=environment(cache), stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + DEADLINE
-            while not (log.exists() and any(line.startswith("record\t") for line in log.read_text().splitlines())):
-                assert process.poll() is None, (tmp_path / "grid.out").read_text()
-                assert time.monotonic() < deadline, "no record was written"
-                time.sleep(0.01)
-            victim = int(next(line for line in log.read_text().splitlines() if line.startswith("record\t"))
-                         .split("\t")[2])
-            os.kill(victim, signal.SIGKILL)
+            victim = kill_a_worker_mid_cell(log, process, tmp_path / "grid.out")
             rc = process.wait(timeout=DEADLINE)
         finally:
             if process.poll() is None:
@@ -261,4 +292,41 @@ def test_a_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequential
     after = log.read_text().splitlines()
     assert after[:len(before)] == before
     rebuilt = [line.split("\t")[1] for line in after[len(before):] if line.startswith("record\t")]
+    assert len(rebuilt) == 8 - len(partial), "only the missing records were computed"
+
+
+@pytest.mark.slow  # a second Ray driver process twice, each connecting to the module's cluster: over 20 s
+def test_a_ray_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequential, ray_session):
+    """The Ray engine under the same kill: the task whose worker died fails (Ray's WorkerCrashedError, no
+    retry by default), the other cells finish, no partial file is left, and the same grid submitted again to
+    the same cluster computes only the missing records. The grid runs as its own driver, connected to the
+    module's cluster by address, as a cluster user's would."""
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    store = tmp_path / "store"
+    log = ray_session / "builds.log"
+    if log.exists():  # the module's other Ray test may have run first: only this test's lines count
+        log.unlink()
+    args = [sys.executable, "-m", "urbanln_bench.cli", *grid_args(store, "--engine", "ray", "--address", address)]
+    with open(tmp_path / "grid.out", "w") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            victim = kill_a_worker_mid_cell(log, process, tmp_path / "grid.out")
+            rc = process.wait(timeout=DEADLINE)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    output = (tmp_path / "grid.out").read_text()
+    assert not alive(victim)
+    assert rc == 1 and "WorkerCrashedError" in output, output
+    assert leftovers(store, ray_session) == [] and held_locks(ray_session) == []
+    partial = clean_records(store)
+    assert len(partial) < 8 and all(sequential[path] == record for path, record in partial.items())
+    before = log.read_text().splitlines()
+    result = subprocess.run(args, capture_output=True, text=True, timeout=DEADLINE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert clean_records(store) == sequential
+    rebuilt = [line.split("\t")[1] for line in log.read_text().splitlines()[len(before):]
+               if line.startswith("record\t")]
     assert len(rebuilt) == 8 - len(partial), "only the missing records were computed"
