@@ -123,14 +123,19 @@ def test_the_leaderboard_marks_the_winner_its_ties_and_ranks(truth, tmp_path: Pa
         write_record(tmp_path / "synthetic-small" / "NY" / label.lower() / "Crime_SI_random.json",
                      Record.from_json(data, label))
     text = render_leaderboard(tmp_path)
-    rows: dict[str, str] = {}  # the first table (native imagery) only
-    for line in text.splitlines():
+    rows: dict[str, str] = {}  # the city's first table (native imagery) only
+    for line in text[text.index("## NY"):].splitlines():
         if line.startswith(("| Alpha", "| Beta", "| Gamma")):
             rows.setdefault(line.split(" |")[0].strip("| "), line)
     winner = "Alpha" if "**" in rows["Alpha"] else "Beta"
     other = "Beta" if winner == "Alpha" else "Alpha"
     assert "**" in rows[winner] and "≈" in rows[other] and "≈" not in rows["Gamma"] and "**" not in rows["Gamma"]
     assert "Compared on 1 of 3 tasks" in text
+    overall = text[text.index("## All cities — summary (`synthetic-small`"):text.index("## NY")]
+    gamma = next(line for line in overall.splitlines() if line.startswith("| Gamma |"))
+    assert [c.strip() for c in gamma.strip("|").split("|")][2:] == ["3.00", "[3.00, 3.00]", "0", "0", "1", "NY"]
+    leader = next(line for line in overall.splitlines() if line.startswith(f"| {winner} |"))
+    assert [c.strip() for c in leader.strip("|").split("|")][4:7] == ["1", "0", "1"]  # 1 win, no tie, 1 cell
 
 
 def _named(name: str, role: str, pred: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> Record:
@@ -178,3 +183,35 @@ def test_the_split_agreement_is_the_rank_correlation_of_the_two_strategies():
     reversed_order = rows_for("spatial-block", {"A": 0.1, "B": 0.2, "C": 0.3})
     assert _split_agreement({**random, **reversed_order}, ["Pop"])[-1] == "| Pop | -1.00 (3) | +0.200 |"
     assert _split_agreement(random, ["Pop"]) == []  # no spatial-block records: no table
+
+
+def _subset(record: Record, keep: int) -> Record:
+    """The record as a street-view method would have it: the first ``keep`` test regions of every seed."""
+    data = record.to_json()
+    data.pop("digest", None)
+    for seed in data["per_seed"]:
+        stored = seed["predictions"]
+        for field in ("ids", "y", "mlp", "ridge"):
+            stored[field] = stored[field][:keep]
+        seed["r2"] = regression_metrics(np.asarray(stored["y"]), np.asarray(stored["mlp"]))["r2"]
+    r2s = [seed["r2"] for seed in data["per_seed"]]
+    data["metrics"]["r2"] = {"mean": float(np.mean(r2s)), "std": float(np.std(r2s, ddof=1)), "n": len(r2s)}
+    return Record.from_json(data, "subset")
+
+
+def test_methods_on_overlapping_test_regions_are_compared_and_scored_on_their_own(truth):
+    """A street-view method's test regions are a subset of the satellite method's: the comparison draws
+    from their union, so each keeps its own full-data R² and the shared regions are paired."""
+    good, bad = _record("good", _noisy(truth, 0.3, 1), truth), _record("bad", _noisy(truth, 0.9, 2), truth)
+    sub = _subset(bad, 80)
+    diff = paired_difference(good, sub)
+    assert diff is not None and diff.low > 0.2 and diff.regions == 450 and diff.shared == 400
+    assert diff.diff == pytest.approx(good.metrics["r2"].mean - sub.metrics["r2"].mean, abs=1e-12)
+    same = paired_difference(good, _subset(good, 80))  # the same predictions on fewer regions: a tie
+    assert same.tied
+    ranks = mean_ranks([{"good": good, "sub": sub}], n_bootstrap=200)
+    assert ranks["good"].mean == 1.0 and ranks["sub"].mean == 2.0 and ranks["sub"].cells == 1
+    shifted = {s: np.roll(y, 1) for s, y in truth.items()}  # the same region ids, other targets: another split
+    other = _record("other", _noisy(shifted, 0.5, 3), shifted)
+    assert paired_difference(good, other) is None
+    assert set(mean_ranks([{"good": good, "other": other, "sub": sub}], n_bootstrap=50)) == {"good", "sub"}

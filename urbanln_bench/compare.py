@@ -3,15 +3,22 @@ each cell's winner and the methods statistically tied with it, and mean ranks wi
 (docs/architecture.md#comparisons).
 
 Two records of one cell share their splits (a split is a function of city, task, seed and strategy), so
-their test predictions can be compared region by region. For one seed, a bootstrap replicate draws the
-test regions with replacement and scores both methods on the same draw; a replicate's difference is the
+their test predictions can be compared region by region. Methods on different imageries of one cell are
+scored on the test regions their imagery has: a street-view method's test regions are the split's test
+regions that have street views, a subset of the satellite method's (NY small: 92 of 101). So for one seed,
+a bootstrap replicate draws from the *union* of the records' test regions with replacement, and every
+record is scored on the drawn regions it has: on shared regions the draw is the same for both (paired),
+and each record's full-data score is its own R², the one its table shows. A replicate's difference is the
 mean over the seeds both records have of R²(a) − R²(b) on that seed's draw. The 95 % interval is the
 2.5th and 97.5th percentile of ``N_BOOTSTRAP`` replicates (percentile bootstrap, a fixed generator
-seed: the same records give the same interval). A difference whose interval contains 0 is a tie.
+seed: the same records give the same interval). A difference whose interval contains 0 is a tie. Two
+records are comparable on a seed when their test regions overlap and their targets agree on every shared
+region (the same split); records on other splits or cities are not compared.
 
-This accounts for the test-set sampling noise of each split, paired, and averages over the seeds' splits
-and probe fits; it does not re-fit the probe per replicate. Records made before the harness stored test
-predictions have none: they are left out of every comparison, and the tables say so.
+This accounts for the test-set sampling noise of each split, paired where the regions are shared, and
+averages over the seeds' splits and probe fits; it does not re-fit the probe per replicate. Records made
+before the harness stored test predictions have none: they are left out of every comparison, and the tables
+say so.
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ class SeedPredictions:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """R²(a) − R²(b) over the seeds both have (full test sets), and its bootstrap interval."""
+    """R²(a) − R²(b) over the seeds both have (each on its full test set), and its bootstrap interval."""
 
     diff: float
     low: float
     high: float
     seeds: int
-    regions: int  # test regions per seed, summed over the seeds used
+    regions: int  # test regions of either record per seed (their union), summed over the seeds used
+    shared: int = -1  # of those, the regions both records have (-1: not counted)
 
     @property
     def tied(self) -> bool:
@@ -76,9 +84,57 @@ def _r2_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), 0.0)
 
 
+def _weighted_r2(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """R² per replicate, each region counted ``weights[replicate, region]`` times (a bootstrap draw as counts);
+    a replicate with no target variance among its drawn regions scores 0."""
+    total = weights.sum(axis=1)
+    mean = (weights * y).sum(axis=1) / np.where(total > 0, total, 1.0)
+    sst = (weights * (y - mean[:, None]) ** 2).sum(axis=1)
+    sse = (weights * (y - pred) ** 2).sum(axis=1)
+    return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), 0.0)
+
+
+class _SeedDraw:
+    """One seed's bootstrap draw over the union of some records' test regions, as counts per region.
+
+    The union lists the first record's regions in its order, then each further record's new ones; the draw
+    is ``rng.integers(0, len(union), (n, len(union)))``. Records that all have the same regions therefore
+    get the draws a plain resampling of those regions would."""
+
+    def __init__(self, seeds: Sequence[SeedPredictions]):
+        self.position: dict[str, int] = {}
+        self.target: list[float] = []
+        self.comparable = True
+        for p in seeds:
+            overlap = False
+            for region, y in zip(p.ids, p.y, strict=True):
+                at = self.position.get(region)
+                if at is None:
+                    self.position[region] = len(self.target)
+                    self.target.append(float(y))
+                elif self.target[at] != float(y):
+                    self.comparable = False  # another target for the same region: another split
+                else:
+                    overlap = True
+            if self.position and not overlap and p is not seeds[0]:
+                self.comparable = False  # no region in common: not the same split
+        self.counts: np.ndarray | None = None
+
+    def draw(self, rng: np.random.Generator, n_bootstrap: int) -> None:
+        n = len(self.target)
+        draw = rng.integers(0, n, size=(n_bootstrap, n))
+        flat = (draw + np.arange(n_bootstrap)[:, None] * n).ravel()
+        self.counts = np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(np.float64)
+
+    def score(self, p: SeedPredictions) -> np.ndarray:
+        """R² of ``p`` on every replicate: on the drawn regions it has."""
+        at = np.fromiter((self.position[region] for region in p.ids), dtype=np.int64, count=len(p.ids))
+        return _weighted_r2(p.y, p.pred, self.counts[:, at])
+
+
 def _pairs(a: Mapping[int, SeedPredictions], b: Mapping[int, SeedPredictions]) -> list[int]:
-    """Seeds both have, on the same test regions (same split)."""
-    return sorted(s for s in set(a) & set(b) if a[s].ids == b[s].ids and np.array_equal(a[s].y, b[s].y))
+    """Seeds both have on the same split (overlapping test regions, the same target on each shared one)."""
+    return sorted(s for s in set(a) & set(b) if _SeedDraw([a[s], b[s]]).comparable)
 
 
 def paired_difference(a: Record, b: Record, probe: str = "mlp", n_bootstrap: int = N_BOOTSTRAP,
@@ -91,17 +147,18 @@ def paired_difference(a: Record, b: Record, probe: str = "mlp", n_bootstrap: int
         return None
     rng = np.random.default_rng(seed)
     replicates = np.zeros(n_bootstrap)
-    full = []
+    full, regions, shared = [], 0, 0
     for s in seeds:
-        y, ya, yb = pa[s].y, pa[s].pred, pb[s].pred
-        full.append(float(_r2_rows(y, ya) - _r2_rows(y, yb)))
-        draw = rng.integers(0, len(y), size=(n_bootstrap, len(y)))
-        replicates += _r2_rows(y[draw], ya[draw]) - _r2_rows(y[draw], yb[draw])
+        full.append(float(_r2_rows(pa[s].y, pa[s].pred) - _r2_rows(pb[s].y, pb[s].pred)))
+        draw = _SeedDraw([pa[s], pb[s]])
+        draw.draw(rng, n_bootstrap)
+        replicates += draw.score(pa[s]) - draw.score(pb[s])
+        regions += len(draw.target)
+        shared += len(set(pa[s].ids) & set(pb[s].ids))
     replicates /= len(seeds)
     tail = (1.0 - CI_LEVEL) / 2
     low, high = np.quantile(replicates, [tail, 1.0 - tail])
-    return PairedDifference(float(np.mean(full)), float(low), float(high), len(seeds),
-                            sum(len(pa[s].ids) for s in seeds))
+    return PairedDifference(float(np.mean(full)), float(low), float(high), len(seeds), regions, shared)
 
 
 @dataclass(frozen=True)
@@ -142,34 +199,42 @@ class MeanRank:
 
 def mean_ranks(cells: Sequence[Mapping[str, Record]], probe: str = "mlp", n_bootstrap: int = N_BOOTSTRAP,
                seed: int = BOOTSTRAP_SEED) -> dict[str, MeanRank]:
-    """GEO-Bench-style aggregate: each method's rank per cell (1 = highest R²; ties share the mean rank),
-    averaged over the cells it has, with a bootstrap interval from resampling every cell's test regions
-    (one draw per cell and seed, shared by all methods of the cell). Cells where fewer than two methods
-    have comparable predictions are left out."""
+    """GEO-Bench-style aggregate: each method's rank per cell (1 = highest R², the mean over its seeds of its
+    own test R²; ties share the mean rank), averaged over the cells it has, with a bootstrap interval from
+    resampling every cell's test regions (one draw per cell and seed over the union of the methods' test
+    regions, shared by all methods of the cell; each scored on the drawn regions it has). A method whose
+    targets disagree with the others' on a shared region (another split) is left out of that cell; cells
+    where fewer than two methods have comparable predictions are left out."""
     rng = np.random.default_rng(seed)
     point: dict[str, list[float]] = {}
     boot: dict[str, list[np.ndarray]] = {}
     for cell in cells:
         preds = {label: predictions(record, probe) for label, record in cell.items()}
         preds = {label: p for label, p in preds.items() if p}
-        if len(preds) < 2:
-            continue
         labels = sorted(preds)
-        seeds = sorted(set.intersection(*(set(_pairs(preds[labels[0]], preds[label])) for label in labels)))
-        if not seeds:
+        if len(labels) < 2:
             continue
-        full = np.zeros(len(labels))
-        reps = np.zeros((n_bootstrap, len(labels)))
-        for s in seeds:
-            y = preds[labels[0]][s].y
-            draw = rng.integers(0, len(y), size=(n_bootstrap, len(y)))
-            for j, label in enumerate(labels):
-                pred = preds[label][s].pred
-                full[j] += float(_r2_rows(y, pred))
-                reps[:, j] += _r2_rows(y[draw], pred[draw])
+        # a label joins the cell when it is comparable, on every seed it has, with the labels before it
+        kept: list[str] = []
+        for label in labels:
+            if all(_SeedDraw([*(preds[k][s] for k in kept if s in preds[k]), preds[label][s]]).comparable
+                   for s in preds[label]):
+                kept.append(label)
+        if len(kept) < 2:
+            continue
+        full = np.zeros(len(kept))
+        reps = np.zeros((n_bootstrap, len(kept)))
+        for s in sorted({s for label in kept for s in preds[label]}):
+            having = [label for label in kept if s in preds[label]]
+            draw = _SeedDraw([preds[label][s] for label in having])
+            draw.draw(rng, n_bootstrap)
+            for label in having:
+                j, p = kept.index(label), preds[label][s]
+                full[j] += float(_r2_rows(p.y, p.pred)) / len(preds[label])
+                reps[:, j] += draw.score(p) / len(preds[label])
         full_ranks = _ranks_desc(full[None, :])[0]
         rep_ranks = _ranks_desc(reps)
-        for j, label in enumerate(labels):
+        for j, label in enumerate(kept):
             point.setdefault(label, []).append(float(full_ranks[j]))
             boot.setdefault(label, []).append(rep_ranks[:, j])
     tail = (1.0 - CI_LEVEL) / 2

@@ -706,6 +706,54 @@ def _learning_check(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict[st
                           *(f"{t} Δ vs start" for t in tasks)], table, "llrr" + "l" * len(tasks))]
 
 
+def overall_section(tables: dict[tuple[str, str], dict[Row, dict[str, dict]]],
+                    tasks_of: dict[tuple[str, str], list[str]],
+                    comparisons_of: dict[tuple[str, str], dict[str, CellComparison]]) -> list[str]:
+    """The top-of-leaderboard summary across cities, one table per data tag (twin scale or real manifest: ranks
+    over a mix of synthetic and real cells would mean nothing): per competing method (native imagery, random
+    split), its mean rank over every (city, task) cell with comparable records and the 95 % bootstrap interval
+    (``compare.mean_ranks``, GEO-Bench's aggregate), how many of those cells it wins and in how many it is
+    statistically tied with the winner (the city tables' paired comparisons)."""
+    lines: list[str] = []
+    for tag in sorted({tag for _, tag in tables}):
+        keys = [key for key in tables if key[1] == tag and comparisons_of.get(key)]
+        if not keys:
+            continue
+        cells, wins, ties, where = [], defaultdict(int), defaultdict(int), defaultdict(set)
+        for key in sorted(keys, key=lambda k: (CITY_ORDER.index(k[0]) if k[0] in CITY_ORDER else len(CITY_ORDER), k)):
+            methods = {r: v for r, v in native_rows(tables[key]).items() if r.role == "method"}
+            for task, comparison in comparisons_of[key].items():
+                if task not in tasks_of[key]:
+                    continue
+                cells.append({r.label + "|" + r.imagery: v[task]["record"] for r, v in methods.items()
+                              if task in v and "record" in v[task]})
+                wins[comparison.winner] += 1
+                for label in comparison.differences:
+                    ties[label] += comparison.tied(label)
+                for label in cells[-1]:
+                    where[label].add(key[0])
+        ranks = mean_ranks(cells)
+        if not ranks:
+            continue
+        cities = sorted({key[0] for key in keys}, key=lambda c: (CITY_ORDER.index(c) if c in CITY_ORDER else 9, c))
+        kind = "synthetic twins" if tag.startswith("synthetic") else "real data"
+        lines += [f"## All cities — summary (`{tag}`, {kind})", "",
+                  f"Over every city × task cell of {', '.join(cities)} where the records keep test predictions: "
+                  "each method's rank per cell among the methods of that city's table (1 = highest R²; native "
+                  "imagery, random split; floors, references and ceilings excluded), averaged over its cells, with "
+                  "the 95 % bootstrap interval from resampling every cell's test regions; wins = cells where it has "
+                  "the highest R²; tied = cells where its paired 95 % interval of the R² difference from the "
+                  "winner contains 0. A method ranked over fewer cells, or other cities, is ranked against a "
+                  "different field: read its mean rank with its cell count.", ""]
+        table = [[*label.split("|"), f"{rank.mean:.2f}", f"[{rank.low:.2f}, {rank.high:.2f}]", str(wins[label]),
+                  str(ties[label]), str(rank.cells), ", ".join(sorted(where[label]))]
+                 for label, rank in sorted(ranks.items(), key=lambda kv: (kv[1].mean, kv[0]))]
+        lines += table_lines(["Method", "Imagery", "Mean rank", "95 % interval", "Wins", "Tied with the winner",
+                              "Cells", "Cities"], table, "llrlrrrl")
+        lines.append("")
+    return lines
+
+
 TRANSFER_TASK = "Pop"
 
 
@@ -786,12 +834,19 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
         city, tag = key
         return (CITY_ORDER.index(city) if city in CITY_ORDER else len(CITY_ORDER), city, tag)
 
-    for city, tag in sorted(tables, key=city_rank):
+    tasks_of: dict[tuple[str, str], list[str]] = {}
+    comparisons_of: dict[tuple[str, str], dict[str, CellComparison]] = {}
+    for city, tag in sorted(tables, key=city_rank):  # bootstraps: once per city, before the cross-city summary
         rows = tables[(city, tag)]
         try:
-            tasks = list(get_city(city).tasks)
+            tasks_of[(city, tag)] = list(get_city(city).tasks)
         except Exception:  # a user's city without its file: fall back to the tasks recorded
-            tasks = sorted({t for v in rows.values() for t in v})
+            tasks_of[(city, tag)] = sorted({t for v in rows.values() for t in v})
+        comparisons_of[(city, tag)] = cell_comparisons(native_rows(rows), tasks_of[(city, tag)])
+    lines += overall_section(tables, tasks_of, comparisons_of)
+    for city, tag in sorted(tables, key=city_rank):
+        rows = tables[(city, tag)]
+        tasks = tasks_of[(city, tag)]
         kind = "synthetic twin" if tag.startswith("synthetic") else "real data"
         data_note = (f"**Synthetic data** ({city} twin, scale `{tag.split('-', 1)[1]}`)" if kind == "synthetic twin"
                      else f"Real data (manifest `{tag.split('-', 1)[1]}`)")
@@ -800,7 +855,7 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
             data_note += f", at most {cap} street view{'s' if cap > 1 else ''} per region (`max_street_views` in its city file)"
         lines += [f"## {city} — {kind} (`{tag}`)", "",
                   f"{data_note}. Methods on their native imagery, random 6:2:2 split.", ""]
-        comparisons = cell_comparisons(native_rows(rows), tasks)  # bootstraps: once per city
+        comparisons = comparisons_of[(city, tag)]
         lines += city_section(city, tag, rows, tasks, native_only=True, comparisons=comparisons)
         for figure in prediction_figures(city, tag, rows, tasks):
             figures.append(figure)
