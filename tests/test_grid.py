@@ -217,6 +217,19 @@ def test_ray_engine_writes_the_sequential_records(tmp_path: Path, sequential, ra
     assert leftovers(store, ray_session) == [] and held_locks(ray_session) == []
 
 
+def test_ray_engine_gives_the_view_the_cluster_s_parallelism(ray_session):
+    """The ETA divides by the cells the cluster runs at once (its CPUs ÷ threads per cell), not by this
+    machine's cores: the engine says it once connected, and the view takes it."""
+    from rich.console import Console
+
+    from urbanln_bench.grid import GridView, run_ray
+
+    assert list(run_ray([], None)) == [("workers", -1, 2)]  # ray.init(num_cpus=2), one thread per cell
+    view = GridView([GridCell("NY", "color-histogram", "SV")], 1, Console(quiet=True))
+    view("workers", -1, 2)
+    assert view.parallel == 2
+
+
 def test_ray_cells_declare_their_resources():
     from urbanln_bench.grid import GIB, cell_resources
 

@@ -538,7 +538,8 @@ def describe_exit(code: int | None) -> str:
 
 def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Iterator[tuple[str, int, Any]]:
     """Submit every job as a Ray task declaring ``cell_resources``; yields ``("done", index, CellResult)`` as
-    tasks finish. Connects to ``address`` (``auto``, ``host:port``, ``ray://host:10001``), or to the session
+    tasks finish, after ``("workers", -1, n)``: the cells the cluster's CPUs run at once (the view's ETA).
+    Connects to ``address`` (``auto``, ``host:port``, ``ray://host:10001``), or to the session
     this process already has, or starts a local one (its CPUs and memory). A task whose worker died
     (killed, out of memory, node lost) is retried ``retries`` times by Ray, then reported failed."""
     try:
@@ -552,6 +553,8 @@ def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Itera
         ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
     remote = ray.remote(run_cell)
     pending: dict[Any, int] = {}
+    threads = max(1, jobs[0].threads) if jobs else 1
+    yield "workers", -1, max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)  # the cluster's, for the ETA
     try:
         for job in jobs:
             need = cell_resources(job.cell, job.options, job.threads)
@@ -662,6 +665,9 @@ class GridView:
         self.progress.stop()
 
     def __call__(self, kind: str, index: int, value: Any) -> None:
+        if kind == "workers":  # the Ray engine, once connected: the cells the cluster's CPUs run at once
+            self.parallel = max(1, int(value))
+            return
         if kind == "started":
             self.running[index] = time.perf_counter()
         elif kind == "done":
