@@ -67,7 +67,7 @@ class RandomFeaturesFused(RandomFeatures):
     )
 
     def encode_regions(self, city, region_ids: list[str], context: FitContext) -> np.ndarray:
-        from urbanln_bench.embed import DEFAULT_BATCH_SIZE, MAX_STREETVIEWS_PER_REGION, encode_image_ids
+        from urbanln_bench.embed import DEFAULT_BATCH_SIZE, encode_image_ids, mean_per_region, streetviews_of
 
         position = {rid: i for i, rid in enumerate(region_ids)}
         width = 512
@@ -76,15 +76,8 @@ class RandomFeaturesFused(RandomFeatures):
         if tiles:
             out[[position[r] for r in tiles], width:] = encode_image_ids(self, city, tiles, context.device,
                                                                           DEFAULT_BATCH_SIZE, None)
-        view_ids, owners = [], []
-        for rid in region_ids:
-            own = city.streetview_ids(rid)[:MAX_STREETVIEWS_PER_REGION]
-            view_ids += own
-            owners += [position[rid]] * len(own)
+        view_ids, owners = streetviews_of(city, region_ids)
         if view_ids:
             per_view = encode_image_ids(self, city, view_ids, context.device, DEFAULT_BATCH_SIZE, None)
-            sums = np.zeros((len(region_ids), width), np.float64)
-            np.add.at(sums, np.asarray(owners), per_view)
-            counts = np.bincount(np.asarray(owners), minlength=len(region_ids))[:, None]
-            out[:, :width] = sums / np.maximum(counts, 1)
+            out[:, :width] = mean_per_region(per_view, owners, len(region_ids))
         return out.astype(np.float32)

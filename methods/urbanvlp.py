@@ -159,7 +159,7 @@ class UrbanVLP(ClipBackedMethod):
         """Satellite feature + mean street-view feature per region (zero for what a region lacks)."""
         import torch
 
-        from urbanln_bench.embed import autocast, preprocess
+        from urbanln_bench.embed import autocast, mean_per_region, preprocess, streetviews_of
 
         def encode(model, image_ids: list[str]) -> np.ndarray:
             chunks = []
@@ -175,17 +175,9 @@ class UrbanVLP(ClipBackedMethod):
         width = satellite.shape[1]
         out = np.zeros((len(region_ids), width), np.float64)
         out[[position[r] for r in with_tile]] += satellite
-        view_ids, owners = [], []
-        for rid in region_ids:
-            own = city.streetview_ids(rid)[:self.view_cap()]
-            view_ids += own
-            owners += [position[rid]] * len(own)
+        view_ids, owners = streetviews_of(city, region_ids, self.view_cap())
         if view_ids:
-            per_view = encode(self.streetview, view_ids)
-            sums = np.zeros_like(out)
-            np.add.at(sums, np.asarray(owners), per_view)
-            counts = np.bincount(np.asarray(owners), minlength=len(region_ids))[:, None]
-            out += sums / np.maximum(counts, 1)
+            out += mean_per_region(encode(self.streetview, view_ids), owners, len(region_ids))
         return out.astype(np.float32)
 
     def architecture(self):

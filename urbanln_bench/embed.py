@@ -191,6 +191,28 @@ def encode_image_ids(method: Method, view: UnlabelledCity, image_ids: list[str],
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
+def streetviews_of(view: UnlabelledCity, region_ids: list[str], cap: int = MAX_STREETVIEWS_PER_REGION
+                   ) -> tuple[list[str], np.ndarray]:
+    """The street-view image ids of ``region_ids`` (at most ``cap`` per region, region by region) and, for each,
+    the index in ``region_ids`` of the region it belongs to: what ``mean_per_region`` pools with."""
+    image_ids: list[str] = []
+    owners: list[int] = []
+    for i, rid in enumerate(region_ids):
+        own = view.streetview_ids(rid)[:cap]
+        image_ids += own
+        owners += [i] * len(own)
+    return image_ids, np.asarray(owners, dtype=np.int64)
+
+
+def mean_per_region(per_image: np.ndarray, owners: np.ndarray, n_regions: int) -> np.ndarray:
+    """The mean of each region's image vectors (``owners[k]`` = the region of row ``k``), float64; a region
+    without an image gets zeros. The one pooling every street-view embedding of the harness uses."""
+    sums = np.zeros((n_regions, per_image.shape[1]), np.float64)
+    np.add.at(sums, owners, per_image)
+    counts = np.bincount(owners, minlength=n_regions)[:, None]
+    return sums / np.maximum(counts, 1)
+
+
 def autocast(device):
     """bf16 autocast on CUDA, nothing elsewhere, so CPU runs stay float32: the one precision rule of
     embedding, training and profiling. ``device`` is a string ("cuda:0") or a ``torch.device``."""
@@ -224,19 +246,11 @@ def embed_city(method: Method, data: CityData, imagery: str, context: FitContext
         advance = progress(f"embedding {data.name} SI with {method.variant_label()}", len(ids)) if progress else None
         vectors = encode_image_ids(method, view, ids, context.device, batch_size, advance)
     elif imagery == "SV":
-        ids, image_ids, owners = [], [], []
-        for rid in view.regions.ids:
-            views = view.streetview_ids(rid)[:MAX_STREETVIEWS_PER_REGION]
-            if views:
-                owners += [len(ids)] * len(views)
-                ids.append(rid)
-                image_ids += views
+        ids = [rid for rid in view.regions.ids if view.streetview_ids(rid)]
+        image_ids, owners = streetviews_of(view, ids)
         advance = progress(f"embedding {data.name} SV with {method.variant_label()}", len(image_ids)) if progress else None
         per_image = encode_image_ids(method, view, image_ids, context.device, batch_size, advance)
-        owners_arr = np.asarray(owners)
-        vectors = np.zeros((len(ids), per_image.shape[1]), np.float64)
-        np.add.at(vectors, owners_arr, per_image)
-        vectors = (vectors / np.bincount(owners_arr, minlength=len(ids))[:, None]).astype(np.float32)
+        vectors = mean_per_region(per_image, owners, len(ids)).astype(np.float32)
     else:
         raise UserError(f"imagery must be SV, SI or SV+SI, got {imagery!r}")
     meta = {"method": method.identity(), "variant": method.variant_label(), "city": data.name,
