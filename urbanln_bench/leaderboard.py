@@ -4,7 +4,9 @@ Per city and data set, a table shaped like the paper's (methods on their native 
 R²/RMSE/MAE, mean ± std over seeds), the improvement rows of "ours" variants over the best baseline
 (the paper's definition, ``reference/paper.py``), the oracle and floor rows, the paper-reported
 numbers in labelled rows, and provenance (data, weights) per row. Missing cells are "—"; nothing is
-averaged over incomplete rows. Deterministic: the same records give a byte-identical file.
+averaged over incomplete rows. Deterministic: the same records give a byte-identical file. Figure 4
+(parameters vs images/s) and caption fidelity per stage come from stored measurements (``measurements.py``)
+where they exist: the numbers stored, never measured again here.
 """
 
 from __future__ import annotations
