@@ -628,6 +628,7 @@ def leaderboard_command(
         check_output_file(out, "--out")
         check_output_dir(figures, "--figures")
 
+    from urbanln_bench.measurements import measurement_problems, tampered_measurements
     from urbanln_bench.seal import audit_store, seal_store, tampered_records
 
     if seal:
@@ -646,6 +647,7 @@ def leaderboard_command(
         return
     if check:
         audit = audit_store(results)
+        audit.problems += measurement_problems(results)
         if not audit.ok:
             lines = audit.lines()
             more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
@@ -666,13 +668,13 @@ def leaderboard_command(
             raise typer.Exit(1)
         typer.echo(f"every record under {results} matches the current code")
     if not check:
-        tampered = tampered_records(results)
+        tampered = tampered_records(results) + tampered_measurements(results)
         if tampered:  # numbers edited by hand: nothing is written until they are restored or re-run
             _console().print(f"[red]not writing {out}[/red]: {len(tampered)} record(s) were edited after they were "
                              "written:\n  " + "\n  ".join(escape(t) for t in tampered), highlight=False)
             raise typer.Exit(2)
     # a record that cannot be read is named and left out; it does not block the board of every other record
-    corrupt = corrupt_records(results)
+    corrupt = corrupt_records(results) + measurement_problems(results)
     for problem in corrupt:
         _console().print(f"[red]skipped record:[/red] {escape(problem)}", highlight=False)
     board = build_leaderboard(results, link)
@@ -859,6 +861,11 @@ def profile_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     batches: Annotated[int, typer.Option("--batches", help="Timed batches after one warm-up.")] = 4,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    save: Annotated[bool, typer.Option(
+        "--save", help="Store the profile, with this machine named, in the result store "
+        "(<results>/profiles/<machine>/<profile>_<device>.json): `leaderboard` draws Figure 4 from it.")] = False,
+    results: Annotated[Path | None, typer.Option(
+        "--results", help="Result store to save into (implies --save; default with --save: results).")] = None,
 ) -> None:
     """Total and trainable parameters and inference images/s per method (the paper's Figure 4)."""
     from rich.table import Table
@@ -873,7 +880,19 @@ def profile_command(
     check_count(batch_size, "--batch-size", 1, 65_536)
     check_count(batches, "--batches", 1, 10_000)
     names = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    store = results if results is not None else (Path("results") if save else None)
+    if store is not None:
+        from urbanln_bench.checks import check_output_dir
+
+        check_output_dir(store, "--results")
     rows = profile_methods(names, profile=profile, device=device, batch_size=batch_size, batches=batches)
+    if store is not None:
+        from urbanln_bench.measurements import profile_record, write_measurement
+
+        record = profile_record(rows, profile=profile, device=device, batch_size=batch_size, batches=batches)
+        path = write_measurement(store, record)
+        _console().print(f"saved the profile of {len(rows)} method(s) on {record.machine.label} to {path}; "
+                         "`urbanln-bench leaderboard` draws Figure 4 from it", highlight=False)
     if json_out:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -961,6 +980,11 @@ def captions_report(
     threshold: ThresholdOpt = None, refine: RefineOpt = True, caption_seed: CaptionSeedOpt = 0,
     limit: LimitOpt = None, json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     workers: WorkersOpt = None,
+    save: Annotated[bool, typer.Option(
+        "--save", help="Store the per-stage numbers next to the city's records "
+        "(<results>/<data tag>/<city>/captions/fidelity_<imagery>.json): `leaderboard` draws them.")] = False,
+    results: Annotated[Path | None, typer.Option(
+        "--results", help="Result store to save into (implies --save; default with --save: results).")] = None,
 ) -> None:
     """Object precision (1 − hallucination), recall and CLIP-token length of raw, refined and selected captions."""
     from rich.table import Table
@@ -968,11 +992,21 @@ def captions_report(
     from urbanln_bench.captions.report import fidelity_report
     from urbanln_bench.processes import workers_for_this_run
 
+    store = results if results is not None else (Path("results") if save else None)
+    if store is not None:
+        from urbanln_bench.checks import check_output_dir
+
+        check_output_dir(store, "--results")
     data = _caption_city(city, city_file, scale, seed, None)
     config = _pipeline_config(imagery, captioner, candidates, segmenter, phrases, scorer, threshold, refine, True,
                               caption_seed, limit)
     with workers_for_this_run(workers):
         report = fidelity_report(data, config, progress=_progress_factory_named())
+    if store is not None:
+        from urbanln_bench.measurements import fidelity_record, write_measurement
+
+        path = write_measurement(store, fidelity_record(report, data, config, scale))
+        _console().print(f"saved caption fidelity of {report.city} {report.imagery} to {path}", highlight=False)
     if json_out:
         typer.echo(json.dumps(report.as_dict(), indent=1, default=str))
         return

@@ -10,8 +10,10 @@ from one drawn by another matplotlib (docs/architecture.md#report).
 
 Which figures exist follows the records: the paper's Figure 2 (prediction vs truth on test regions, ours
 and the best baseline, per city × imagery with stored predictions), Figure 3 (ablation bars with 95 %
-paired bootstrap intervals), Table 4's μ sweep (any one-setting sweep of "ours" as a line with intervals)
-and Figure 5 (transfer heatmaps). matplotlib is imported here only, and only to draw.
+paired bootstrap intervals), Table 4's μ sweep (any one-setting sweep of "ours" as a line with intervals),
+Figure 5 (transfer heatmaps), and from stored measurements (``measurements.py``) Figure 4 (parameters vs
+inference images/s, per stored profile) and caption fidelity per pipeline stage (per data tag). matplotlib
+is imported here only, and only to draw.
 """
 
 from __future__ import annotations
@@ -97,7 +99,47 @@ class TransferFigure:
     values: tuple[tuple[float | None, ...], ...]  # sources × targets
 
 
-Figure = PredictionFigure | AblationFigure | SweepFigure | TransferFigure
+@dataclass(frozen=True)
+class ProfilePoint:
+    """One method of Figure 4: its parameters (total, trainable) and inference images/s on the named machine."""
+
+    label: str
+    total: int
+    trainable: int
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class ProfileFigure:
+    """The paper's Figure 4: parameters (total and trainable) against inference images/s, one stored profile."""
+
+    name: str
+    caption: str
+    points: tuple[ProfilePoint, ...]
+
+
+@dataclass(frozen=True)
+class FidelitySeries:
+    """One city × imagery of the caption-fidelity figure: a value per stage (None: the stage was not run)."""
+
+    label: str
+    precision: tuple[float | None, ...]
+    recall: tuple[float | None, ...]
+    tokens: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class FidelityFigure:
+    """Caption fidelity per pipeline stage: object precision and recall (left), mean CLIP tokens (right)."""
+
+    name: str
+    caption: str
+    stages: tuple[str, ...]
+    series: tuple[FidelitySeries, ...]
+
+
+Figure = PredictionFigure | AblationFigure | SweepFigure | TransferFigure | ProfileFigure | FidelityFigure
+CLIP_CONTEXT = 77  # CLIP's text context: captions past it are cut unless IPSI stretches the positions
 
 
 def versions() -> str:
@@ -142,11 +184,14 @@ def render_png(figure: Figure) -> bytes:
     from matplotlib.figure import Figure as MplFigure
 
     with matplotlib.style.context("default"), matplotlib.rc_context(STYLE):
-        columns = len(figure.panels) if not isinstance(figure, TransferFigure) else 1
         if isinstance(figure, TransferFigure):
             size = (2.4 + 0.9 * len(figure.targets), 1.8 + 0.6 * len(figure.sources))
+        elif isinstance(figure, ProfileFigure):
+            size = (PANEL_SIZE[0] * 1.8, PANEL_SIZE[1] * 1.2)
+        elif isinstance(figure, FidelityFigure):
+            size = (PANEL_SIZE[0] * 2, PANEL_SIZE[1])
         else:
-            size = (PANEL_SIZE[0] * columns, PANEL_SIZE[1])
+            size = (PANEL_SIZE[0] * len(figure.panels), PANEL_SIZE[1])
         canvas = FigureCanvasAgg(MplFigure(figsize=size, dpi=DPI, layout="constrained"))
         drawing = canvas.figure
         if isinstance(figure, PredictionFigure):
@@ -155,6 +200,10 @@ def render_png(figure: Figure) -> bytes:
             _draw_ablations(drawing, figure)
         elif isinstance(figure, SweepFigure):
             _draw_sweep(drawing, figure)
+        elif isinstance(figure, ProfileFigure):
+            _draw_profile(drawing, figure)
+        elif isinstance(figure, FidelityFigure):
+            _draw_fidelity(drawing, figure)
         else:
             _draw_transfer(drawing, figure)
         drawing.suptitle(data_heading(figure), fontsize=9)
@@ -242,6 +291,59 @@ def _draw_transfer(drawing, figure: TransferFigure) -> None:
     ax.set_ylabel("pretrained on")
     ax.set_title(figure.title)
     drawing.colorbar(image, ax=ax, label="R²")
+
+
+def _draw_profile(drawing, figure: ProfileFigure) -> None:
+    """Log-log: each method's total parameters (filled) and trainable ones (open, same colour, joined to it by a
+    line) at its images/s; a method whose pretraining updates nothing has no open marker (0 is off a log axis)."""
+    ax = drawing.subplots()
+    colours = [f"C{i % 10}" for i in range(len(figure.points))]
+    for point, colour in zip(figure.points, colours, strict=True):
+        x = point.images_per_second
+        if point.trainable > 0 and point.trainable != point.total:
+            ax.plot([x, x], [point.trainable, point.total], color=colour, linewidth=0.8, alpha=0.6)
+        if point.trainable > 0:
+            ax.scatter([x], [point.trainable], s=110, marker="o", facecolors="none", edgecolors=colour, linewidths=1.2)
+        ax.scatter([x], [point.total], s=30, marker="o", color=colour)
+        ax.annotate(point.label, (x, point.total), xytext=(6, 6), textcoords="offset points", fontsize=7,
+                    color=colour)
+    ax.scatter([], [], s=30, marker="o", color="0.3", label="total parameters")
+    ax.scatter([], [], s=110, marker="o", facecolors="none", edgecolors="0.3", label="trainable (city pretraining)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.margins(0.25)
+    ax.set_xlabel("inference images/s (image encoder, higher is faster)")
+    ax.set_ylabel("parameters")
+    ax.set_title("parameters vs inference speed")
+    ax.legend(loc="best", frameon=False)
+
+
+def _draw_fidelity(drawing, figure: FidelityFigure) -> None:
+    left, right = drawing.subplots(1, 2, squeeze=True)
+    xs = list(range(len(figure.stages)))
+
+    def values(series: tuple[float | None, ...]) -> list[float]:
+        return [float("nan") if v is None else v for v in series]
+
+    for i, series in enumerate(figure.series):
+        colour, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
+        left.plot(xs, values(series.precision), color=colour, marker=marker, markersize=4, linewidth=1.0,
+                  label=f"{series.label} precision")
+        left.plot(xs, values(series.recall), color=colour, marker=marker, markersize=4, linewidth=1.0,
+                  linestyle="--", markerfacecolor="none", label=f"{series.label} recall")
+        right.plot(xs, values(series.tokens), color=colour, marker=marker, markersize=4, linewidth=1.0,
+                   label=series.label)
+    right.axhline(CLIP_CONTEXT, color="0.5", linewidth=0.8, linestyle=":", label=f"CLIP's {CLIP_CONTEXT} tokens")
+    for ax in (left, right):
+        ax.set_xticks(xs, [stage.replace(" (", "\n(") for stage in figure.stages])
+        ax.set_xlabel("pipeline stage")
+        ax.legend(loc="best", frameon=False)
+    left.set_ylim(0.0, 1.05)
+    left.set_ylabel("object precision (1 − hallucination), recall")
+    left.set_title("fidelity to the scene graphs")
+    right.set_ylim(bottom=0.0)
+    right.set_ylabel("mean caption length (CLIP tokens)")
+    right.set_title("caption length")
 
 
 def figure_files(folder: Path) -> list[Path]:

@@ -4,7 +4,9 @@ Per city and data set, a table shaped like the paper's (methods on their native 
 R²/RMSE/MAE, mean ± std over seeds), the improvement rows of "ours" variants over the best baseline
 (the paper's definition, ``reference/paper.py``), the oracle and floor rows, the paper-reported
 numbers in labelled rows, and provenance (data, weights) per row. Missing cells are "—"; nothing is
-averaged over incomplete rows. Deterministic: the same records give a byte-identical file.
+averaged over incomplete rows. Deterministic: the same records give a byte-identical file. Figure 4
+(parameters vs images/s) and caption fidelity per stage come from stored measurements (``measurements.py``)
+where they exist: the numbers stored, never measured again here.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from pathlib import Path
 from urbanln_bench.compare import CellComparison, compare_cell, mean_ranks, paired_difference, predictions
 from urbanln_bench.figures import (
     AblationFigure,
+    FidelityFigure,
+    FidelitySeries,
     Figure,
     Interval,
     PredictionFigure,
     PredictionPanel,
+    ProfileFigure,
+    ProfilePoint,
     SweepFigure,
     TransferFigure,
     file_name,
@@ -799,6 +805,106 @@ def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tup
     return lines, figures
 
 
+def profile_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tuple[list[str], list[Figure]]:
+    """The paper's Figure 4 per stored profile (``profile --save``): a table of every method profiled and a
+    scatter of parameters against images/s, under a heading naming the machine and that weights are random.
+    The numbers are the stored measurement's; nothing is measured here."""
+    from urbanln_bench.measurements import ProfileRecord, iter_measurements
+
+    stored = [(path, m) for path, m in iter_measurements(results_dir, skip_corrupt=True) if isinstance(m, ProfileRecord)]
+    if not stored:
+        return [], []
+    lines = ["## Parameters and speed (Figure 4)", "",
+             "Per method: every parameter of its model(s) (text towers and heads included), the parameters its city "
+             "pretraining updates, and inference images/s of its image encoder on random pixels, as stored by "
+             "`urbanln-bench profile --save` (`results/profiles/`). Images/s is a wall-clock measurement of the "
+             "named machine, not a result that reproduces elsewhere; `leaderboard` never measures again.", ""]
+    figures: list[Figure] = []
+    for path, profile in stored:
+        machine = profile.machine
+        heading = (f"{machine.label}; `{profile.profile}` profile, {profile.device}, batch {profile.batch_size} × "
+                   f"{profile.batches}; random weights")
+        table = []
+        for m in profile.methods:
+            def count(value: int | None) -> str:
+                return MISSING if value is None else f"{value:,}"
+            speed = MISSING if m.images_per_second is None else f"{m.images_per_second:,.1f}"
+            table.append([m.display_name, m.method, f"{m.input_size} px", count(m.total), count(m.trainable), speed,
+                          machine.device, m.note.replace("|", "/")])
+        points = tuple(ProfilePoint(m.display_name, m.total, m.trainable or 0, float(m.images_per_second))
+                       for m in profile.methods if m.total is not None and m.images_per_second)
+        lines += [f"### {heading}", "",
+                  *table_lines(["Method", "Name", "Input", "Total params", "Trainable params", "Images/s", "Machine",
+                                "Note"], table, "lllrrrll"), "",
+                  f"Stored in `{path.relative_to(results_dir).as_posix()}` ({machine.platform}, Python "
+                  f"{machine.python}, CPU {machine.cpu}); {profile.weights}.", ""]
+        if points:
+            figure = ProfileFigure(
+                file_name("profile", machine.slug, profile.profile, profile.device),
+                f"Figure 4 on {machine.device.replace(':', ' ')} ({machine.cores} cores), {profile.profile} profile, "
+                "random weights: parameters (total filled, trainable open) vs inference images/s per method, the "
+                "table above", points)
+            figures.append(figure)
+            lines += [*figure_link(figure, figures_link), ""]
+    return lines, figures
+
+
+def fidelity_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tuple[list[str], list[Figure]]:
+    """Caption fidelity per pipeline stage from stored reports (``captions report --save``): a table per city ×
+    imagery (object precision = 1 − hallucination, recall, mean CLIP tokens per stage) and one figure per data
+    tag with every city × imagery of it."""
+    from urbanln_bench.measurements import FidelityRecord, iter_measurements, stage_rank
+
+    stored = [m for _, m in iter_measurements(results_dir, skip_corrupt=True) if isinstance(m, FidelityRecord)]
+    if not stored:
+        return [], []
+
+    def rank(m: FidelityRecord) -> tuple:
+        return (m.tag, CITY_ORDER.index(m.city) if m.city in CITY_ORDER else len(CITY_ORDER), m.city,
+                _imagery_rank(m.imagery))
+
+    lines = ["## Caption fidelity per stage", "",
+             "The caption pipeline's stages scored against the synthetic twins' scene graphs (`urbanln-bench captions "
+             "report --save`): object precision (1 − hallucination rate) and recall of the objects a caption names, "
+             "and its mean length in CLIP tokens (CLIP reads 77). Raw and refined rows average every candidate; "
+             "\"selected (random)\" is the w/o Consensus ablation's choice among the same refined candidates. "
+             "**Synthetic**: simulated captioners on synthetic twins, not the paper's MLLMs on real imagery.", ""]
+    figures: list[Figure] = []
+    by_tag: dict[str, list[FidelityRecord]] = defaultdict(list)
+    for m in sorted(stored, key=rank):
+        by_tag[m.tag].append(m)
+    for tag, group in by_tag.items():
+        for m in group:
+            settings = m.settings
+            limit = settings.get("limit")
+            lines += [f"### {m.city} {m.imagery} (`{tag}`)", "",
+                      *table_lines(["Stage", "Captions", "Object precision", "Object recall", "CLIP tokens"],
+                                   [[s.stage, str(s.captions), f"{s.object_precision:.3f}", f"{s.object_recall:.3f}",
+                                     f"{s.clip_tokens:.1f}"] for s in sorted(m.stages, key=lambda s: stage_rank(s.stage))],
+                                   "lrrrr"), "",
+                      f"Caption set `{m.caption_key}`: {len(settings.get('captioners') or ())} captioner(s) × "
+                      f"{settings.get('candidates_per_captioner')} candidate(s), "
+                      + (f"refined with `{settings.get('phrase_scorer')}`" if settings.get("refinement")
+                         else "refinement off")
+                      + (f", first {limit} images only" if limit else "")
+                      + (f"; {m.phrases['judged']} phrases judged, {100 * m.phrases['kept_share']:.0f} % kept"
+                         if m.phrases.get("judged") else "") + f"; {m.label}.", ""]
+        stages = tuple(sorted({s.stage for m in group for s in m.stages}, key=stage_rank))
+
+        def per_stage(m: FidelityRecord, attribute: str, stages: tuple[str, ...] = stages) -> tuple[float | None, ...]:
+            values = {s.stage: getattr(s, attribute) for s in m.stages}
+            return tuple(values.get(stage) for stage in stages)
+
+        figure = FidelityFigure(
+            file_name("caption-fidelity", tag), f"Caption fidelity per pipeline stage ({tag}): object precision "
+            "(solid) and recall (dashed), mean CLIP tokens, per city and imagery, the tables above", stages,
+            tuple(FidelitySeries(f"{m.city} {m.imagery}", per_stage(m, "object_precision"),
+                                 per_stage(m, "object_recall"), per_stage(m, "clip_tokens")) for m in group))
+        figures.append(figure)
+        lines += [*figure_link(figure, figures_link), ""]
+    return lines, figures
+
+
 @dataclass(frozen=True)
 class Leaderboard:
     """leaderboard.md's text and the figures it links (drawn by ``figures.render_png``)."""
@@ -873,6 +979,10 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
     transfer, transfer_figures = transfer_section(results_dir, figures_link)
     lines += transfer
     figures += transfer_figures
+    for section in (profile_section, fidelity_section):
+        extra, extra_figures = section(results_dir, figures_link)
+        lines += extra
+        figures += extra_figures
     if not tables:
         lines += ["No result records yet: run `urbanln-bench run --method resnet18 --city NY`.", ""]
     return Leaderboard("\n".join(lines).rstrip("\n") + "\n", tuple(figures))

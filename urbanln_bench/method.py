@@ -124,6 +124,11 @@ class MethodMeta:
     setting_ranges: Mapping[str, SettingRange] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from urbanln_bench.records import CAPTIONS_FOLDER
+
+        if self.name == CAPTIONS_FOLDER:  # its records' folder would be read as stored caption fidelity
+            raise ValueError(f"method '{self.name}': the name is reserved for the result store's caption-fidelity "
+                             "folder (records.CAPTIONS_FOLDER); choose another name")
         if self.imagery not in IMAGERY_MODES:
             raise ValueError(f"method '{self.name}': imagery must be one of {IMAGERY_MODES}, got {self.imagery!r}")
         if self.role not in ROLES:

@@ -376,13 +376,30 @@ def record_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
+# Folders of a store that hold stored measurements, not records (``measurements.py``): parameter and speed
+# profiles at ``<results>/profiles/``, caption fidelity at ``<results>/<data tag>/<city>/captions/``. No method's
+# variant slug is ``captions`` (``method.py`` refuses the name), so no record folder is mistaken for one.
+PROFILES_FOLDER = "profiles"
+CAPTIONS_FOLDER = "captions"
+
+
+def is_measurement_file(path: Path, results: Path) -> bool:
+    """Whether ``path`` (under ``results``) is a stored measurement rather than a record."""
+    parts = path.relative_to(results).parts
+    return (len(parts) > 1 and parts[0] == PROFILES_FOLDER) or (len(parts) == 4 and parts[2] == CAPTIONS_FOLDER)
+
+
+def record_files(results: Path) -> list[Path]:
+    """The record files of a store, sorted: every ``*.json`` except hidden ones and stored measurements."""
+    return [p for p in sorted(results.rglob("*.json"))
+            if not p.name.startswith(".") and not is_measurement_file(p, results)]
+
+
 def iter_records(results: Path, *, skip_corrupt: bool = False):
     """Every record under a store, sorted by path; corrupted files raise CorruptRecordError, or with
     ``skip_corrupt`` are left out (``corrupt_records`` names them): a reader of the whole store, such as the
     leaderboard, is not blocked by one bad file."""
-    for path in sorted(results.rglob("*.json")):
-        if path.name.startswith("."):
-            continue
+    for path in record_files(results):
         try:
             record = load_record(path)
         except CorruptRecordError:
@@ -395,9 +412,7 @@ def iter_records(results: Path, *, skip_corrupt: bool = False):
 def corrupt_records(results: Path) -> list[str]:
     """One message per file under the store that is not a valid record (what, where, how to fix)."""
     problems = []
-    for path in sorted(results.rglob("*.json")):
-        if path.name.startswith("."):
-            continue
+    for path in record_files(results):
         try:
             load_record(path)
         except CorruptRecordError as exc:

@@ -20,6 +20,7 @@ from urbanln_bench.records import (
     TamperedRecordError,
     load_record,
     record_digest,
+    record_files,
     record_text,
 )
 
@@ -41,9 +42,6 @@ class StoreAudit:
                                 "`urbanln-bench leaderboard --seal`" for path in self.unsealed]
 
 
-def record_files(results: Path) -> list[Path]:
-    """The record files of a store, as ``records.iter_records`` reads them."""
-    return [p for p in sorted(results.rglob("*.json")) if not p.name.startswith(".")]
 
 
 def audit_store(results: Path) -> StoreAudit:
