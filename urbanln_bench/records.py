@@ -376,12 +376,21 @@ def record_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
+CASE_STUDY_PREFIX = "case_study_"  # the case-study artifacts beside a method's records (case_study.py): not records
+
+
+def is_record_file(path: Path) -> bool:
+    """Whether a ``.json`` file of a store is a record: not hidden (a writer's temporary file) and not a
+    case-study artifact. Record files are named ``<task>_<imagery>_<split>.json``, so the two never clash."""
+    return not path.name.startswith((".", CASE_STUDY_PREFIX))
+
+
 def iter_records(results: Path, *, skip_corrupt: bool = False):
     """Every record under a store, sorted by path; corrupted files raise CorruptRecordError, or with
     ``skip_corrupt`` are left out (``corrupt_records`` names them): a reader of the whole store, such as the
     leaderboard, is not blocked by one bad file."""
     for path in sorted(results.rglob("*.json")):
-        if path.name.startswith("."):
+        if not is_record_file(path):
             continue
         try:
             record = load_record(path)
@@ -396,7 +405,7 @@ def corrupt_records(results: Path) -> list[str]:
     """One message per file under the store that is not a valid record (what, where, how to fix)."""
     problems = []
     for path in sorted(results.rglob("*.json")):
-        if path.name.startswith("."):
+        if not is_record_file(path):
             continue
         try:
             load_record(path)
