@@ -131,6 +131,21 @@ def test_the_figure_is_drawn_the_same_twice_and_check_fails_when_the_artifact_ch
     assert refused.returncode == 2 and "not writing" in refused.stderr
 
 
+def test_verify_keys_replays_the_case_studys_key(made: Path, tmp_path: Path):
+    import shutil
+
+    from urbanln_bench.case_study import stale_case_studies, write_case_study
+
+    results = tmp_path / "results"
+    shutil.copytree(made, results)
+    assert stale_case_studies(results) == []
+    path = results / ARTIFACT
+    study = load_case_study(path).data
+    write_case_study(path, {**study, "key": "0" * 64})  # made by other code: sealed, but another key
+    [stale] = stale_case_studies(results)
+    assert stale.startswith(f"{path}: the current code computes another key")
+
+
 def _city_without_streetview(tmp_path: Path) -> Path:
     text = (REPO / "cities" / "NY.toml").read_text().replace('imagery = ["SV", "SI"]', 'imagery = ["SI"]', 1)
     path = tmp_path / "NY-si.toml"
@@ -144,6 +159,7 @@ def _city_without_streetview(tmp_path: Path) -> Path:
     (("--method", METHOD, *TINY, "--clusters", "500"), "is more than the"),
     (("--method", METHOD, *TINY, "--task", "GDP"), "has no task 'GDP'"),
     (("--method", METHOD, *TINY, "--imagery", "SV+SI"), "--imagery must be SV or SI"),
+    (("--method", METHOD, "--city", "NY", "--scale", "tiny", "--profile", "laptop"), "laptop"),
     (("--method", METHOD, "--city-file", "CITY-WITHOUT-SV", "--scale", "tiny", "--profile", "smoke"),
      "has no SV imagery"),
 ])

@@ -158,9 +158,10 @@ def thumbnail_png(image: np.ndarray, size: int = THUMBNAIL_PX) -> bytes:
     return out.getvalue()
 
 
-def _check_static(options: CaseStudyOptions) -> None:
+def _check_static(options: CaseStudyOptions, *, writes: bool = True) -> None:
     """What can be checked without data: the options, before any work."""
     from urbanln_bench.checks import check_device, check_output_dir
+    from urbanln_bench.profiles import check_profile
     from urbanln_bench.records import check_overwrite
     from urbanln_bench.synth.scales import get_scale
 
@@ -169,24 +170,37 @@ def _check_static(options: CaseStudyOptions) -> None:
     if options.imagery not in ("SV", "SI"):
         raise UserError(f"--imagery must be SV or SI for a case study, got '{options.imagery}'")
     check_overwrite(options.overwrite)
+    check_profile(options.profile)
     get_scale(options.scale, "--scale")
     check_device(options.device)
-    check_output_dir(options.results_dir)
+    if writes:
+        check_output_dir(options.results_dir)
 
 
-def make_case_study(options: CaseStudyOptions, progress: Callable | None = None,
-                    log: Callable[[str], None] = lambda m: None) -> tuple[Path, bool]:
-    """Make (or reuse, when stored under the same key) the case-study artifact. Returns (path, reused).
+@dataclass(frozen=True)
+class _Prepared:
+    """A case study's inputs, checked, and where and under which key its artifact lies."""
 
-    Every input is checked before the method is fitted: unknown method or task, a city without the imagery,
-    fewer regions with the imagery than clusters. Nothing is written unless the whole artifact is made."""
+    run_options: Any
+    method: Any
+    data: Any
+    slug: str
+    tag: str
+    path: Path
+    key: str
+
+
+def _prepare(options: CaseStudyOptions, progress: Callable | None, *, writes: bool = True) -> _Prepared:
+    """Check every input (unknown method or task, a city without the imagery, more clusters than regions with
+    it), open the data (rendering a twin once) and build the artifact's key, as ``run`` builds a record's: no
+    fit, nothing written."""
     from urbanln_bench.data.sources import open_city
     from urbanln_bench.fit_inputs import fit_input_identities
     from urbanln_bench.registry import suggest
-    from urbanln_bench.runner import RunOptions, compute_embeddings, make_method, missing_aux, select_cells
+    from urbanln_bench.runner import RunOptions, make_method, missing_aux, select_cells
     from urbanln_bench.specs import get_city
 
-    _check_static(options)
+    _check_static(options, writes=writes)
     run_options = RunOptions(method=options.method, city=options.city, city_file=options.city_file,
                              scale=options.scale, profile=options.profile, device=options.device,
                              results_dir=options.results_dir, data_root=options.data_root,
@@ -211,11 +225,24 @@ def make_case_study(options: CaseStudyOptions, progress: Callable | None = None,
         raise UserError(f"--clusters {options.clusters} is more than the {len(with_imagery)} regions of {data.name} "
                         f"with {options.imagery} imagery; ask for at most {len(with_imagery)}")
     tag = data_tag(data.source, options.scale, data.manifest_hash)
-    path = case_study_path(options.results_dir, tag, spec.name, slug, options.imagery)
     key = record_key({"artifact": "case-study", "version": CASE_STUDY_VERSION, "method": method.identity(),
                       "city": spec.name, "imagery": options.imagery, "task": options.task,
                       "data": data.manifest_hash, "fit_city": data.name, "clusters": options.clusters,
                       "profile": options.profile, **fit_input_identities(method, options.imagery, options.profile)})
+    return _Prepared(run_options, method, data, slug, tag,
+                     case_study_path(options.results_dir, tag, spec.name, slug, options.imagery), key)
+
+
+def make_case_study(options: CaseStudyOptions, progress: Callable | None = None,
+                    log: Callable[[str], None] = lambda m: None) -> tuple[Path, bool]:
+    """Make (or reuse, when stored under the same key) the case-study artifact. Returns (path, reused).
+
+    Every input is checked before the method is fitted (``_prepare``). Nothing is written unless the whole
+    artifact is made; the embeddings are ``run``'s, fitted once and cached (``runner.compute_embeddings``)."""
+    from urbanln_bench.runner import compute_embeddings
+
+    prepared = _prepare(options, progress)
+    path, key, data = prepared.path, prepared.key, prepared.data
     if path.exists() and options.overwrite != "always":
         stored = load_case_study(path)
         if stored.data["key"] == key:
@@ -223,13 +250,39 @@ def make_case_study(options: CaseStudyOptions, progress: Callable | None = None,
         if options.overwrite == "never":
             raise UserError(f"{path}: a case study with another key exists and --overwrite never forbids replacing "
                             "it; use --overwrite only-missing or always")
-    embeddings, cached = compute_embeddings(method, data, options.imagery, run_options, progress)
-    log(f"{'reused cached' if cached else 'computed'} {options.imagery} embeddings of {spec.name}: "
+    embeddings, cached = compute_embeddings(prepared.method, data, options.imagery, prepared.run_options, progress)
+    log(f"{'reused cached' if cached else 'computed'} {options.imagery} embeddings of {data.name}: "
         f"{len(embeddings.region_ids)} regions × {embeddings.vectors.shape[1]}")
-    body = case_study_body(embeddings.region_ids, embeddings.vectors, data, options, key=key, tag=tag,
-                           method=method, slug=slug)
+    body = case_study_body(embeddings.region_ids, embeddings.vectors, data, options, key=key, tag=prepared.tag,
+                           method=prepared.method, slug=prepared.slug)
     write_case_study(path, body)
     return path, False
+
+
+def replay_options(study: CaseStudy, results: Path) -> CaseStudyOptions:
+    """The options that made a stored artifact (``leaderboard --verify-keys`` replays its key)."""
+    from urbanln_bench.verify import setting_text
+
+    data = study.data
+    return CaseStudyOptions(method=data["method"]["name"], city=data["city"], imagery=data["imagery"],
+                            task=data["task"], clusters=len(data["clusters"]), scale=data["data"]["scale"],
+                            profile=data["profile"], results_dir=results, settings=tuple(sorted(
+                                (k, setting_text(v)) for k, v in (data["method"].get("overrides") or {}).items())))
+
+
+def stale_case_studies(results: Path, log: Callable[[str], None] = lambda m: None) -> list[str]:
+    """One line per stored twin case study whose key the current code would not compute (made by other code,
+    data or settings): replayed like records, rendering a missing twin, fitting nothing."""
+    stale = []
+    for study in iter_case_studies(results):
+        if not study.data["data"].get("synthetic"):
+            log(f"{study.path}: real data, not replayed (needs its --data-root)")
+            continue
+        prepared = _prepare(replay_options(study, results), None, writes=False)
+        if prepared.key != study.data["key"]:
+            stale.append(f"{study.path}: the current code computes another key for this case study (stale); make "
+                         "it again with `urbanln-bench case-study ... --overwrite always`")
+    return stale
 
 
 def case_study_body(region_ids: list[str], vectors: np.ndarray, data, options: CaseStudyOptions, *, key: str,

@@ -613,10 +613,8 @@ def case_study_command(
     """The paper's Figure 6: PCA and k-means of a method's region embeddings (the ones `run` probes), sealed
     into the result store next to its records; `urbanln-bench leaderboard` draws it."""
     from urbanln_bench.case_study import CaseStudyOptions, make_case_study
-    from urbanln_bench.profiles import check_profile
     from urbanln_bench.runner import parse_settings
 
-    check_profile(profile)
     options = CaseStudyOptions(method=method, city=city, city_file=city_file, imagery=imagery, task=task,
                                clusters=clusters, scale=scale, profile=profile, device=device, results_dir=results,
                                data_root=data_root, settings=tuple(sorted(parse_settings(setting or []).items())),
