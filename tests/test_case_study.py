@@ -138,12 +138,15 @@ def test_verify_keys_replays_the_case_studys_key(made: Path, tmp_path: Path):
 
     results = tmp_path / "results"
     shutil.copytree(made, results)
-    assert stale_case_studies(results) == []
+    verify = ("leaderboard", "--results", str(results), "--out", str(tmp_path / "leaderboard.md"), "--verify-keys")
+    assert stale_case_studies(results) == [] and cli(*verify).returncode == 0
     path = results / ARTIFACT
     study = load_case_study(path).data
     write_case_study(path, {**study, "key": "0" * 64})  # made by other code: sealed, but another key
     [stale] = stale_case_studies(results)
     assert stale.startswith(f"{path}: the current code computes another key")
+    done = cli(*verify)
+    assert done.returncode == 1 and "1 stale record(s)" in done.stderr and "case_study_SV.json" in done.stderr
 
 
 def _city_without_streetview(tmp_path: Path) -> Path:

@@ -690,9 +690,11 @@ def leaderboard_command(
         rewritten = rekey_records(results, log=lambda m: _console().print(m, highlight=False))
         typer.echo(f"re-keyed {len(rewritten)} record(s) under {results}")
     if verify_keys:
+        from urbanln_bench.case_study import stale_case_studies
         from urbanln_bench.verify import stale_records
 
         stale = stale_records(results, log=lambda m: _console().print(m, highlight=False))
+        stale += stale_case_studies(results, log=lambda m: _console().print(m, highlight=False))
         if stale:
             _console().print(f"[red]{len(stale)} stale record(s)[/red] (re-run their cells):\n  " + "\n  ".join(stale))
             raise typer.Exit(1)

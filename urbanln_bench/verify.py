@@ -72,12 +72,9 @@ def _replay(results_dir: Path, profile: str, log: Callable[[str], None]):
 
 def stale_records(results_dir: Path, *, profile: str = "cpu",
                   log: Callable[[str], None] = lambda m: None) -> list[str]:
-    """One line per stored synthetic-twin cell whose record the current code would not reuse, then one per
-    case-study artifact (case_study.py) whose key it would not compute."""
-    from urbanln_bench.case_study import stale_case_studies
-
-    lines = [f"{path}: {outcome.note.rsplit(' (', 1)[0]}" for path, outcome, _ in _replay(results_dir, profile, log)]
-    return lines + stale_case_studies(results_dir, log)
+    """One line per stored synthetic-twin cell whose record the current code would not reuse (the case-study
+    artifacts: ``case_study.stale_case_studies``)."""
+    return [f"{path}: {outcome.note.rsplit(' (', 1)[0]}" for path, outcome, _ in _replay(results_dir, profile, log)]
 
 
 def rekey_records(results_dir: Path, *, profile: str = "cpu",
