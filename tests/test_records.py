@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _committed() -> list[Path]:
-    return records.record_files(REPO / "results")  # stored measurements (profiles/, captions/) are not records
+    return records.record_files(REPO / "results")  # stored measurements (profiles/, captions/) and case studies are not records
 
 
 def test_every_committed_record_round_trips():

@@ -595,6 +595,38 @@ def export_command(
         distributed.shutdown()
 
 
+@app.command("case-study")
+def case_study_command(
+    method: Annotated[str, typer.Option("--method", help="Method name (see `urbanln-bench list methods`).")],
+    city: CityOpt = None, city_file: CityFileOpt = None,
+    imagery: Annotated[str, typer.Option("--imagery", help="SV (the paper's Figure 6) or SI.")] = "SV",
+    task: Annotated[str, typer.Option("--task", help="The indicator shown per cluster.")] = "Pop",
+    clusters: Annotated[int, typer.Option("--clusters", help="K-means clusters (the paper: 3).")] = 3,
+    scale: ScaleOpt = "small",
+    profile: Annotated[str, typer.Option("--profile", help="Run profile: smoke (tests), cpu or paper.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
+    data_root: DataRootOpt = None,
+    setting: Annotated[list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")] = None,
+    overwrite: Annotated[str, typer.Option("--overwrite", help="never, only-missing or always.")] = "only-missing",
+) -> None:
+    """The paper's Figure 6: PCA and k-means of a method's region embeddings (the ones `run` probes), sealed
+    into the result store next to its records; `urbanln-bench leaderboard` draws it."""
+    from urbanln_bench.case_study import CaseStudyOptions, make_case_study
+    from urbanln_bench.runner import parse_settings
+
+    options = CaseStudyOptions(method=method, city=city, city_file=city_file, imagery=imagery, task=task,
+                               clusters=clusters, scale=scale, profile=profile, device=device, results_dir=results,
+                               data_root=data_root, settings=tuple(sorted(parse_settings(setting or []).items())),
+                               overwrite=overwrite)
+    console = _console()
+    path, reused = make_case_study(options, progress=_progress_factory_named(),
+                                   log=lambda m: console.print(m, highlight=False))
+    console.print(f"{'reused' if reused else 'wrote'} {path} ({path.stat().st_size / 1024:.1f} KiB); "
+                  "`urbanln-bench leaderboard` draws it", highlight=False)
+    typer.echo(str(path))
+
+
 @app.command("leaderboard")
 def leaderboard_command(
     results: Annotated[Path, typer.Option("--results", help="Result store folder.")] = Path("results"),
@@ -660,9 +692,11 @@ def leaderboard_command(
         rewritten = rekey_records(results, log=lambda m: _console().print(m, highlight=False))
         typer.echo(f"re-keyed {len(rewritten)} record(s) under {results}")
     if verify_keys:
+        from urbanln_bench.case_study import stale_case_studies
         from urbanln_bench.verify import stale_records
 
         stale = stale_records(results, log=lambda m: _console().print(m, highlight=False))
+        stale += stale_case_studies(results, log=lambda m: _console().print(m, highlight=False))
         if stale:
             _console().print(f"[red]{len(stale)} stale record(s)[/red] (re-run their cells):\n  " + "\n  ".join(stale))
             raise typer.Exit(1)

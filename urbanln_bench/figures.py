@@ -11,9 +11,10 @@ from one drawn by another matplotlib (docs/architecture.md#report).
 Which figures exist follows the records: the paper's Figure 2 (prediction vs truth on test regions, ours
 and the best baseline, per city × imagery with stored predictions), Figure 3 (ablation bars with 95 %
 paired bootstrap intervals), Table 4's μ sweep (any one-setting sweep of "ours" as a line with intervals),
-Figure 5 (transfer heatmaps), and from stored measurements (``measurements.py``) Figure 4 (parameters vs
-inference images/s, per stored profile) and caption fidelity per pipeline stage (per data tag). matplotlib
-is imported here only, and only to draw.
+Figure 5 (transfer heatmaps), Figure 6 (the case study: PCA, k-means clusters on the map, the task's
+distribution per cluster and sample images, from a case-study artifact of the store), and from stored
+measurements (``measurements.py``) Figure 4 (parameters vs inference images/s, per stored profile) and caption
+fidelity per pipeline stage (per data tag). matplotlib is imported here only, and only to draw.
 """
 
 from __future__ import annotations
@@ -138,8 +139,32 @@ class FidelityFigure:
     series: tuple[FidelitySeries, ...]
 
 
-Figure = PredictionFigure | AblationFigure | SweepFigure | TransferFigure | ProfileFigure | FidelityFigure
 CLIP_CONTEXT = 77  # CLIP's text context: captions past it are cut unless IPSI stretches the positions
+
+
+@dataclass(frozen=True)
+class CaseStudyFigure:
+    """The paper's Figure 6: a method's region embeddings in the PCA plane coloured by k-means cluster, the
+    clusters on the region grid, the task's ln(y+1) distribution (KDE) per cluster, sample images per
+    cluster. From one case-study artifact of the result store (case_study.py)."""
+
+    name: str
+    caption: str
+    title: str  # the method, city and imagery
+    task: str
+    explained: tuple[float, float]  # PC1's and PC2's share of the standardised embedding's variance
+    map_axes: tuple[str, str]  # ("col", "row") for a region grid, ("lon", "lat") otherwise
+    x: tuple[float, ...]  # per region: map position
+    y: tuple[float, ...]
+    pc1: tuple[float, ...]
+    pc2: tuple[float, ...]
+    cluster: tuple[int, ...]
+    ln_y: tuple[float | None, ...]
+    sizes: tuple[int, ...]  # per cluster
+    thumbnails: tuple[tuple[bytes, ...], ...]  # per cluster: PNG bytes of its sample images
+
+
+Figure = PredictionFigure | AblationFigure | SweepFigure | TransferFigure | ProfileFigure | FidelityFigure | CaseStudyFigure
 
 
 def versions() -> str:
@@ -190,6 +215,8 @@ def render_png(figure: Figure) -> bytes:
             size = (PANEL_SIZE[0] * 1.8, PANEL_SIZE[1] * 1.2)
         elif isinstance(figure, FidelityFigure):
             size = (PANEL_SIZE[0] * 2, PANEL_SIZE[1])
+        elif isinstance(figure, CaseStudyFigure):
+            size = (PANEL_SIZE[0] * 4, PANEL_SIZE[1])
         else:
             size = (PANEL_SIZE[0] * len(figure.panels), PANEL_SIZE[1])
         canvas = FigureCanvasAgg(MplFigure(figsize=size, dpi=DPI, layout="constrained"))
@@ -204,6 +231,8 @@ def render_png(figure: Figure) -> bytes:
             _draw_profile(drawing, figure)
         elif isinstance(figure, FidelityFigure):
             _draw_fidelity(drawing, figure)
+        elif isinstance(figure, CaseStudyFigure):
+            _draw_case_study(drawing, figure)
         else:
             _draw_transfer(drawing, figure)
         drawing.suptitle(data_heading(figure), fontsize=9)
@@ -344,6 +373,83 @@ def _draw_fidelity(drawing, figure: FidelityFigure) -> None:
     right.set_ylim(bottom=0.0)
     right.set_ylabel("mean caption length (CLIP tokens)")
     right.set_title("caption length")
+
+
+def scott_kde(values, grid):
+    """Gaussian kernel density of ``values`` on ``grid`` with Scott's bandwidth (σ · n^(-1/5)), in numpy:
+    the figure needs no scipy. A single value or a constant sample gets the bandwidth of a unit spread."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    spread = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    bandwidth = (spread if spread > 0 else 1.0) * len(x) ** (-1 / 5)
+    u = (np.asarray(grid, dtype=np.float64)[:, None] - x[None, :]) / bandwidth
+    return np.exp(-0.5 * u**2).sum(axis=1) / (len(x) * bandwidth * np.sqrt(2 * np.pi))
+
+
+def _draw_case_study(drawing, figure: CaseStudyFigure) -> None:
+    import numpy as np
+
+    from urbanln_bench.case_study import decode_thumbnail
+
+    colours = [f"C{c % 10}" for c in range(len(figure.sizes))]
+    scatter, grid_map, density, samples = drawing.subplots(1, 4)
+    cluster = np.asarray(figure.cluster)
+    point = max(1.0, min(16.0, 3000.0 / max(len(cluster), 1)))
+    for c, colour in enumerate(colours):
+        mine = cluster == c
+        label = f"cluster {c + 1} ({figure.sizes[c]})"
+        scatter.scatter(np.asarray(figure.pc1)[mine], np.asarray(figure.pc2)[mine], s=point, c=colour, linewidths=0,
+                        alpha=0.8, label=label)
+        if figure.map_axes[0] != "col":  # lat/lon only: points on the map
+            grid_map.scatter(np.asarray(figure.x)[mine], np.asarray(figure.y)[mine], s=point * 1.5, c=colour,
+                             marker="s", linewidths=0, label=label)
+    scatter.set_title(f"{figure.title}: PCA of the embeddings")
+    scatter.set_xlabel(f"PC1 ({100 * figure.explained[0]:.1f} % of variance)")
+    scatter.set_ylabel(f"PC2 ({100 * figure.explained[1]:.1f} % of variance)")
+    scatter.legend(loc="best", frameon=False, markerscale=2)
+    grid_map.set_title("clusters on the region grid" if figure.map_axes[0] == "col" else "clusters on the map")
+    grid_map.set_xlabel(figure.map_axes[0])
+    grid_map.set_ylabel(figure.map_axes[1])
+    if figure.map_axes[0] == "col":  # a region grid: one cell per region, row 0 at the top
+        from matplotlib.colors import ListedColormap
+
+        cols, rows = np.asarray(figure.x, dtype=int), np.asarray(figure.y, dtype=int)
+        cells = np.full((rows.max() - rows.min() + 1, cols.max() - cols.min() + 1), np.nan)
+        cells[rows - rows.min(), cols - cols.min()] = cluster
+        grid_map.imshow(np.ma.masked_invalid(cells), cmap=ListedColormap(colours), vmin=-0.5,
+                        vmax=len(colours) - 0.5, interpolation="nearest",
+                        extent=(cols.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5, rows.min() - 0.5))
+    grid_map.set_aspect("equal")
+    labelled = [v for v in figure.ln_y if v is not None]
+    if labelled:
+        low, high = min(labelled), max(labelled)
+        pad = 0.1 * ((high - low) or 1.0)
+        xs = np.linspace(low - pad, high + pad, 256)
+        for c, colour in enumerate(colours):
+            values = [v for v, k in zip(figure.ln_y, figure.cluster, strict=True) if k == c and v is not None]
+            if values:
+                density.plot(xs, scott_kde(values, xs), color=colour, linewidth=1.2,
+                             label=f"cluster {c + 1} (n={len(values)})")
+        density.legend(loc="best", frameon=False)
+    density.set_title(f"{figure.task} per cluster (KDE, Scott's bandwidth)")
+    density.set_xlabel(f"ln({figure.task} + 1)")
+    density.set_ylabel("density")
+    tiles = [[decode_thumbnail(png) for png in row] for row in figure.thumbnails]
+    size = max((t.shape[0] for row in tiles for t in row), default=1)
+    columns = max((len(row) for row in tiles), default=1)
+    gap = max(1, size // 16)
+    mosaic = np.full((len(tiles) * (size + gap) - gap, columns * (size + gap) - gap, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            mosaic[r * (size + gap):r * (size + gap) + tile.shape[0], c * (size + gap):c * (size + gap) + tile.shape[1]] = tile
+    samples.imshow(mosaic, interpolation="nearest")
+    samples.set_xticks([])
+    samples.set_yticks([r * (size + gap) + size / 2 for r in range(len(tiles))],
+                       [f"cluster {r + 1}" for r in range(len(tiles))])
+    for r, tick in enumerate(samples.get_yticklabels()):
+        tick.set_color(colours[r])
+    samples.set_title("nearest the centroid, per cluster")
 
 
 def figure_files(folder: Path) -> list[Path]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from urbanln_bench.compare import CellComparison, compare_cell, mean_ranks, paired_difference, predictions
 from urbanln_bench.figures import (
     AblationFigure,
+    CaseStudyFigure,
     FidelityFigure,
     FidelitySeries,
     Figure,
@@ -905,6 +906,69 @@ def fidelity_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tup
     return lines, figures
 
 
+def case_study_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tuple[list[str], list[Figure]]:
+    """The paper's Figure 6 per case-study artifact of the store (``urbanln-bench case-study``): the figure, and
+    under it its numbers per cluster (the per-region values are in the artifact, which the caption names).
+    Artifacts that cannot be read are left out (``leaderboard --check`` names them)."""
+    from urbanln_bench.case_study import iter_case_studies
+
+    studies = sorted(iter_case_studies(results_dir, skip_corrupt=True), key=lambda s: (
+        CITY_ORDER.index(s.city) if s.city in CITY_ORDER else len(CITY_ORDER), s.city, s.tag, s.path.as_posix()))
+    if not studies:
+        return [], []
+    lines = ["## Case study (Figure 6)", "",
+             "A method's region embeddings of one city (`urbanln-bench case-study`), standardised: PCA to two "
+             "components (to draw them) and k-means on the full standardised embedding; clusters numbered by their "
+             "mean PC1. Per cluster, the task's raw value (mean, median) over its labelled regions, and the regions "
+             "nearest its centroid whose images the figure shows.", ""]
+    figures: list[Figure] = []
+    for study in studies:
+        figure, table_lines_ = _case_study(study, results_dir)
+        figures.append(figure)
+        data = study.data
+        lines += [f"### {study.city}, {data['method']['variant']}, {data['imagery']} (`{study.tag}`)", "",
+                  *table_lines_, "", *figure_link(figure, figures_link), ""]
+    return lines, figures
+
+
+def _case_study(study, results_dir: Path) -> tuple[CaseStudyFigure, list[str]]:
+    """One artifact's figure and its table."""
+    import base64
+
+    data, regions = study.data, study.data["regions"]
+    task, tag, imagery, variant = data["task"], study.tag, data["imagery"], data["method"]["variant"]
+    explained = tuple(float(v) for v in data["pca"]["explained_variance"])
+    grid = "row" in regions and "col" in regions
+    where = study.path.relative_to(results_dir).as_posix() if study.path.is_relative_to(results_dir) else study.path.name
+    figure = CaseStudyFigure(
+        name=file_name(study.city, tag, "case-study", data["method"]["slug"], imagery),
+        caption=(f"{study.city} ({tag}), {variant}, {imagery}: PCA of the region embeddings coloured by k-means "
+                 f"cluster, the clusters on the map, ln({task} + 1) per cluster and the images nearest each "
+                 f"centroid (the paper's Figure 6; per-region values in `{where}`)"),
+        title=f"{variant}, {study.city} {imagery}", task=task, explained=(explained[0], explained[1]),
+        map_axes=("col", "row") if grid else ("lon", "lat"),
+        x=tuple(float(v) for v in regions["col" if grid else "lon"]),
+        y=tuple(float(v) for v in regions["row" if grid else "lat"]),
+        pc1=tuple(float(v) for v in regions["pc1"]), pc2=tuple(float(v) for v in regions["pc2"]),
+        cluster=tuple(int(c) for c in regions["cluster"]),
+        ln_y=tuple(None if v is None else float(v) for v in regions["ln_y"]),
+        sizes=tuple(int(c["size"]) for c in data["clusters"]),
+        thumbnails=tuple(tuple(base64.b64decode(s["png"]) for s in c["samples"]) for c in data["clusters"]))
+
+    def number(value) -> str:
+        return MISSING if value is None else f"{value:.5g}"
+
+    table = [[str(c["cluster"] + 1), str(c["size"]), str(c["labelled"]), number(c["mean_y"]), number(c["median_y"]),
+              number(c["mean_ln_y"]), number(c["mean_pc1"]), number(c["mean_pc2"]),
+              ", ".join(s["region"] for s in c["samples"])] for c in data["clusters"]]
+    head = [f"{data['embedding']['regions']} regions with {imagery} imagery, {data['embedding']['dim']}-d embedding "
+            f"({data['data']['label']}); PC1 holds {100 * explained[0]:.1f} % and PC2 {100 * explained[1]:.1f} % of "
+            f"the standardised embedding's variance; {len(data['clusters'])} clusters.", ""]
+    return figure, head + table_lines(["Cluster", "Regions", f"With {task}", f"Mean {task}", f"Median {task}",
+                                       f"Mean ln({task}+1)", "Mean PC1", "Mean PC2", "Sample regions"],
+                                      table, "rrrrrrrrl")
+
+
 @dataclass(frozen=True)
 class Leaderboard:
     """leaderboard.md's text and the figures it links (drawn by ``figures.render_png``)."""
@@ -979,7 +1043,7 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
     transfer, transfer_figures = transfer_section(results_dir, figures_link)
     lines += transfer
     figures += transfer_figures
-    for section in (profile_section, fidelity_section):
+    for section in (case_study_section, profile_section, fidelity_section):
         extra, extra_figures = section(results_dir, figures_link)
         lines += extra
         figures += extra_figures

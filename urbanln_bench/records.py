@@ -381,6 +381,7 @@ def record_text(data: dict[str, Any]) -> str:
 # variant slug is ``captions`` (``method.py`` refuses the name), so no record folder is mistaken for one.
 PROFILES_FOLDER = "profiles"
 CAPTIONS_FOLDER = "captions"
+CASE_STUDY_PREFIX = "case_study_"  # the case-study artifacts beside a method's records (case_study.py): not records
 
 
 def is_measurement_file(path: Path, results: Path) -> bool:
@@ -389,10 +390,18 @@ def is_measurement_file(path: Path, results: Path) -> bool:
     return (len(parts) > 1 and parts[0] == PROFILES_FOLDER) or (len(parts) == 4 and parts[2] == CAPTIONS_FOLDER)
 
 
+def is_record_file(path: Path, results: Path | None = None) -> bool:
+    """Whether a ``.json`` file of a store is a record: not hidden (a writer's temporary file), not a
+    case-study artifact (record files are named ``<task>_<imagery>_<split>.json``, so the two never clash) and,
+    given the store's root, not a stored measurement."""
+    if path.name.startswith((".", CASE_STUDY_PREFIX)):
+        return False
+    return results is None or not is_measurement_file(path, results)
+
+
 def record_files(results: Path) -> list[Path]:
-    """The record files of a store, sorted: every ``*.json`` except hidden ones and stored measurements."""
-    return [p for p in sorted(results.rglob("*.json"))
-            if not p.name.startswith(".") and not is_measurement_file(p, results)]
+    """The record files of a store, sorted: every ``*.json`` that ``is_record_file``."""
+    return [p for p in sorted(results.rglob("*.json")) if is_record_file(p, results)]
 
 
 def iter_records(results: Path, *, skip_corrupt: bool = False):

@@ -45,8 +45,12 @@ class StoreAudit:
 
 
 def audit_store(results: Path) -> StoreAudit:
-    """Read every record of ``results``; never stops at the first bad one."""
+    """Read every record of ``results``, and every case-study artifact (case_study.py: always sealed when
+    written, so one that cannot be read is a problem); never stops at the first bad one."""
+    from urbanln_bench.case_study import corrupt_case_studies
+
     audit = StoreAudit()
+    audit.problems += corrupt_case_studies(results)
     for path in record_files(results):
         audit.records += 1
         try:
@@ -60,9 +64,19 @@ def audit_store(results: Path) -> StoreAudit:
 
 
 def tampered_records(results: Path) -> list[str]:
-    """One message per record of ``results`` edited after it was written (its digest no longer matches):
-    unlike a record that cannot be read, which the leaderboard names and leaves out, an edited one stops it."""
+    """One message per record (or case-study artifact) of ``results`` edited after it was written (its digest
+    no longer matches): unlike a record that cannot be read, which the leaderboard names and leaves out, an
+    edited one stops it."""
+    from urbanln_bench.case_study import case_study_files, load_case_study
+
     problems = []
+    for path in case_study_files(results):
+        try:
+            load_case_study(path)
+        except TamperedRecordError as exc:
+            problems.append(str(exc))
+        except CorruptRecordError:
+            continue
     for path in record_files(results):
         try:
             load_record(path)

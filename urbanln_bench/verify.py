@@ -31,7 +31,8 @@ class Replay:
     tune: int
 
 
-def _setting_text(value) -> str:
+def setting_text(value) -> str:
+    """A stored setting as ``--set`` takes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
@@ -51,7 +52,7 @@ def _replay(results_dir: Path, profile: str, log: Callable[[str], None]):
             log(f"{path}: real data, not replayed (needs its --data-root)")
             continue
         method, cell = record.method, record.cell
-        replay = Replay(method.name, tuple(sorted((k, _setting_text(v)) for k, v in method.overrides.items())),
+        replay = Replay(method.name, tuple(sorted((k, setting_text(v)) for k, v in method.overrides.items())),
                         cell.city, record.fit_city, record.data.scale, record.split["strategy"],
                         tuple(record.split["seeds"]), int(record.probe.get("tune_trials") or 0))
         groups[replay][cell.imagery].add(cell.task)
@@ -71,7 +72,8 @@ def _replay(results_dir: Path, profile: str, log: Callable[[str], None]):
 
 def stale_records(results_dir: Path, *, profile: str = "cpu",
                   log: Callable[[str], None] = lambda m: None) -> list[str]:
-    """One line per stored synthetic-twin cell whose record the current code would not reuse."""
+    """One line per stored synthetic-twin cell whose record the current code would not reuse (the case-study
+    artifacts: ``case_study.stale_case_studies``)."""
     return [f"{path}: {outcome.note.rsplit(' (', 1)[0]}" for path, outcome, _ in _replay(results_dir, profile, log)]
 
 
