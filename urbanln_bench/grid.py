@@ -550,7 +550,13 @@ def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Itera
     started_here = not ray.is_initialized()
     if started_here:
         local = {"include_dashboard": False} if address is None else {}  # a cluster keeps its own settings
-        ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+        except ConnectionError as exc:  # no cluster there: a user's input, not a crash
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise UserError(f"--address {address}: {first}. Start the head with `ray start --head`, then pass "
+                            "the address it prints (HOST:PORT on the node's own IP, not 127.0.0.1), or "
+                            "--address auto on a node of the cluster") from None
     remote = ray.remote(run_cell)
     pending: dict[Any, int] = {}
     threads = max(1, jobs[0].threads) if jobs else 1
