@@ -276,16 +276,14 @@ def kill_a_worker_mid_cell(log: Path, process: subprocess.Popen, output: Path) -
         time.sleep(0.01)
 
 
-@pytest.mark.slow  # two CLI processes, each starting two workers: over 20 s on two cores
-def test_a_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequential, cache_dir):
-    """SIGKILL the worker that has just written a cell's first record (of two): the grid finishes the other
-    cells, reports that one failed and leaves no partial file; the same command again completes it."""
-    cache = fresh_cache(tmp_path / "cache", cache_dir)
-    store = tmp_path / "store"
-    log = cache / "builds.log"
-    args = [sys.executable, "-m", "urbanln_bench.cli", *grid_args(store, "--workers", "2")]
+def kill_then_resubmit(args: list[str], env: dict[str, str] | None, log: Path, store: Path, cache: Path,
+                       sequential: dict[str, dict], tmp_path: Path, crash: str) -> None:
+    """Run the grid ``args``, kill a worker mid-cell (``kill_a_worker_mid_cell``), and check what both kill
+    tests promise: exit 1 naming the crash (``crash`` in the output), no partial file, no held lock, every
+    record left whole and equal to the sequential run's; then the same command again computes exactly the
+    missing records and leaves the earlier build-log lines as they were."""
     with open(tmp_path / "grid.out", "w") as out:
-        process = subprocess.Popen(args, env=environment(cache), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             victim = kill_a_worker_mid_cell(log, process, tmp_path / "grid.out")
             rc = process.wait(timeout=DEADLINE)
@@ -294,18 +292,30 @@ def test_a_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequential
                 process.kill()
     output = (tmp_path / "grid.out").read_text()
     assert not alive(victim)
-    assert rc == 1 and "its worker died (killed by SIGKILL)" in output, output
+    assert rc == 1 and crash in output, output
     assert leftovers(store, cache) == [] and held_locks(cache) == []
     partial = clean_records(store)  # every record there is whole (its digest checks)
     assert len(partial) < 8 and all(sequential[path] == record for path, record in partial.items())
     before = log.read_text().splitlines()
-    result = subprocess.run(args, env=environment(cache), capture_output=True, text=True, timeout=DEADLINE)
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=DEADLINE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert clean_records(store) == sequential
     after = log.read_text().splitlines()
     assert after[:len(before)] == before
     rebuilt = [line.split("\t")[1] for line in after[len(before):] if line.startswith("record\t")]
     assert len(rebuilt) == 8 - len(partial), "only the missing records were computed"
+
+
+@pytest.mark.slow  # two CLI processes, each starting two workers: over 20 s on two cores
+def test_a_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequential, cache_dir):
+    """SIGKILL the worker that has just written a cell's first record (of two): the grid finishes the other
+    cells, reports that one failed and leaves no partial file; the same command again completes it."""
+    cache = fresh_cache(tmp_path / "cache", cache_dir)
+    store = tmp_path / "store"
+    log = cache / "builds.log"
+    args = [sys.executable, "-m", "urbanln_bench.cli", *grid_args(store, "--workers", "2")]
+    kill_then_resubmit(args, environment(cache), log, store, cache, sequential, tmp_path,
+                       "its worker died (killed by SIGKILL)")
 
 
 @pytest.mark.slow  # a second Ray driver process twice, each connecting to the module's cluster: over 20 s
@@ -322,24 +332,4 @@ def test_a_ray_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequen
     if log.exists():  # the module's other Ray test may have run first: only this test's lines count
         log.unlink()
     args = [sys.executable, "-m", "urbanln_bench.cli", *grid_args(store, "--engine", "ray", "--address", address)]
-    with open(tmp_path / "grid.out", "w") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            victim = kill_a_worker_mid_cell(log, process, tmp_path / "grid.out")
-            rc = process.wait(timeout=DEADLINE)
-        finally:
-            if process.poll() is None:
-                process.kill()
-    output = (tmp_path / "grid.out").read_text()
-    assert not alive(victim)
-    assert rc == 1 and "WorkerCrashedError" in output, output
-    assert leftovers(store, ray_session) == [] and held_locks(ray_session) == []
-    partial = clean_records(store)
-    assert len(partial) < 8 and all(sequential[path] == record for path, record in partial.items())
-    before = log.read_text().splitlines()
-    result = subprocess.run(args, capture_output=True, text=True, timeout=DEADLINE)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert clean_records(store) == sequential
-    rebuilt = [line.split("\t")[1] for line in log.read_text().splitlines()[len(before):]
-               if line.startswith("record\t")]
-    assert len(rebuilt) == 8 - len(partial), "only the missing records were computed"
+    kill_then_resubmit(args, None, log, store, ray_session, sequential, tmp_path, "WorkerCrashedError")

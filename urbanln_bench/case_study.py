@@ -423,24 +423,13 @@ def case_study_files(results: Path) -> list[Path]:
 
 def iter_case_studies(results: Path, *, skip_corrupt: bool = False) -> Iterator[CaseStudy]:
     """Every artifact of a store; one that cannot be read raises, or with ``skip_corrupt`` is left out
-    (``corrupt_case_studies`` names it)."""
+    (``seal.corrupt_store`` names it)."""
     for path in case_study_files(results):
         try:
             yield load_case_study(path)
         except CorruptCaseStudyError:
             if not skip_corrupt:
                 raise
-
-
-def corrupt_case_studies(results: Path) -> list[str]:
-    """One message per artifact of the store that cannot be read or was edited."""
-    problems = []
-    for path in case_study_files(results):
-        try:
-            load_case_study(path)
-        except CorruptCaseStudyError as exc:
-            problems.append(str(exc))
-    return problems
 
 
 def decode_thumbnail(png: bytes) -> np.ndarray:

@@ -651,7 +651,6 @@ def leaderboard_command(
     from urbanln_bench.cache import atomic_write_text
     from urbanln_bench.checks import check_input_dir, check_output_dir, check_output_file
     from urbanln_bench.leaderboard import build_leaderboard, render_leaderboard
-    from urbanln_bench.records import corrupt_records
 
     check_input_dir(results, "--results", "result records")
     figures = figures if figures is not None else out.parent / "figures"
@@ -660,8 +659,7 @@ def leaderboard_command(
         check_output_file(out, "--out")
         check_output_dir(figures, "--figures")
 
-    from urbanln_bench.measurements import measurement_problems, tampered_measurements
-    from urbanln_bench.seal import audit_store, seal_store, tampered_records
+    from urbanln_bench.seal import audit_store, corrupt_store, seal_store, tampered_records
 
     if seal:
         audit = audit_store(results)
@@ -679,7 +677,6 @@ def leaderboard_command(
         return
     if check:
         audit = audit_store(results)
-        audit.problems += measurement_problems(results)
         if not audit.ok:
             lines = audit.lines()
             more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
@@ -702,13 +699,13 @@ def leaderboard_command(
             raise typer.Exit(1)
         typer.echo(f"every record under {results} matches the current code")
     if not check:
-        tampered = tampered_records(results) + tampered_measurements(results)
+        tampered = tampered_records(results)
         if tampered:  # numbers edited by hand: nothing is written until they are restored or re-run
             _console().print(f"[red]not writing {out}[/red]: {len(tampered)} record(s) were edited after they were "
                              "written:\n  " + "\n  ".join(escape(t) for t in tampered), highlight=False)
             raise typer.Exit(2)
     # a record that cannot be read is named and left out; it does not block the board of every other record
-    corrupt = corrupt_records(results) + measurement_problems(results)
+    corrupt = corrupt_store(results)
     for problem in corrupt:
         _console().print(f"[red]skipped record:[/red] {escape(problem)}", highlight=False)
     board = build_leaderboard(results, link)

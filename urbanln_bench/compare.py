@@ -105,7 +105,7 @@ class _SeedDraw:
         self.position: dict[str, int] = {}
         self.target: list[float] = []
         self.comparable = True
-        for p in seeds:
+        for k, p in enumerate(seeds):
             overlap = False
             for region, y in zip(p.ids, p.y, strict=True):
                 at = self.position.get(region)
@@ -116,8 +116,8 @@ class _SeedDraw:
                     self.comparable = False  # another target for the same region: another split
                 else:
                     overlap = True
-            if self.position and not overlap and p is not seeds[0]:
-                self.comparable = False  # no region in common: not the same split
+            if k > 0 and not overlap:
+                self.comparable = False  # no region in common with the records before: not the same split
         self.counts: np.ndarray | None = None
 
     def draw(self, rng: np.random.Generator, n_bootstrap: int) -> None:

@@ -714,7 +714,6 @@ def _learning_check(rows: dict[Row, dict[str, dict]], methods: dict[Row, dict[st
 
 
 def overall_section(tables: dict[tuple[str, str], dict[Row, dict[str, dict]]],
-                    tasks_of: dict[tuple[str, str], list[str]],
                     comparisons_of: dict[tuple[str, str], dict[str, CellComparison]]) -> list[str]:
     """The top-of-leaderboard summary across cities, one table per data tag (twin scale or real manifest: ranks
     over a mix of synthetic and real cells would mean nothing): per competing method (native imagery, random
@@ -729,9 +728,7 @@ def overall_section(tables: dict[tuple[str, str], dict[Row, dict[str, dict]]],
         cells, wins, ties, where = [], defaultdict(int), defaultdict(int), defaultdict(set)
         for key in sorted(keys, key=lambda k: (CITY_ORDER.index(k[0]) if k[0] in CITY_ORDER else len(CITY_ORDER), k)):
             methods = {r: v for r, v in native_rows(tables[key]).items() if r.role == "method"}
-            for task, comparison in comparisons_of[key].items():
-                if task not in tasks_of[key]:
-                    continue
+            for task, comparison in comparisons_of[key].items():  # cell_comparisons: the city's tasks only
                 cells.append({r.label + "|" + r.imagery: v[task]["record"] for r, v in methods.items()
                               if task in v and "record" in v[task]})
                 wins[comparison.winner] += 1
@@ -1013,7 +1010,7 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
         except Exception:  # a user's city without its file: fall back to the tasks recorded
             tasks_of[(city, tag)] = sorted({t for v in rows.values() for t in v})
         comparisons_of[(city, tag)] = cell_comparisons(native_rows(rows), tasks_of[(city, tag)])
-    lines += overall_section(tables, tasks_of, comparisons_of)
+    lines += overall_section(tables, comparisons_of)
     for city, tag in sorted(tables, key=city_rank):
         rows = tables[(city, tag)]
         tasks = tasks_of[(city, tag)]

@@ -313,20 +313,6 @@ def measurement_problems(results: Path) -> list[str]:
     return problems
 
 
-def tampered_measurements(results: Path) -> list[str]:
-    """One message per stored measurement edited after it was written: like an edited record, it stops the
-    leaderboard from writing anything."""
-    problems = []
-    for path in measurement_files(results):
-        try:
-            load_measurement(path)
-        except TamperedRecordError as exc:
-            problems.append(str(exc))
-        except CorruptRecordError:
-            continue
-    return problems
-
-
 def profile_record(rows: list[dict[str, Any]], *, profile: str, device: str, batch_size: int, batches: int,
                    machine: Machine | None = None) -> ProfileRecord:
     """The stored form of ``profiling.profile_methods``'s rows, with this machine named."""

@@ -10,6 +10,7 @@ adds the digest to such records once a maintainer has checked them (docs/identit
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from urbanln_bench.records import (
     DIGEST_FIELD,
     CorruptRecordError,
     TamperedRecordError,
+    corrupt_records,
     load_record,
     record_digest,
     record_files,
@@ -42,15 +44,35 @@ class StoreAudit:
                                 "`urbanln-bench leaderboard --seal`" for path in self.unsealed]
 
 
+def sealed_artifacts(results: Path) -> list[tuple[Path, Callable[[Path], object]]]:
+    """Every sealed file of ``results`` besides its records, with the loader that verifies it: case-study
+    artifacts (``case_study.py``) and stored measurements (``measurements.py``). Both are written sealed, so
+    one that cannot be read, or was edited, is a problem of the store as a record would be."""
+    from urbanln_bench.case_study import case_study_files, load_case_study
+    from urbanln_bench.measurements import load_measurement, measurement_files
+
+    return ([(path, load_case_study) for path in case_study_files(results)]
+            + [(path, load_measurement) for path in measurement_files(results)])
+
+
+def _failures(files: list[tuple[Path, Callable[[Path], object]]], error: type[CorruptRecordError]) -> list[str]:
+    """One message per file whose loader raises ``error``; other unreadable files are someone else's count."""
+    problems = []
+    for path, load in files:
+        try:
+            load(path)
+        except error as exc:
+            problems.append(str(exc))
+        except CorruptRecordError:
+            continue
+    return problems
 
 
 def audit_store(results: Path) -> StoreAudit:
-    """Read every record of ``results``, and every case-study artifact (case_study.py: always sealed when
-    written, so one that cannot be read is a problem); never stops at the first bad one."""
-    from urbanln_bench.case_study import corrupt_case_studies
-
+    """Read every record of ``results`` and every other sealed file (``sealed_artifacts``); never stops at the
+    first bad one."""
     audit = StoreAudit()
-    audit.problems += corrupt_case_studies(results)
+    audit.problems += _failures(sealed_artifacts(results), CorruptRecordError)
     for path in record_files(results):
         audit.records += 1
         try:
@@ -63,28 +85,18 @@ def audit_store(results: Path) -> StoreAudit:
     return audit
 
 
-def tampered_records(results: Path) -> list[str]:
-    """One message per record (or case-study artifact) of ``results`` edited after it was written (its digest
-    no longer matches): unlike a record that cannot be read, which the leaderboard names and leaves out, an
-    edited one stops it."""
-    from urbanln_bench.case_study import case_study_files, load_case_study
+def corrupt_store(results: Path) -> list[str]:
+    """One message per file of ``results`` that cannot be read: records (which the leaderboard then leaves
+    out) and the other sealed files."""
+    return corrupt_records(results) + _failures(sealed_artifacts(results), CorruptRecordError)
 
-    problems = []
-    for path in case_study_files(results):
-        try:
-            load_case_study(path)
-        except TamperedRecordError as exc:
-            problems.append(str(exc))
-        except CorruptRecordError:
-            continue
-    for path in record_files(results):
-        try:
-            load_record(path)
-        except TamperedRecordError as exc:
-            problems.append(str(exc))
-        except CorruptRecordError:
-            continue
-    return problems
+
+def tampered_records(results: Path) -> list[str]:
+    """One message per record or other sealed file of ``results`` edited after it was written (its digest no
+    longer matches): unlike a file that cannot be read, which the leaderboard names and leaves out, an edited
+    one stops it."""
+    files = [(path, load_record) for path in record_files(results)]
+    return _failures(sealed_artifacts(results) + files, TamperedRecordError)
 
 
 def seal_record(path: Path) -> None:
