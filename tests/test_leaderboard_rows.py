@@ -106,3 +106,26 @@ def test_the_information_chain_and_the_gap_share_frame_the_methods(tmp_path: Pat
     # framing rows never win: the winner is the best competing method
     assert "| Pop | Tile2Vec (0.500) | ResNet-18 (0.300) |" in text
     assert "Caption text (consensus) (SI) *(reference)*" in text and "*(ceiling)*" in text
+
+
+def test_caption_stages_are_compared_per_imagery(tmp_path: Path):
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SI", 0.40, 1.00)
+    for slug, display, r2 in (("caption-text-raw", "Caption text (raw)", 0.50),
+                              ("caption-text-refined", "Caption text (refined)", 0.56),
+                              ("caption-text-consensus", "Caption text (consensus)", 0.53)):
+        write_record(tmp_path, slug, display, "Pop", "SI", r2, 1.0, native=("SV", "SI"), role="reference")
+    write_record(tmp_path, "caption-text-raw", "Caption text (raw)", "Pop", "SV", 0.30, 1.0, native=("SV", "SI"),
+                 role="reference")  # SV has one stage only: nothing to compare
+    text = render_leaderboard(tmp_path)
+    stages = text.split("### NY — caption stages")[1].split("### NY — every imagery variant")[0]
+    # records without stored predictions: the plain difference of the means, no interval
+    assert "| refined − raw | SI | +0.060 | — | — |" in stages
+    assert "| consensus − refined | SI | -0.030 | — | — |" in stages
+    assert "| consensus − raw | SI | +0.030 | — | — |" in stages
+    assert "| SV |" not in stages
+
+
+def test_no_caption_stage_table_without_two_stages(tmp_path: Path):
+    write_record(tmp_path, "caption-text-raw", "Caption text (raw)", "Pop", "SI", 0.50, 1.0, native=("SV", "SI"),
+                 role="reference")
+    assert "caption stages" not in render_leaderboard(tmp_path)

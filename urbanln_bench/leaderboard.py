@@ -381,6 +381,48 @@ def _r2(y, pred) -> float:
     return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else 0.0
 
 
+# The caption pipeline's stages as caption-text rows (methods/caption_text.py), and the comparisons between
+# them that test the paper's data-level claims: refinement makes captions more informative (refined − raw),
+# consensus selection keeps what matters (consensus − refined, consensus − raw).
+CAPTION_STAGES = (("caption-text-refined", "caption-text-raw", "refined − raw"),
+                  ("caption-text-consensus", "caption-text-refined", "consensus − refined"),
+                  ("caption-text-consensus", "caption-text-raw", "consensus − raw"))
+
+
+def caption_stage_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], tasks: list[str]) -> list[str]:
+    """R² of the caption-text rows per stage and imagery, with the paired differences between stages."""
+    stage_rows: dict[tuple[str, str], dict[str, dict]] = {}
+    for row, metrics in rows.items():
+        method = _row_method(metrics)
+        if row.role == "reference" and row.strategy == "random" and method and method.name.startswith("caption-text-"):
+            stage_rows[(method.name, row.imagery)] = metrics
+    imageries = sorted({imagery for _, imagery in stage_rows}, key=_imagery_rank)
+    table = []
+    for imagery in imageries:
+        for a, b, label in CAPTION_STAGES:
+            first, second = stage_rows.get((a, imagery)), stage_rows.get((b, imagery))
+            if not (first and second):
+                continue
+            cells = []
+            for t in tasks:
+                if t in first and t in second:
+                    cells.append(_ablation_delta(first[t], second[t])[0])
+                else:
+                    cells.append(MISSING)
+            table.append([label, imagery, *cells])
+    if not table:
+        return []
+    lines = [f"### {city} — caption stages (`{tag}`)", "",
+             "What the captions know after each stage of the caption pipeline, before any image encoder is "
+             "trained: the caption-text rows (every caption embedded with the frozen all-MiniLM-L6-v2 sentence "
+             "model, pooled per region, probed; `methods/caption_text.py`). Δ R² with its 95 % paired bootstrap "
+             "interval (≈: the interval contains 0). *Raw* and *refined* pool every candidate caption of every "
+             "captioner; *consensus* keeps the one selected caption per image (what UrbanLN trains on), so its "
+             "comparisons also change how much text a region has.", ""]
+    header = ["Comparison", "Imagery", *(f"Δ {t}" for t in tasks)]
+    return lines + table_lines(header, table, "ll" + "r" * len(tasks)) + [""]
+
+
 def _ablation_delta(variant: dict, full: dict) -> tuple[str, Interval]:
     """The Δ cell of the ablation table and the same number for its figure."""
     diff = None
@@ -1034,6 +1076,9 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
         figures += ablation_figures
         if ablations:
             lines += [""] + ablations[:-1]
+        stages = caption_stage_section(city, tag, rows, tasks)
+        if stages:
+            lines += [""] + stages[:-1]
         lines += ["", f"### {city} — every imagery variant and split strategy (`{tag}`)", ""]
         lines += city_section(city, tag, rows, tasks, native_only=False)
         lines.append("")
