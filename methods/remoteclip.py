@@ -184,6 +184,18 @@ class RemoteCLIP(Method):
     def modules(self) -> list:
         return [self.model]
 
+    def architecture(self):
+        """The resolved CLIP (the surrogate's profile CLIP or the checkpoint's architecture), random weights:
+        frozen, so nothing trains; the total counts both towers, as for the other CLIP methods."""
+        from urbanln_bench.backbones.clip import build_clip
+        from urbanln_bench.clip_training.clip_method import normalised_image_encoder
+        from urbanln_bench.profiling import Architecture
+
+        model, _, _ = build_clip(self.resolve().arch)
+        encoder = normalised_image_encoder(model.visual) if self.config["normalize"] else model.visual
+        total = sum(p.numel() for p in model.parameters())
+        return Architecture(encoder, total, 0, "image + text towers; frozen (no city pretraining)")
+
     def encode_images(self, pixels):
         import torch.nn.functional as F
 

@@ -188,7 +188,7 @@ def test_profile_reports_parameters_and_speed(tmp_path: Path):
 
     from urbanln_bench.cli import app
 
-    result = CliRunner().invoke(app, ["profile", "--methods", "urbanln,urbanln-no-ipsi,resnet18,color-histogram",
+    result = CliRunner().invoke(app, ["profile", "--methods", "urbanln,urbanln-no-ipsi,resnet18,remoteclip,color-histogram",
                                       "--profile", "smoke", "--batch-size", "4", "--batches", "1", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in json.loads(result.stdout)}
@@ -196,5 +196,7 @@ def test_profile_reports_parameters_and_speed(tmp_path: Path):
     assert rows["urbanln"]["total"] - rows["urbanln"]["trainable"] == 20 * width  # IPSI's frozen rows
     assert rows["urbanln"]["total"] - rows["urbanln-no-ipsi"]["total"] == (248 - 77) * width
     assert rows["resnet18"]["trainable"] == 0 and rows["resnet18"]["total"] > 11_000_000
+    # the RemoteCLIP surrogate is the profile's CLIP, frozen: UrbanLN without IPSI's stretch, none of it trained
+    assert rows["remoteclip"]["trainable"] == 0 and rows["remoteclip"]["total"] == rows["urbanln-no-ipsi"]["total"]
     assert rows["color-histogram"]["images_per_second"] is None
     assert all(r["images_per_second"] > 0 for r in rows.values() if r["total"])
