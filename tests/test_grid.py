@@ -192,8 +192,10 @@ def ray_session(tmp_path_factory, cache_dir):
     import ray
 
     cache = fresh_cache(tmp_path_factory.mktemp("grid-ray") / "cache", cache_dir)
-    saved = {name: os.environ.get(name) for name in ("URBANLN_BENCH_CACHE", "URBANLN_BENCH_BUILD_LOG")}
+    saved = {name: os.environ.get(name) for name in ("URBANLN_BENCH_CACHE", "URBANLN_BENCH_BUILD_LOG",
+                                                     "RAY_worker_niceness")}
     os.environ.update(environment(cache))  # the raylet and its workers inherit the cache and its build log
+    os.environ["RAY_worker_niceness"] = "0"  # as the grid's own local Ray: not starved by a busy machine
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     finally:

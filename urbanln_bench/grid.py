@@ -550,6 +550,10 @@ def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Itera
     started_here = not ray.is_initialized()
     if started_here:
         local = {"include_dashboard": False} if address is None else {}  # a cluster keeps its own settings
+        if address is None:
+            # Ray starts its workers at niceness 15 (RAY_worker_niceness), so on a machine doing anything else the
+            # cells, which are the whole job, get almost no CPU (measured: 2 % each beside a load of 8, docs/grid.md)
+            os.environ.setdefault("RAY_worker_niceness", "0")
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
         except ConnectionError as exc:  # no cluster there: a user's input, not a crash
