@@ -577,8 +577,9 @@ def describe_exit(code: int | None) -> str:
 
 
 def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Iterator[tuple[str, int, Any]]:
-    """Submit every job as a Ray task declaring ``cell_resources``; yields ``("done", index, CellResult)`` as
-    tasks finish, after ``("workers", -1, n)``: the cells the cluster's CPUs run at once (the view's ETA).
+    """Submit every job as a Ray task declaring ``cell_resources`` (a fit group's jobs as one task,
+    ``run_cells``, so they fit once); yields ``("done", index, CellResult)`` as tasks finish, after
+    ``("workers", -1, n)``: the cells the cluster's CPUs run at once (the view's ETA).
     Connects to ``address`` (``auto``, ``host:port``, ``ray://host:10001``), or to the session
     this process already has, or starts a local one (its CPUs and memory). A task whose worker died
     (killed, out of memory, node lost) is retried ``retries`` times by Ray, then reported failed."""
