@@ -20,7 +20,7 @@ from test_kill_anywhere import clean_records
 from urbanln_bench.cache import cache_root
 from urbanln_bench.grid import CellJob, CellResult, GridCell, eta_seconds, grouped_order, run_grid
 from urbanln_bench.processes import worker_processes
-from urbanln_bench.runner import RunOptions, forget_fitted_methods, run
+from urbanln_bench.runner import RunOptions, forget_fitted_methods, run, sharing_fits
 
 SETTINGS = {"captioners": "synthetic:qwen2.5-vl-7b", "candidates_per_captioner": "2", "mu": "0.45"}
 OPTIONS = {"method": "urbanln", "scale": "tiny", "imagery": ["SI"], "tasks": ["Pop"], "seeds": [0],
@@ -79,18 +79,20 @@ def test_a_shared_fit_writes_the_records_separate_runs_write(tmp_path: Path, bui
     for name in embeddings:
         (cache_root() / "embeddings" / name).unlink()
     messages: list[str] = []
+    forget_fitted_methods()
     for extra in ({"city": "NY", "pretrain_city": "SZ"}, {"city": "SZ"}):
-        forget_fitted_methods()
         with one_thread():  # as the grid's cell (--threads 1): a fit's float sums depend on the thread count
-            run(RunOptions(**OPTIONS, **extra, results_dir=separate_store), log=messages.append)
+            # outside sharing_fits nothing is kept: NY←SZ fits, and so does SZ (whose fit is kept, for below)
+            with sharing_fits() if extra["city"] == "SZ" else contextlib.nullcontext():
+                run(RunOptions(**OPTIONS, **extra, results_dir=separate_store), log=messages.append)
     assert len(built(build_log, "fit")) == 3
     assert not any("shared" in m for m in messages)
     shared, separate = clean_records(shared_store), clean_records(separate_store)
     assert len(shared) == 2 and shared == separate  # same keys, same numbers; only timings differ
-    # a run whose fit is kept (SZ's, from the last run) says in its log that it shares it
+    # a run inside sharing_fits whose fit is kept (SZ's, from the last run) says in its log that it shares it
     (cache_root() / "embeddings" / built(build_log, "embeddings")[2]).unlink()  # NY←SZ's separate embedding
     messages.clear()
-    with one_thread():
+    with one_thread(), sharing_fits():
         again = run(RunOptions(**OPTIONS, city="NY", pretrain_city="SZ", results_dir=tmp_path / "again"),
                     log=messages.append)
     assert len(built(build_log, "fit")) == 3 and any("fit on SZ shared" in m for m in messages)

@@ -4,9 +4,10 @@ write one record per cell (docs/architecture.md#core-concepts, §7: embeddings a
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,21 @@ class FittedMethod:
 
 
 _FITTED: collections.OrderedDict[str, FittedMethod] = collections.OrderedDict()
+# off by default: only callers that ask (the grid's cells) share fits; ``check-method`` and every other
+# caller fit a fresh instance each time, as they always did
+_SHARING: contextvars.ContextVar[bool] = contextvars.ContextVar("sharing_fits", default=False)
+
+
+@contextmanager
+def sharing_fits() -> Iterator[None]:
+    """Inside, ``compute_embeddings`` keeps its fits (``FIT_MEMO_SIZE``) and reuses a kept one for another
+    probe city of the same fit (``fit_memo_key``); the kept fits outlive the block, for the next cell of
+    the same fit group (``forget_fitted_methods`` drops them)."""
+    token = _SHARING.set(True)
+    try:
+        yield
+    finally:
+        _SHARING.reset(token)
 
 
 def fit_memo_key(method: Method, data: CityData, imagery: str, options: RunOptions, fit_data: CityData) -> str:
@@ -197,8 +213,8 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
                        progress: Callable | None, fit_data: CityData | None = None):
     """Fit the method on ``fit_data`` (default: ``data``) and embed ``data``; cached per key.
 
-    A fit is kept in this process (``FIT_MEMO_SIZE``, keyed by ``fit_memo_key``): embedding another probe
-    city of the same fit reuses it instead of fitting again, from the same random state, so its embeddings
+    Inside ``sharing_fits`` a fit is kept in this process (``FIT_MEMO_SIZE``, keyed by ``fit_memo_key``):
+    embedding another probe city of the same fit reuses it instead of fitting again, from the same random state, so its embeddings
     (and records) are those a fresh fit would give; ``meta["fit"]["shared"]`` says so.
 
     Under torchrun (docs/torchrun.md) every rank calls this: rank 0 decides whether the embeddings are
@@ -218,7 +234,7 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
         if world.is_main:
             for target in (path, path.with_suffix(".json")):  # a killed run's temporary files
                 remove_leftovers(target)
-        memo_key = None if world.active else fit_memo_key(method, data, imagery, options, fit_data)
+        memo_key = fit_memo_key(method, data, imagery, options, fit_data) if _SHARING.get() and not world.active else None
         fitted = _FITTED.get(memo_key) if memo_key else None
         if fitted is None:
             fitted = _fit(method, data, imagery, options, progress, fit_data, path, world)
