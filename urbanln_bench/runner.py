@@ -240,6 +240,8 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
             fitted = _fit(method, data, imagery, options, progress, fit_data, path, world)
             if memo_key:
                 _FITTED[memo_key] = fitted
+                # a kept fit is an artefact of this process: the build log counts them (tests/test_fit_sharing.py)
+                note_build("fit", f"{method.variant_slug()} {fit_data.name} {imagery}")
                 while len(_FITTED) > FIT_MEMO_SIZE:
                     _FITTED.popitem(last=False)
             shared = False
@@ -285,7 +287,6 @@ def _fit(method: Method, data: CityData, imagery: str, options: RunOptions, prog
     started = time.perf_counter()
     method.fit(fit_data.unlabelled(), imagery, context)
     fit_seconds = time.perf_counter() - started
-    note_build("fit", f"{method.variant_slug()} {fit_data.name} {imagery}")
     return FittedMethod(method, context, provenance, fit_seconds, _random_state())
 
 
