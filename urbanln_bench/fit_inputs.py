@@ -26,6 +26,9 @@ SMOKE_CAPTIONERS = 2  # captioners asked under the smoke profile (see caption_co
 
 class FitInput(Protocol):
     name: str
+    # whether ``provide`` reads the probe city (``data``) rather than only the fit city: such an input ties
+    # a fit to its probe city, so the runner does not share the fit with another probe city (runner.fit_memo_key)
+    reads_probe_city: bool
 
     def needed(self, method: Method, imagery: str, profile: str) -> bool: ...
 
@@ -122,6 +125,7 @@ class CaptionSets:
     """The caption sets a method asks for with ``caption_settings`` (the caption pipeline on the fit city)."""
 
     name = "captions"
+    reads_probe_city = False  # the fit city's caption sets
 
     def needed(self, method: Method, imagery: str, profile: str) -> bool:
         return bool(method.caption_settings(imagery))
@@ -142,6 +146,7 @@ class TrueLatents:
     carries, so they add no identity."""
 
     name = "latents"
+    reads_probe_city = True
 
     def needed(self, method: Method, imagery: str, profile: str) -> bool:
         return self.name in method.meta.truth
@@ -164,6 +169,7 @@ class SceneGraphs:
     (``synth/scene.py``). Files of the data, so no identity beyond its manifest."""
 
     name = "scene_graphs"
+    reads_probe_city = True
 
     def needed(self, method: Method, imagery: str, profile: str) -> bool:
         return self.name in method.meta.truth
@@ -197,6 +203,11 @@ def fit_input_identities(method: Method, imagery: str, profile: str) -> dict[str
         if identity is not None:
             out[provider.name] = identity
     return out
+
+
+def reads_probe_city(method: Method, imagery: str, profile: str) -> bool:
+    """Whether a fit input the method needs reads the probe city (a provider that does not say is assumed to)."""
+    return any(getattr(provider, "reads_probe_city", True) for provider in needed_fit_inputs(method, imagery, profile))
 
 
 def fit_input_summaries(meta: dict[str, Any]) -> dict[str, Any]:

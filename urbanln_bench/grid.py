@@ -77,6 +77,17 @@ class GridCell:
         """What makes two cells the same run (their tasks are merged)."""
         return self.city, self.method, self.settings, self.imagery, self.pretrain_city
 
+    def fit_group(self) -> tuple | None:
+        """The cells of one fit: a pretraining method variant, its fit city and imagery. The runner keeps a
+        fit in its process (``runner.FIT_MEMO_SIZE``), so the grid runs a group's cells on one worker, one
+        after another: the transfer grid's probe cities of one pretraining city (and its in-city diagonal)
+        fit once. None for a method that does not pretrain (it has nothing worth sharing)."""
+        from urbanln_bench.method import get_method
+
+        if get_method(self.method).meta.role != "method":
+            return None
+        return self.method, self.settings, self.pretrain_city or self.city, self.imagery
+
     def run_options(self, template: RunOptions) -> RunOptions:
         return dataclasses.replace(template, method=self.method, city=self.city, city_file=None,
                                    imagery=[self.imagery], settings=dict(self.settings),
@@ -350,25 +361,27 @@ class CellResult:
     excluded: int = 0
     seconds: float = 0.0
     message: str = ""
+    fit_shared: bool = False  # its records came from a fit an earlier cell of its group made (not fitted again)
 
 
 def run_cell(job: CellJob) -> CellResult:
-    """Run one cell through ``runner.run`` on ``job.threads`` threads, torch's and the BLAS/OpenMP pools numpy
-    and scipy use (``threadpoolctl``, a scikit-learn dependency): a worker's BLAS left at one thread per core
-    would oversubscribe the cores the other workers use. Errors become a failed result (a user's error as
+    """Run one cell through ``runner.run`` (its fit kept for its fit group's next cell, ``sharing_fits``) on
+    ``job.threads`` threads, torch's and the BLAS/OpenMP pools numpy and scipy use (``threadpoolctl``, a
+    scikit-learn dependency): a worker's BLAS left at one thread per core would oversubscribe the cores the
+    other workers use. Errors become a failed result (a user's error as
     its message, anything else as a traceback)."""
     import traceback
 
     import torch
     from threadpoolctl import threadpool_limits
 
-    from urbanln_bench.runner import run
+    from urbanln_bench.runner import run, sharing_fits
 
     started = time.perf_counter()
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
-        with threadpool_limits(limits=job.threads):
+        with threadpool_limits(limits=job.threads), sharing_fits():  # the next cell of its fit group reuses its fit
             outcomes = run(job.options, progress=None, log=lambda message: None)
     except UserError as exc:
         return CellResult(job.index, "failed", seconds=time.perf_counter() - started, message=str(exc))
@@ -382,10 +395,17 @@ def run_cell(job: CellJob) -> CellResult:
     excluded = sum(1 for o in outcomes if o.record is None)
     status = "computed" if written else "reused" if reused else "excluded"
     result = CellResult(job.index, status, written, reused, excluded, seconds,
-                        "; ".join(dict.fromkeys(o.note for o in outcomes if o.note)))
+                        "; ".join(dict.fromkeys(o.note for o in outcomes if o.note)),
+                        fit_shared=any(o.fit_shared for o in outcomes))
     if written:
-        note_timing(job, seconds)
+        note_timing(job, seconds, result.fit_shared)
     return result
+
+
+def run_cells(jobs: list[CellJob]) -> list[CellResult]:
+    """Run one fit group's cells in a row in this process (a Ray task), each as ``run_cell`` does: a failed cell
+    fails alone, the others still run and keep their records."""
+    return [run_cell(job) for job in jobs]
 
 
 def _timings_path() -> Path:
@@ -394,15 +414,17 @@ def _timings_path() -> Path:
     return cache_root() / TIMINGS_FILE
 
 
-def note_timing(job: CellJob, seconds: float) -> None:
+def note_timing(job: CellJob, seconds: float, fit_shared: bool = False) -> None:
     """Append how long a computed cell took to the cache's timing log (one ``O_APPEND`` line, so workers
-    sharing a cache can write it at once); ``--dry-run`` estimates from it."""
+    sharing a cache can write it at once), and whether it fitted or shared an earlier cell's fit;
+    ``--dry-run`` estimates from it."""
     path = _timings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     cell, options = job.cell, job.options
     line = json.dumps({"method": cell.method, "settings": dict(cell.settings), "city": cell.city,
                        "pretrain_city": cell.pretrain_city, "imagery": cell.imagery, "scale": options.scale,
-                       "profile": options.profile, "device": options.device, "seconds": round(seconds, 2)})
+                       "profile": options.profile, "device": options.device, "seconds": round(seconds, 2),
+                       "fit_shared": fit_shared})
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())
@@ -423,13 +445,17 @@ def read_timings() -> list[dict]:
     return rows
 
 
-def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict]) -> float | None:
+def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], fit_shared: bool = False) -> float | None:
     """A to-do cell's expected seconds: the median of earlier computed cells of the same method variant,
-    scale and profile (same city and imagery when there are some), else None."""
+    scale and profile (same city and imagery when there are some) that fitted, or, for a cell that will
+    share an earlier cell's fit (``fit_shared``), that shared one (those that fitted when none did: an
+    estimate too high rather than too low), else None."""
     import statistics
 
     same = [t for t in timings if t["method"] == cell.method and t["settings"] == dict(cell.settings)
             and t["scale"] == options.scale and t["profile"] == options.profile and t["device"] == options.device]
+    fitted = [t for t in same if not t.get("fit_shared")]
+    same = ([t for t in same if t.get("fit_shared")] or fitted) if fit_shared else fitted
     exact = [t for t in same if (t["city"], t["imagery"], t["pretrain_city"]) ==
              (cell.city, cell.imagery, cell.pretrain_city)]
     pool = exact or same
@@ -454,6 +480,7 @@ def dry_run(cells: list[GridCell], template: RunOptions) -> list[CellStatus]:
 
     timings = read_timings()
     out = []
+    fitting: set[tuple] = set()  # fit groups whose first to-do cell fits: their later to-do cells share its fit
     for cell in cells:
         options = dataclasses.replace(cell.run_options(template), dry_run=True)
         try:
@@ -467,7 +494,11 @@ def dry_run(cells: list[GridCell], template: RunOptions) -> list[CellStatus]:
             out.append(CellStatus(cell, "cannot tell", len(unknown) + len(todo), estimate_seconds(cell, template, timings),
                                   "its twin (or its foundation's world) is not rendered yet"))
         elif todo:
-            out.append(CellStatus(cell, "to do", len(todo), estimate_seconds(cell, template, timings)))
+            group = cell.fit_group()
+            shared = group is not None and group in fitting
+            if group is not None:
+                fitting.add(group)
+            out.append(CellStatus(cell, "to do", len(todo), estimate_seconds(cell, template, timings, shared)))
         else:
             out.append(CellStatus(cell, "finished"))
     return out
@@ -498,18 +529,28 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def grouped_order(jobs: list[CellJob]) -> list[CellJob]:
+    """``jobs`` in their order, except that a fit group's cells follow its first cell (``GridCell.fit_group``):
+    the order one process runs them in to fit each group once."""
+    groups: dict[Any, list[CellJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.cell.fit_group() or ("cell", job.index), []).append(job)
+    return [job for group in groups.values() for job in group]
+
+
 def run_local(jobs: list[CellJob], workers: int, retries: int = 0) -> Iterator[tuple[str, int, Any]]:
     """Run ``jobs`` on ``workers`` spawned processes (``processes.WorkerProcesses``), or in this process when
-    ``workers`` is 1. Yields ``("started", index, None)`` and ``("done", index, CellResult)``."""
+    ``workers`` is 1; either way the cells of one fit group run in one process, in a row, so they fit once.
+    Yields ``("started", index, None)`` and ``("done", index, CellResult)``."""
     if workers <= 1:
-        for job in jobs:
+        for job in grouped_order(jobs):
             yield "started", job.index, None
             yield "done", job.index, run_cell(job)
         return
     from urbanln_bench.processes import worker_processes
 
     with worker_processes(workers) as pool:
-        for event in pool.run(run_cell, jobs, retries=retries):
+        for event in pool.run(run_cell, jobs, retries=retries, groups=[job.cell.fit_group() for job in jobs]):
             job = jobs[event.index]
             if event.kind == "started":
                 yield "started", job.index, None
@@ -537,8 +578,9 @@ def describe_exit(code: int | None) -> str:
 
 
 def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Iterator[tuple[str, int, Any]]:
-    """Submit every job as a Ray task declaring ``cell_resources``; yields ``("done", index, CellResult)`` as
-    tasks finish, after ``("workers", -1, n)``: the cells the cluster's CPUs run at once (the view's ETA).
+    """Submit every job as a Ray task declaring ``cell_resources`` (a fit group's jobs as one task,
+    ``run_cells``, so they fit once); yields ``("done", index, CellResult)`` as tasks finish, after
+    ``("workers", -1, n)``: the cells the cluster's CPUs run at once (the view's ETA).
     Connects to ``address`` (``auto``, ``host:port``, ``ray://host:10001``), or to the session
     this process already has, or starts a local one (its CPUs and memory). A task whose worker died
     (killed, out of memory, node lost) is retried ``retries`` times by Ray, then reported failed."""
@@ -561,26 +603,32 @@ def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Itera
             raise UserError(f"--address {address}: {first}. Start the head with `ray start --head`, then pass "
                             "the address it prints (HOST:PORT on the node's own IP, not 127.0.0.1), or "
                             "--address auto on a node of the cluster") from None
-    remote = ray.remote(run_cell)
-    pending: dict[Any, int] = {}
+    remote = ray.remote(run_cells)
+    pending: dict[Any, list[int]] = {}
     threads = max(1, jobs[0].threads) if jobs else 1
     yield "workers", -1, max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)  # the cluster's, for the ETA
     try:
+        groups: dict[Any, list[CellJob]] = {}
         for job in jobs:
-            need = cell_resources(job.cell, job.options, job.threads)
+            groups.setdefault(job.cell.fit_group() or ("cell", job.index), []).append(job)
+        for group in groups.values():
+            need = cell_resources(group[0].cell, group[0].options, group[0].threads)
+            more = f" and {len(group) - 1} more cells of its fit" if len(group) > 1 else ""
             ref = remote.options(num_cpus=need.cpus, num_gpus=need.gpus, memory=need.memory_bytes,
                                  max_retries=retries, retry_exceptions=False,
-                                 name=f"urbanln-bench {job.cell.label}").remote(job)
-            pending[ref] = job.index
+                                 name=f"urbanln-bench {group[0].cell.label}{more}").remote(group)
+            pending[ref] = [job.index for job in group]
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(done[0])
+            indices = pending.pop(done[0])
             try:
-                result = ray.get(done[0])
+                results = ray.get(done[0])
             except ray.exceptions.RayError as exc:
                 first = (str(exc).strip().splitlines() or [""])[0]
-                result = CellResult(index, "failed", message=f"Ray: {type(exc).__name__}: {first}")
-            yield "done", index, result
+                results = [CellResult(index, "failed", message=f"Ray: {type(exc).__name__}: {first}")
+                           for index in indices]
+            for result in results:
+                yield "done", result.index, result
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -652,16 +700,39 @@ def run_grid(cells: list[GridCell], template: RunOptions, *, engine: str = "loca
     return GridReport(cells, results, time.perf_counter() - started)
 
 
+def eta_seconds(cells: list[GridCell], running: list[int], done: dict[int, CellResult], parallel: int) -> float | None:
+    """Seconds left: the cells left that will fit (the first of each fit group not seen finished, running ones
+    first, and every cell without a group) × the finished fitting cells' mean seconds, plus the cells left
+    that will share a fit × the finished sharing cells' mean (the fitting mean until one has finished), ÷
+    ``parallel``; None before any cell has finished."""
+    if not done:
+        return None
+    fits = [r.seconds for r in done.values() if not r.fit_shared]
+    shares = [r.seconds for r in done.values() if r.fit_shared]
+    fit_mean = sum(fits) / len(fits) if fits else sum(shares) / len(shares)
+    share_mean = sum(shares) / len(shares) if shares else fit_mean
+    seen = {cells[i].fit_group() for i in done} - {None}
+    fitting = sharing = 0
+    for index in [*running, *(i for i in range(len(cells)) if i not in done and i not in running)]:
+        group = cells[index].fit_group()
+        if group is not None and group in seen:
+            sharing += 1
+        else:
+            fitting += 1
+            seen.add(group)
+    return (fit_mean * fitting + share_mean * sharing) / max(1, parallel)
+
+
 class GridView:
     """One rich progress view over every cell: cells done / total, the cells running now, and an ETA from the
-    finished cells' times (their mean seconds × cells left ÷ parallel workers)."""
+    finished cells' times (``eta_seconds``: fitting and fit-sharing cells apart, ÷ parallel workers)."""
 
     def __init__(self, cells: list[GridCell], parallel: int, console) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.cells, self.parallel = cells, max(1, parallel)
         self.running: dict[int, float] = {}
-        self.seconds: list[float] = []
+        self.done: dict[int, CellResult] = {}
         self.progress = Progress(TextColumn("grid"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[current]}"),
                                  console=console, transient=False)
@@ -682,7 +753,7 @@ class GridView:
             self.running[index] = time.perf_counter()
         elif kind == "done":
             self.running.pop(index, None)
-            self.seconds.append(value.seconds)
+            self.done[index] = value
             if value.status == "failed":
                 from rich.markup import escape
 
@@ -690,11 +761,8 @@ class GridView:
                 self.progress.console.print(f"[red]failed[/red] {escape(self.cells[index].label)}: {escape(last)}",
                                             highlight=False)
             self.progress.advance(self.task)
-        left = len(self.cells) - int(self.progress.tasks[0].completed)
-        eta = "?"
-        if self.seconds:
-            eta_seconds = sum(self.seconds) / len(self.seconds) * left / self.parallel
-            eta = time.strftime("%H:%M:%S", time.gmtime(eta_seconds))
+        seconds = eta_seconds(self.cells, list(self.running), self.done, self.parallel)
+        eta = "?" if seconds is None else time.strftime("%H:%M:%S", time.gmtime(seconds))
         from rich.markup import escape
 
         current = ", ".join(self.cells[i].label for i in self.running)

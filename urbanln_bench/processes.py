@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -213,13 +213,36 @@ class WorkerProcesses:
         old.connection.close()
         self._workers[position] = self._start()
 
-    def run(self, function: Callable[[Any], Any], tasks: list[Any], retries: int = 0) -> Iterator[TaskEvent]:
+    def run(self, function: Callable[[Any], Any], tasks: list[Any], retries: int = 0,
+            groups: list[Hashable | None] | None = None) -> Iterator[TaskEvent]:
         """Run ``function(task)`` for every task (``function`` importable by name: workers are spawned) and
-        yield events as they happen, in completion order."""
+        yield events as they happen, in completion order.
+
+        ``groups`` (one per task; None: no group) keeps the tasks of a group on one worker, one after
+        another: the worker that starts a group's first task takes its other tasks next, and no other worker
+        takes them meanwhile (the grid's cells of one fit, so the worker's kept fit serves them all). A group
+        whose worker died is free again for any worker."""
         from multiprocessing.connection import wait
 
         queue = collections.deque(range(len(tasks)))
         attempts = collections.Counter()
+        group_of = groups or [None] * len(tasks)
+        owner: dict[Hashable, int] = {}  # group → the position of the worker that runs it
+
+        def next_task(position: int) -> int | None:
+            mine = [i for i in queue if group_of[i] is not None and owner.get(group_of[i]) == position]
+            free = [i for i in queue if group_of[i] is None or owner.get(group_of[i], position) == position]
+            chosen = (mine or free or [None])[0]
+            if chosen is not None:
+                queue.remove(chosen)
+                if group_of[chosen] is not None:
+                    owner[group_of[chosen]] = position
+            return chosen
+
+        def release(position: int) -> None:
+            for group in [g for g, p in owner.items() if p == position]:
+                del owner[group]
+
         while len(self._workers) < min(self.size, len(tasks)):
             self._workers.append(self._start())
         while queue or any(w.task is not None for w in self._workers):
@@ -228,12 +251,16 @@ class WorkerProcesses:
                     continue
                 if not self._workers[position].process.is_alive():  # died while idle: lost no task
                     self._replace(position)
+                    release(position)
                 worker = self._workers[position]
-                index = queue.popleft()
+                index = next_task(position)
+                if index is None:  # every queued task belongs to a group another worker runs
+                    continue
                 try:
                     worker.connection.send((index, function, tasks[index]))
                 except OSError:  # it died just now: a fresh worker takes the task
                     self._replace(position)
+                    release(position)
                     queue.appendleft(index)
                     continue
                 worker.task = index
@@ -257,6 +284,7 @@ class WorkerProcesses:
                 elif not worker.process.is_alive():
                     index, worker.task = worker.task, None
                     self._replace(position)
+                    release(position)
                     again = attempts[index] <= retries
                     if again:
                         queue.appendleft(index)

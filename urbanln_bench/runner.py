@@ -3,9 +3,11 @@ write one record per cell (docs/architecture.md#core-concepts, §7: embeddings a
 
 from __future__ import annotations
 
+import collections
+import contextvars
 import dataclasses
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,7 @@ class CellOutcome:
     reused: bool = False
     note: str = ""
     key: str = ""  # the record key the current code computes (set on every dry-run outcome that would compute)
+    fit_shared: bool = False  # computed from a fit kept in this process for another probe city (not fitted again)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -131,13 +134,93 @@ def embedding_cache_path(method: Method, data: CityData, imagery: str, fit_data:
     return contained(folder / slug / f"{data.name}-{imagery.replace('+', '')}-{key}.npz", folder, "embedding cache")
 
 
+FIT_MEMO_SIZE = 1  # fitted methods kept in a process (the grid runs one fit's probe cities in a row)
+
+
+@dataclass
+class FittedMethod:
+    """A fitted method and what embedding with it needs, kept so that another probe city of the same fit
+    is embedded without fitting again ("fit once, embed many", docs/grid.md#cost-of-the-transfer-grid)."""
+
+    method: Method
+    context: FitContext
+    provenance: dict[str, Any]
+    fit_seconds: float
+    random_state: tuple  # the RNGs' state right after the fit: every embedding starts from it, as a fresh fit's did
+
+
+_FITTED: collections.OrderedDict[str, FittedMethod] = collections.OrderedDict()
+# off by default: only callers that ask (the grid's cells) share fits; ``check-method`` and every other
+# caller fit a fresh instance each time, as they always did
+_SHARING: contextvars.ContextVar[bool] = contextvars.ContextVar("sharing_fits", default=False)
+
+
+@contextmanager
+def sharing_fits() -> Iterator[None]:
+    """Inside, ``compute_embeddings`` keeps its fits (``FIT_MEMO_SIZE``) and reuses a kept one for another
+    probe city of the same fit (``fit_memo_key``); the kept fits outlive the block, for the next cell of
+    the same fit group (``forget_fitted_methods`` drops them)."""
+    token = _SHARING.set(True)
+    try:
+        yield
+    finally:
+        _SHARING.reset(token)
+
+
+def fit_memo_key(method: Method, data: CityData, imagery: str, options: RunOptions, fit_data: CityData) -> str:
+    """Everything a fit depends on: the method variant, the fit city's data, imagery, profile, scale, device,
+    ``FIT_SEED`` and the fit inputs' identities. Not the probe city, unless a fit input the method needs reads
+    it (``reads_probe_city``: the oracle's latents and the ceiling's scene graphs are the probe city's own;
+    a provider that does not say is assumed to read it)."""
+    from urbanln_bench.fit_inputs import reads_probe_city
+
+    parts: dict[str, Any] = {"method": method.identity(), "imagery": imagery, "fit_seed": FIT_SEED,
+                             "fit_city": fit_data.name, "fit_data": fit_data.manifest_hash,
+                             "profile": options.profile, "scale": options.scale, "device": options.device,
+                             **fit_input_identities(method, imagery, options.profile), "harness": HARNESS_VERSION}
+    if reads_probe_city(method, imagery, options.profile):
+        parts["probe_data"] = data.manifest_hash
+    return config_hash(parts, length=24)
+
+
+def forget_fitted_methods() -> None:
+    """Drop the fitted methods this process keeps (tests; a caller that wants the memory back)."""
+    _FITTED.clear()
+
+
+def _random_state() -> tuple:
+    import random
+
+    import torch
+
+    return (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+
+
+def _restore_random_state(state: tuple) -> None:
+    import random
+
+    import torch
+
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    torch.set_rng_state(state[2])
+    if state[3] is not None:
+        torch.cuda.set_rng_state_all(state[3])
+
+
 def compute_embeddings(method: Method, data: CityData, imagery: str, options: RunOptions,
                        progress: Callable | None, fit_data: CityData | None = None):
     """Fit the method on ``fit_data`` (default: ``data``) and embed ``data``; cached per key.
 
+    Inside ``sharing_fits`` a fit is kept in this process (``FIT_MEMO_SIZE``, keyed by ``fit_memo_key``):
+    embedding another probe city of the same fit reuses it instead of fitting again, from the same random state, so its embeddings
+    (and records) are those a fresh fit would give; ``meta["fit"]["shared"]`` says so.
+
     Under torchrun (docs/torchrun.md) every rank calls this: rank 0 decides whether the embeddings are
     cached, builds the fit inputs first (the others then read them), all ranks fit together, and rank 0
-    alone embeds and writes; the other ranks get ``None``."""
+    alone embeds and writes; the other ranks get ``None``. Fits are not kept there (every rank would have
+    to agree on the memo)."""
     from urbanln_bench.embed import Embeddings, embed_city
 
     fit_data = fit_data or data
@@ -151,36 +234,60 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
         if world.is_main:
             for target in (path, path.with_suffix(".json")):  # a killed run's temporary files
                 remove_leftovers(target)
-        extras: dict[str, Any] = {}
-        provenance: dict[str, Any] = {}
-        context = FitContext(seed=FIT_SEED, device=options.device, scale=options.scale, profile=options.profile,
-                             work_dir=path.parent / (path.stem + "-work"), progress=progress, extras=extras)
-        with distributed.main_first(world):  # rank 0 builds the caches; the others read them
-            for provider in needed_fit_inputs(method, imagery, options.profile):
-                extras[provider.name], info = provider.provide(method, fit_data, data, imagery, options.profile,
-                                                               progress)
-                if info:
-                    provenance[provider.name] = info
-            if world.active:
-                method.prepare_fit(context)
-        import time
-
-        import torch
-
-        torch.manual_seed(FIT_SEED)
-        started = time.perf_counter()
-        method.fit(fit_data.unlabelled(), imagery, context)
-        fit_seconds = time.perf_counter() - started
+        memo_key = fit_memo_key(method, data, imagery, options, fit_data) if _SHARING.get() and not world.active else None
+        fitted = _FITTED.get(memo_key) if memo_key else None
+        if fitted is None:
+            fitted = _fit(method, data, imagery, options, progress, fit_data, path, world)
+            if memo_key:
+                _FITTED[memo_key] = fitted
+                # a kept fit is an artefact of this process: the build log counts them (tests/test_fit_sharing.py)
+                note_build("fit", f"{method.variant_slug()} {fit_data.name} {imagery}")
+                while len(_FITTED) > FIT_MEMO_SIZE:
+                    _FITTED.popitem(last=False)
+            shared = False
+        else:
+            _FITTED.move_to_end(memo_key)
+            fitted.context.progress = progress
+            shared = True
         embeddings = None
         if world.is_main:
-            embeddings = embed_city(method, data, imagery, context, batch_size=options.batch_size, progress=progress)
+            _restore_random_state(fitted.random_state)
+            embeddings = embed_city(fitted.method, data, imagery, fitted.context, batch_size=options.batch_size,
+                                    progress=progress)
             embeddings.meta["fit"] = {"city": fit_data.name, "data_manifest": fit_data.manifest_hash,
-                                      "seconds": round(fit_seconds, 1), "report": method.fit_report()}
-            embeddings.meta.update(provenance)
+                                      "seconds": round(fitted.fit_seconds, 1), "report": fitted.method.fit_report(),
+                                      **({"shared": True} if shared else {})}
+            embeddings.meta.update(fitted.provenance)
             embeddings.save(path)
             note_build("embeddings", f"{path.parent.name}/{path.name}")
         distributed.barrier(world)
     return embeddings, False
+
+
+def _fit(method: Method, data: CityData, imagery: str, options: RunOptions, progress: Callable | None,
+         fit_data: CityData, path: Path, world) -> FittedMethod:
+    """Build the fit inputs and fit ``method`` on ``fit_data`` (seeded with ``FIT_SEED``)."""
+    import time
+
+    import torch
+
+    extras: dict[str, Any] = {}
+    provenance: dict[str, Any] = {}
+    context = FitContext(seed=FIT_SEED, device=options.device, scale=options.scale, profile=options.profile,
+                         work_dir=path.parent / (path.stem + "-work"), progress=progress, extras=extras)
+    with distributed.main_first(world):  # rank 0 builds the caches; the others read them
+        for provider in needed_fit_inputs(method, imagery, options.profile):
+            extras[provider.name], info = provider.provide(method, fit_data, data, imagery, options.profile,
+                                                           progress)
+            if info:
+                provenance[provider.name] = info
+        if world.active:
+            method.prepare_fit(context)
+    torch.manual_seed(FIT_SEED)
+    started = time.perf_counter()
+    method.fit(fit_data.unlabelled(), imagery, context)
+    fit_seconds = time.perf_counter() - started
+    return FittedMethod(method, context, provenance, fit_seconds, _random_state())
 
 
 def record_lock(path: Path) -> Path:
@@ -420,8 +527,11 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
         embeddings, cached = compute_embeddings(method, data, imagery, options, progress, fit_data)
         if not world.is_main:  # rank 0 alone probes and writes the records
             continue
+        fit_shared = not cached and bool(embeddings.meta.get("fit", {}).get("shared"))
+        shared = (f" (fit on {fit_data.name} shared with an earlier embedding in this process, not fitted again)"
+                  if fit_shared else "")
         log(f"{'reused cached' if cached else 'computed'} {imagery} embeddings of {spec.name}: "
-            f"{len(embeddings.region_ids)} regions × {embeddings.vectors.shape[1]}")
+            f"{len(embeddings.region_ids)} regions × {embeddings.vectors.shape[1]}{shared}")
         for task, cell_id, key, path in todo:
             # another run on this store and cache may have written the cell while this one waited or embedded
             with file_lock(record_lock(path)):
@@ -455,7 +565,7 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
                 )
                 write_record(path, record)
                 note_build("record", str(path))
-                outcomes.append(CellOutcome(cell_id, record))
+                outcomes.append(CellOutcome(cell_id, record, fit_shared=fit_shared))
     return outcomes
 
 
