@@ -129,3 +129,49 @@ def test_no_caption_stage_table_without_two_stages(tmp_path: Path):
     write_record(tmp_path, "caption-text-raw", "Caption text (raw)", "Pop", "SI", 0.50, 1.0, native=("SV", "SI"),
                  role="reference")
     assert "caption stages" not in render_leaderboard(tmp_path)
+
+
+def write_pop_record(results: Path, slug: str, name: str, display: str, role: str, fit_city: str,
+                     noise: float) -> None:
+    """A NY/Pop/SI record with stored test predictions (truth + noise of the given size, two seeds)."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(noise * 1000))
+    per_seed = []
+    for seed in (0, 1):
+        y = np.random.default_rng(seed).normal(5.0, 1.0, 60)
+        pred = y + rng.normal(0.0, noise, 60)
+        r2 = 1 - float(np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
+        per_seed.append({"seed": seed, "r2": r2, "rmse": 1.0, "mae": 1.0, "predictions": {
+            "ids": [f"r{seed}c{i:03d}" for i in range(60)], "y": y.tolist(), "mlp": pred.tolist(),
+            "ridge": pred.tolist()}})
+    r2s = [s["r2"] for s in per_seed]
+    record = {
+        "schema": 1, "key": f"{slug}-pop", "harness_version": "test",
+        "method": {"name": name, "display_name": display, "variant": display, "slug": slug, "version": "1",
+                   "config": {}, "overrides": {}, "role": role, "ours": name == "urbanln", "ablation_of": "",
+                   "native_imagery": ["SV", "SI"], "weight_source": "none", "uses_aux": []},
+        "cell": {"id": "NY/Pop/SI", "city": "NY", "task": "Pop", "imagery": "SI"}, "fit_city": fit_city,
+        "data": {"source": "synthetic", "manifest": "m" * 64, "scale": "small", "tag": "synthetic-small"},
+        "split": {"strategy": "random", "seeds": [0, 1]}, "probe": {}, "per_seed": per_seed,
+        "metrics": {"r2": {"mean": sum(r2s) / 2, "std": 0.01, "n": 2}, "rmse": {"mean": 1.0, "std": 0.0, "n": 2},
+                    "mae": {"mean": 1.0, "std": 0.0, "n": 2}},
+    }
+    path = results / "synthetic-small" / "NY" / slug / "Pop_SI_random.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_transfer_grid_gives_the_starting_weights_and_paired_differences_from_the_diagonal(tmp_path: Path):
+    write_pop_record(tmp_path, "urbanln", "urbanln", "UrbanLN", "method", "NY", noise=0.3)
+    write_pop_record(tmp_path, "urbanln__from-SZ", "urbanln", "UrbanLN", "method", "SZ", noise=0.8)
+    write_pop_record(tmp_path, "clip-start", "clip-start", "CLIP (starting weights)", "start", "NY", noise=0.3)
+    section = render_leaderboard(tmp_path).split("## Transfer")[1]
+    grid, deltas = section.split("Δ Pop R² from in-city pretraining:")
+    assert "| *CLIP (starting weights)* |" in grid  # the start row under the pretraining cities
+    # SZ → NY is far worse than in-city: its interval excludes 0; the start has the same predictions' noise
+    # level but other draws, so it is compared too; the diagonal itself has no difference
+    sz = next(line for line in deltas.splitlines() if line.startswith("| SZ |"))
+    assert "[" in sz and " ≈" not in sz and sz.split("|")[3].strip().startswith("-")  # columns: SZ, NY
+    assert not any(line.startswith("| NY |") for line in deltas.splitlines())  # the diagonal; nothing probed SZ
+    assert "| *CLIP (starting weights)* | " in deltas

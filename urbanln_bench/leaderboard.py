@@ -805,43 +805,80 @@ TRANSFER_TASK = "Pop"
 
 def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tuple[list[str], list[Figure]]:
     """Source rows × target columns, Pop R² per imagery, from records whose fit city differs from the cell's
-    (``run --pretrain-city``). In-city records of the same method fill the diagonal when they exist. Each
-    grid is also drawn as a heatmap (the paper's Figure 5), linked under its table."""
-    entries: dict[tuple[str, str, str], dict[tuple[str, str], dict]] = defaultdict(dict)
+    (``run --pretrain-city``). In-city records of the same method fill the diagonal when they exist; a last row
+    gives the method's starting weights (``MethodMeta.starts_from``: no pretraining at all) on each probed city,
+    so the reader sees what pretraining anywhere adds. Under each grid, every off-diagonal cell's paired
+    difference from the in-city diagonal of its column (same probed city, same splits). Each grid is also drawn
+    as a heatmap (the paper's Figure 5), linked under its table."""
+    entries: dict[tuple[str, str, str], dict[tuple[str, str], Record]] = defaultdict(dict)
     targets: dict[tuple[str, str], set[str]] = defaultdict(set)
-    transfer_methods = set()
+    transfer_methods: dict[tuple[str, str], str] = {}
     records = [record for _, record in iter_records(results_dir, skip_corrupt=True) if record.cell.task == TRANSFER_TASK]
     for record in records:
         if record.is_transfer:
-            transfer_methods.add((record.method.variant, record.data.tag))
+            transfer_methods[(record.method.variant, record.data.tag)] = _starts_from(record)
+    starts: dict[tuple[str, str, str], Record] = {}  # (start method name, tag, cell id) → its in-city record
+    for record in records:
+        if not record.is_transfer and record.method.role == "start":
+            starts[(record.method.name, record.data.tag, record.cell.id)] = record
     for record in records:
         cell, method = record.cell, record.method
         if (method.variant, record.data.tag) not in transfer_methods:
             continue
         key = (method.variant, record.data.tag, cell.imagery)
-        entries[key][(record.fit_city, cell.city)] = record.metric_dicts()["r2"]
+        entries[key][(record.fit_city, cell.city)] = record
         targets[key[:2]].add(cell.city)
     if not entries:
         return [], []
     figures: list[Figure] = []
     lines = ["## Transfer — pretrain on one city, probe another", "",
              f"{TRANSFER_TASK} R² (mean ± std over probe seeds). Rows: the city the method was pretrained on "
-             "(`run --pretrain-city`); columns: the city embedded and probed. The diagonal is in-city pretraining.", ""]
+             "(`run --pretrain-city`); columns: the city embedded and probed. The diagonal is in-city pretraining; "
+             "the last row, the method's starting weights (no pretraining). Under each grid: every other cell minus "
+             "the in-city diagonal of its column, with its 95 % paired bootstrap interval over the probed city's "
+             f"test regions and seeds (≈: the interval contains 0).", ""]
     for variant, tag, imagery in sorted(entries):
         cities = sorted(targets[(variant, tag)] | {s for s, _ in entries[(variant, tag, imagery)]},
                         key=lambda c: (CITY_ORDER.index(c) if c in CITY_ORDER else len(CITY_ORDER), c))
         grid = entries[(variant, tag, imagery)]
+        start_name = transfer_methods[(variant, tag)]
+        start = {t: starts.get((start_name, tag, f"{t}/{TRANSFER_TASK}/{imagery}")) for t in cities}
         sources = [source for source in cities if any((source, target) in grid for target in cities)]
-        table = [[source, *(_fmt(grid.get((source, target))) for target in cities)] for source in sources]
+
+        def r2(record: Record | None) -> dict | None:
+            return record.metric_dicts()["r2"] if record else None
+
+        table = [[source, *(_fmt(r2(grid.get((source, target)))) for target in cities)] for source in sources]
+        start_label = ""
+        if any(start.values()):
+            start_label = next(r.method.display_name for r in start.values() if r)
+            table.append([f"*{start_label}*", *(_fmt(r2(start[t])) for t in cities)])
+        deltas = []
+        for label, row in [*((source, {t: grid.get((source, t)) for t in cities}) for source in sources),
+                           *([(f"*{start_label}*", start)] if start_label else [])]:
+            cells = []
+            for target in cities:
+                diagonal, other = grid.get((target, target)), row.get(target)
+                if other is None or diagonal is None or other is diagonal:
+                    cells.append(MISSING)
+                    continue
+                diff = paired_difference(other, diagonal)
+                cells.append(f"{other.metric('r2').mean - diagonal.metric('r2').mean:+.3f}" if diff is None
+                             else diff.text() + (TIE_MARK if diff.tied else ""))
+            if any(c != MISSING for c in cells):
+                deltas.append([label, *cells])
         figure = TransferFigure(
             file_name("transfer", tag, variant, imagery), f"{variant}, {imagery} ({tag}): {TRANSFER_TASK} R² by "
             "pretraining city (rows) and probed city (columns), the table above", f"{variant}, {imagery}: "
             f"{TRANSFER_TASK} R²", tuple(sources), tuple(cities),
-            tuple(tuple(grid[(s, t)]["mean"] if (s, t) in grid else None for t in cities) for s in sources))
+            tuple(tuple(r2(grid[(s, t)])["mean"] if (s, t) in grid else None for t in cities) for s in sources))
         figures.append(figure)
         lines += [f"### {variant}, {imagery} (`{tag}`)", "",
-                  *table_lines(["pretrained on ↓, probed on →", *cities], table, "l" + "r" * len(cities)), "",
-                  *figure_link(figure, figures_link), ""]
+                  *table_lines(["pretrained on ↓, probed on →", *cities], table, "l" + "r" * len(cities)), ""]
+        if deltas:
+            lines += [f"Δ {TRANSFER_TASK} R² from in-city pretraining:", "",
+                      *table_lines(["pretrained on ↓, probed on →", *cities], deltas, "l" + "r" * len(cities)), ""]
+        lines += [*figure_link(figure, figures_link), ""]
     return lines, figures
 
 
