@@ -529,13 +529,18 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def grouped_order(jobs: list[CellJob]) -> list[CellJob]:
-    """``jobs`` in their order, except that a fit group's cells follow its first cell (``GridCell.fit_group``):
-    the order one process runs them in to fit each group once."""
+def fit_groups(jobs: list[CellJob]) -> list[list[CellJob]]:
+    """``jobs`` split into fit groups (``GridCell.fit_group``; a cell without one is a group of its own), each in
+    the jobs' order, the groups in the order of their first cell: what one process runs to fit each group once."""
     groups: dict[Any, list[CellJob]] = {}
     for job in jobs:
         groups.setdefault(job.cell.fit_group() or ("cell", job.index), []).append(job)
-    return [job for group in groups.values() for job in group]
+    return list(groups.values())
+
+
+def grouped_order(jobs: list[CellJob]) -> list[CellJob]:
+    """``jobs`` in their order, except that a fit group's cells follow its first cell (``fit_groups``)."""
+    return [job for group in fit_groups(jobs) for job in group]
 
 
 def run_local(jobs: list[CellJob], workers: int, retries: int = 0) -> Iterator[tuple[str, int, Any]]:
@@ -608,10 +613,7 @@ def run_ray(jobs: list[CellJob], address: str | None, retries: int = 0) -> Itera
     threads = max(1, jobs[0].threads) if jobs else 1
     yield "workers", -1, max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)  # the cluster's, for the ETA
     try:
-        groups: dict[Any, list[CellJob]] = {}
-        for job in jobs:
-            groups.setdefault(job.cell.fit_group() or ("cell", job.index), []).append(job)
-        for group in groups.values():
+        for group in fit_groups(jobs):
             need = cell_resources(group[0].cell, group[0].options, group[0].threads)
             more = f" and {len(group) - 1} more cells of its fit" if len(group) > 1 else ""
             ref = remote.options(num_cpus=need.cpus, num_gpus=need.gpus, memory=need.memory_bytes,

@@ -110,8 +110,7 @@ def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict
             continue  # transfer records have their own section
         row = Row(row_label(record), cell.imagery, method.role, method.ours, _short_weights(method.weight_source),
                   record.split["strategy"], cell.imagery in method.native_imagery, is_ablation(method))
-        metrics: dict = record.metric_dicts()
-        metrics["record"] = record  # for paired comparisons (compare.py); not a metric
+        metrics = _cell_metrics(record)  # the record rides along for paired comparisons (compare.py)
         if record.notes:
             metrics["notes"] = list(record.notes)
         tables[(cell.city, record.data.tag)][row][cell.task] = metrics
@@ -307,7 +306,7 @@ def ablation_section(city: str, tag: str, rows: dict[Row, dict[str, dict]], task
             if not (row.ablation and t in metrics and t in base):
                 texts.append(MISSING)
                 continue
-            text, deltas[(row, t)] = _ablation_delta(metrics[t], base[t])
+            text, deltas[(row, t)] = _delta(metrics[t], base[t])
             texts.append(text)
         table.append([row.label, row.imagery, *cells, *texts])
     lines += table_lines(header, table, "ll" + "r" * (len(header) - 2))
@@ -406,7 +405,7 @@ def caption_stage_section(city: str, tag: str, rows: dict[Row, dict[str, dict]],
             cells = []
             for t in tasks:
                 if t in first and t in second:
-                    cells.append(_ablation_delta(first[t], second[t])[0])
+                    cells.append(_delta(first[t], second[t])[0])
                 else:
                     cells.append(MISSING)
             table.append([label, imagery, *cells])
@@ -423,8 +422,10 @@ def caption_stage_section(city: str, tag: str, rows: dict[Row, dict[str, dict]],
     return lines + table_lines(header, table, "ll" + "r" * len(tasks)) + [""]
 
 
-def _ablation_delta(variant: dict, full: dict) -> tuple[str, Interval]:
-    """The Δ cell of the ablation table and the same number for its figure."""
+def _delta(variant: dict, full: dict) -> tuple[str, Interval]:
+    """A Δ R² cell (variant − full, on one cell's metrics: ``{"r2": …, "record": …}``) and the same number for
+    a figure: the paired bootstrap difference with its interval where both records keep test predictions,
+    else the difference of the means. The ablation, caption-stage and transfer tables all use it."""
     diff = None
     if "record" in variant and "record" in full:
         diff = paired_difference(variant["record"], full["record"])
@@ -803,6 +804,11 @@ def overall_section(tables: dict[tuple[str, str], dict[Row, dict[str, dict]]],
 TRANSFER_TASK = "Pop"
 
 
+def _cell_metrics(record: Record | None) -> dict:
+    """A record as a table cell's metrics (``{"r2": …, …, "record": record}``, as ``collect`` gives them); {} for none."""
+    return {**record.metric_dicts(), "record": record} if record else {}
+
+
 def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tuple[list[str], list[Figure]]:
     """Source rows × target columns, Pop R² per imagery, from records whose fit city differs from the cell's
     (``run --pretrain-city``). In-city records of the same method fill the diagonal when they exist; a last row
@@ -836,7 +842,7 @@ def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tup
              "(`run --pretrain-city`); columns: the city embedded and probed. The diagonal is in-city pretraining; "
              "the last row, the method's starting weights (no pretraining). Under each grid: every other cell minus "
              "the in-city diagonal of its column, with its 95 % paired bootstrap interval over the probed city's "
-             f"test regions and seeds (≈: the interval contains 0).", ""]
+             "test regions and seeds (≈: the interval contains 0).", ""]
     for variant, tag, imagery in sorted(entries):
         cities = sorted(targets[(variant, tag)] | {s for s, _ in entries[(variant, tag, imagery)]},
                         key=lambda c: (CITY_ORDER.index(c) if c in CITY_ORDER else len(CITY_ORDER), c))
@@ -844,15 +850,12 @@ def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tup
         start_name = transfer_methods[(variant, tag)]
         start = {t: starts.get((start_name, tag, f"{t}/{TRANSFER_TASK}/{imagery}")) for t in cities}
         sources = [source for source in cities if any((source, target) in grid for target in cities)]
-
-        def r2(record: Record | None) -> dict | None:
-            return record.metric_dicts()["r2"] if record else None
-
-        table = [[source, *(_fmt(r2(grid.get((source, target)))) for target in cities)] for source in sources]
+        table = [[source, *(_fmt(_cell_metrics(grid.get((source, target))).get("r2")) for target in cities)]
+                 for source in sources]
         start_label = ""
         if any(start.values()):
             start_label = next(r.method.display_name for r in start.values() if r)
-            table.append([f"*{start_label}*", *(_fmt(r2(start[t])) for t in cities)])
+            table.append([f"*{start_label}*", *(_fmt(_cell_metrics(start[t]).get("r2")) for t in cities)])
         deltas = []
         for label, row in [*((source, {t: grid.get((source, t)) for t in cities}) for source in sources),
                            *([(f"*{start_label}*", start)] if start_label else [])]:
@@ -862,16 +865,14 @@ def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tup
                 if other is None or diagonal is None or other is diagonal:
                     cells.append(MISSING)
                     continue
-                diff = paired_difference(other, diagonal)
-                cells.append(f"{other.metric('r2').mean - diagonal.metric('r2').mean:+.3f}" if diff is None
-                             else diff.text() + (TIE_MARK if diff.tied else ""))
+                cells.append(_delta(_cell_metrics(other), _cell_metrics(diagonal))[0])
             if any(c != MISSING for c in cells):
                 deltas.append([label, *cells])
         figure = TransferFigure(
             file_name("transfer", tag, variant, imagery), f"{variant}, {imagery} ({tag}): {TRANSFER_TASK} R² by "
             "pretraining city (rows) and probed city (columns), the table above", f"{variant}, {imagery}: "
             f"{TRANSFER_TASK} R²", tuple(sources), tuple(cities),
-            tuple(tuple(r2(grid[(s, t)])["mean"] if (s, t) in grid else None for t in cities) for s in sources))
+            tuple(tuple(grid[(s, t)].metric("r2").mean if (s, t) in grid else None for t in cities) for s in sources))
         figures.append(figure)
         lines += [f"### {variant}, {imagery} (`{tag}`)", "",
                   *table_lines(["pretrained on ↓, probed on →", *cities], table, "l" + "r" * len(cities)), ""]
