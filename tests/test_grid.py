@@ -160,31 +160,6 @@ def test_a_dead_worker_costs_only_its_own_task():
     assert [(e.kind, e.index, e.retried) for e in events if e.kind == "died"] == [("died", 0, True), ("died", 0, False)]
 
 
-def test_a_cell_s_own_processes_share_its_cores_not_the_machine_s(monkeypatch):
-    """A step inside a cell that starts processes (the caption pipeline, ``processes.resolve_workers``) gets the
-    cell's ``--threads``, not every core: two cells on two cores each starting two caption workers put four
-    processes on two cores (docs/grid.md#one-core-share-per-cell). ``$URBANLN_BENCH_WORKERS`` does not widen it."""
-    import urbanln_bench.runner as runner
-    from urbanln_bench.grid import CellJob, run_cell
-    from urbanln_bench.processes import resolve_workers
-
-    seen: list[int] = []
-
-    def fake_run(options, progress=None, log=None):
-        seen.append(resolve_workers())
-        return []
-
-    monkeypatch.setattr(runner, "run", fake_run)
-    monkeypatch.setenv("URBANLN_BENCH_WORKERS", "8")
-    cell = GridCell("NY", "color-histogram", "SI")
-    options = RunOptions(method="color-histogram", city="NY")
-    for threads in (1, 3):
-        result = run_cell(CellJob(0, cell, options, threads))
-        assert result.status == "excluded", result.message
-    assert seen == [1, 3]
-    assert resolve_workers() == 8  # outside the cell, the environment decides again
-
-
 # -- the engines write what a sequential run writes ------------------------------------------------------
 
 def test_local_engine_two_workers_writes_the_sequential_records(tmp_path: Path, sequential):

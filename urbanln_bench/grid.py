@@ -368,24 +368,20 @@ def run_cell(job: CellJob) -> CellResult:
     """Run one cell through ``runner.run`` (its fit kept for its fit group's next cell, ``sharing_fits``) on
     ``job.threads`` threads, torch's and the BLAS/OpenMP pools numpy and scipy use (``threadpoolctl``, a
     scikit-learn dependency): a worker's BLAS left at one thread per core would oversubscribe the cores the
-    other workers use. For the same reason the processes a step inside the cell starts (the caption
-    pipeline's workers, ``processes.resolve_workers``) are ``job.threads``, the cores the cell was given, not
-    every core of the machine (docs/grid.md#one-core-share-per-cell). Errors become a failed result (a user's
-    error as its message, anything else as a traceback)."""
+    other workers use. Errors become a failed result (a user's error as
+    its message, anything else as a traceback)."""
     import traceback
 
     import torch
     from threadpoolctl import threadpool_limits
 
-    from urbanln_bench.processes import workers_for_this_run
     from urbanln_bench.runner import run, sharing_fits
 
     started = time.perf_counter()
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
-        with threadpool_limits(limits=job.threads), workers_for_this_run(job.threads), \
-                sharing_fits():  # the next cell of its fit group reuses its fit
+        with threadpool_limits(limits=job.threads), sharing_fits():  # the next cell of its fit group reuses its fit
             outcomes = run(job.options, progress=None, log=lambda message: None)
     except UserError as exc:
         return CellResult(job.index, "failed", seconds=time.perf_counter() - started, message=str(exc))
