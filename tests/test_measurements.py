@@ -78,7 +78,8 @@ def store(tmp_path: Path) -> Path:
 
 def test_profile_save_stores_every_method_with_the_machine_and_random_weights_named(tmp_path: Path):
     results = tmp_path / "results"
-    done = cli("profile", "--methods", "urbanln,resnet18,color-histogram", "--profile", "smoke", "--batch-size", "2",
+    done = cli("profile", "--methods", "urbanln,resnet18,color-histogram,tile2vec,tile2vec-start", "--profile", "smoke",
+               "--batch-size", "2",
                "--batches", "1", "--results", str(results))
     assert done.returncode == 0, done.stderr
     [path] = list((results / "profiles").rglob("*.json"))
@@ -90,6 +91,9 @@ def test_profile_save_stores_every_method_with_the_machine_and_random_weights_na
     rows = {m.method: m for m in stored.methods}
     assert rows["urbanln"].total > rows["urbanln"].trainable > 0 and rows["urbanln"].images_per_second > 0
     assert rows["resnet18"].trainable == 0 and rows["color-histogram"].total is None
+    # a starting-weights row: its method's architecture, nothing of it trained
+    assert rows["tile2vec-start"].total == rows["tile2vec"].total == rows["tile2vec"].trainable > 0
+    assert rows["tile2vec-start"].trainable == 0 and "before any step" in rows["tile2vec-start"].note
     assert json.loads(path.read_text())["digest"].startswith("sha256:")
     assert record_files(results) == []  # not a record: `run`, `results` and the record checks never read it
 

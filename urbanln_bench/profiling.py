@@ -69,7 +69,12 @@ def profile_methods(names: list[str], profile: str = "cpu", device: str = "cpu",
                 speed = measure_images_per_second(arch.encoder, int(method.input_size), device, batch_size, batches)
             except RuntimeError as exc:
                 raise UserError(f"profiling '{name}' on {device} failed: {str(exc)[:300]}") from exc
-            row.update({"total": arch.total, "trainable": arch.trainable,
-                        "images_per_second": round(speed, 1), "note": arch.note})
+            trainable, note = arch.trainable, arch.note
+            if method.meta.role == "start" and trainable:
+                # a starting-weights row is its method's encoder frozen before any step (docs/architecture.md#roles):
+                # the architecture is the method's, but its city pretraining updates nothing
+                trainable, note = 0, "starting weights: the method's encoder before any step, frozen"
+            row.update({"total": arch.total, "trainable": trainable,
+                        "images_per_second": round(speed, 1), "note": note})
         rows.append(row)
     return rows
