@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import cli, write_city_dir
 
-from urbanln_bench.data.loader import CityData
+from urbanln_bench.data.loader import CityData, reuse_opened
 from urbanln_bench.data.manifest import compute_manifest, manifest_hash, read_manifest, write_manifest
 
 
@@ -125,6 +125,27 @@ def test_write_manifest_accepts_the_new_files_and_keeps_a_correct_identity(seale
     done = cli("data", "validate", str(sealed_city), "--write-manifest")
     assert done.returncode == 0, done.stderr
     assert CityData.open(sealed_city).manifest_hash not in ("", identity)
+
+
+def test_reuse_opened_reads_a_folder_once_and_again_after_it_is_rewritten(sealed_city: Path, monkeypatch):
+    """`leaderboard --verify-keys` opens each city once (not once per replayed cell); a folder rewritten
+    since (new manifest) is read again; outside the block every open reads and verifies."""
+    reads = []
+    read = CityData._read.__func__
+    monkeypatch.setattr(CityData, "_read", classmethod(lambda cls, root, **kw: reads.append(root) or read(cls, root, **kw)))
+    with reuse_opened():
+        first = CityData.open(sealed_city)
+        with reuse_opened():  # nested blocks share the cities
+            assert CityData.open(sealed_city) is first
+        assert CityData.open(Path(str(sealed_city) + "/")) is first and len(reads) == 1
+        assert CityData.open(sealed_city, exempt=frozenset({"indicators.csv"})) is not first  # other options
+        _indicator_changed(sealed_city)
+        assert cli("data", "validate", str(sealed_city), "--write-manifest").returncode == 0
+        again = CityData.open(sealed_city)
+        assert again is not first and again.manifest_hash != first.manifest_hash and len(reads) == 3
+    CityData.open(sealed_city)
+    CityData.open(sealed_city)
+    assert len(reads) == 5
 
 
 def test_a_copied_folder_keeps_its_identity(sealed_city: Path, tmp_path: Path):

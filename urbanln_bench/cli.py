@@ -692,8 +692,11 @@ def leaderboard_command(
         from urbanln_bench.case_study import stale_case_studies
         from urbanln_bench.verify import stale_records
 
-        stale = stale_records(results, log=lambda m: _console().print(m, highlight=False))
-        stale += stale_case_studies(results, log=lambda m: _console().print(m, highlight=False))
+        from urbanln_bench.data.loader import reuse_opened
+
+        with reuse_opened():  # every city folder is read and verified once, not once per replayed cell
+            stale = stale_records(results, log=lambda m: _console().print(m, highlight=False))
+            stale += stale_case_studies(results, log=lambda m: _console().print(m, highlight=False))
         if stale:
             _console().print(f"[red]{len(stale)} stale record(s)[/red] (re-run their cells):\n  " + "\n  ".join(stale))
             raise typer.Exit(1)

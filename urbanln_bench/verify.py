@@ -43,6 +43,7 @@ def setting_text(value) -> str:
 def _replay(results_dir: Path, profile: str, log: Callable[[str], None]):
     """Yield (record path or cell id, dry-run outcome, run options) for every stored twin cell the
     current code would not reuse."""
+    from urbanln_bench.data.loader import reuse_opened
     from urbanln_bench.runner import RunOptions, run
 
     groups: dict[Replay, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -57,17 +58,18 @@ def _replay(results_dir: Path, profile: str, log: Callable[[str], None]):
                         tuple(record.split["seeds"]), int(record.probe.get("tune_trials") or 0))
         groups[replay][cell.imagery].add(cell.task)
         paths[(replay, cell.task, cell.imagery)] = path
-    for replay, by_imagery in groups.items():
-        for imagery, tasks in by_imagery.items():
-            options = RunOptions(method=replay.method, city=replay.city, tasks=sorted(tasks), imagery=[imagery],
-                                 scale=replay.scale, seeds=list(replay.seeds), strategy=replay.strategy,
-                                 tune=replay.tune, profile=profile, results_dir=results_dir,
-                                 settings=dict(replay.settings), dry_run=True, render_for_keys=True,
-                                 pretrain_city=replay.fit_city if replay.fit_city != replay.city else None)
-            for outcome in run(options, log=lambda m: None):
-                if outcome.record is None:
-                    _, task, imagery_ = outcome.cell.split("/")
-                    yield paths.get((replay, task, imagery_), outcome.cell), outcome, options
+    with reuse_opened():  # each city is read and verified once, not once per replayed cell
+        for replay, by_imagery in groups.items():
+            for imagery, tasks in by_imagery.items():
+                options = RunOptions(method=replay.method, city=replay.city, tasks=sorted(tasks), imagery=[imagery],
+                                     scale=replay.scale, seeds=list(replay.seeds), strategy=replay.strategy,
+                                     tune=replay.tune, profile=profile, results_dir=results_dir,
+                                     settings=dict(replay.settings), dry_run=True, render_for_keys=True,
+                                     pretrain_city=replay.fit_city if replay.fit_city != replay.city else None)
+                for outcome in run(options, log=lambda m: None):
+                    if outcome.record is None:
+                        _, task, imagery_ = outcome.cell.split("/")
+                        yield paths.get((replay, task, imagery_), outcome.cell), outcome, options
 
 
 def stale_records(results_dir: Path, *, profile: str = "cpu",

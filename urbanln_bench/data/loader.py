@@ -12,6 +12,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,6 +243,49 @@ def known_task_names() -> list[str]:
     return task_names()
 
 
+# Cities already opened inside ``reuse_opened()`` blocks (None outside them): (folder, options) → (the
+# folder's stamp when it was opened, the CityData).
+_REUSED: dict[tuple, tuple[tuple, CityData]] | None = None
+_REUSE_DEPTH = 0
+
+
+def _stamp(root: Path) -> tuple:
+    """A cheap sign that a folder was rewritten: the size and mtime of the folder, its manifest and its
+    metadata (a re-render or ``data manifest --write`` changes at least one)."""
+    out = []
+    for path in (root, root / layout.MANIFEST, root / layout.CITY_META):
+        try:
+            stat = path.stat()
+            out.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@contextmanager
+def reuse_opened():
+    """Within this block, ``CityData.open`` reads and checks each city folder once: a second open of the
+    same folder with the same options returns the city already opened, as long as the folder, its
+    manifest and its metadata keep their size and mtime.
+
+    For read-only passes that open the same cities many times in one process — ``leaderboard
+    --verify-keys`` replays every stored cell, and each replay opens its city and the pretraining
+    world's (docs/identity.md). Opening is what costs there: walking the files, checking the links and
+    verifying the manifest. Code that changes a folder's files while the block is open must not use it.
+    Blocks nest; the cities are dropped when the outermost one ends.
+    """
+    global _REUSED, _REUSE_DEPTH
+    if _REUSE_DEPTH == 0:
+        _REUSED = {}
+    _REUSE_DEPTH += 1
+    try:
+        yield
+    finally:
+        _REUSE_DEPTH -= 1
+        if _REUSE_DEPTH == 0:
+            _REUSED = None
+
+
 class CityData:
     """A loaded city (real or synthetic), with labels. Only the harness holds one."""
 
@@ -259,10 +303,23 @@ class CityData:
     def open(cls, root: str | Path, *, allow_symlinks: bool = False, exempt: frozenset[str] = frozenset()) -> CityData:
         """Read and check a city folder: its tables, its links (none may lead outside it unless
         ``allow_symlinks``) and its manifest against the files (``data/manifest.py``; ``exempt``: files
-        the harness rewrote on purpose, see ``verify_manifest``)."""
+        the harness rewrote on purpose, see ``verify_manifest``). Inside ``reuse_opened()`` a folder
+        opened before is not read again."""
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: not a directory (expected a city folder in the native layout)")
+        if _REUSED is None:
+            return cls._read(root, allow_symlinks=allow_symlinks, exempt=exempt)
+        key = (str(root.resolve()), allow_symlinks, exempt)
+        stamp = _stamp(root)
+        if key in _REUSED and _REUSED[key][0] == stamp:
+            return _REUSED[key][1]
+        data = cls._read(root, allow_symlinks=allow_symlinks, exempt=exempt)
+        _REUSED[key] = (stamp, data)
+        return data
+
+    @classmethod
+    def _read(cls, root: Path, *, allow_symlinks: bool, exempt: frozenset[str]) -> CityData:
         problems: list[str] = link_problems(root, allow=allow_symlinks)
         _raise_problems(root, problems)  # before anything is read through a link
         meta = read_meta(root, problems)
