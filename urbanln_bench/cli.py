@@ -690,9 +690,8 @@ def leaderboard_command(
         typer.echo(f"re-keyed {len(rewritten)} record(s) under {results}")
     if verify_keys:
         from urbanln_bench.case_study import stale_case_studies
-        from urbanln_bench.verify import stale_records
-
         from urbanln_bench.data.loader import reuse_opened
+        from urbanln_bench.verify import stale_records
 
         with reuse_opened():  # every city folder is read and verified once, not once per replayed cell
             stale = stale_records(results, log=lambda m: _console().print(m, highlight=False))
