@@ -476,6 +476,13 @@ class CellStatus:
 def dry_run(cells: list[GridCell], template: RunOptions) -> list[CellStatus]:
     """Each cell's status from the runner's own dry run (the record keys the current code computes; nothing is
     rendered or fitted) and, for a cell to do, an estimate from the timing log."""
+    from urbanln_bench.data.loader import reuse_opened
+
+    with reuse_opened():  # nothing is written while planning: each city folder is read and verified once
+        return _dry_run(cells, template)
+
+
+def _dry_run(cells: list[GridCell], template: RunOptions) -> list[CellStatus]:
     from urbanln_bench.runner import run
 
     timings = read_timings()
