@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -452,6 +453,9 @@ def grid_command(
                                          "dies (killed, out of memory).")] = 0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells, finished or to do, with an estimate; "
                                           "renders and fits nothing.")] = False,
+    captions_first: Annotated[bool, typer.Option(
+        "--captions-first/--no-captions-first", help="Local engine: build the caption sets the cells to do need "
+        "before they run, one at a time on every core (docs/grid.md).")] = True,
 ) -> None:
     """Run many cells (cities x methods x imagery x pretrain city) as one resumable job, in parallel."""
     from rich.markup import escape as rich_escape
@@ -505,11 +509,24 @@ def grid_command(
                    f"{parallel} worker(s) for {len(known)} cell(s) timed before"
                    + (f", {unknown} never timed" if unknown else ""))
         raise typer.Exit(1 if counts["error"] else 0)
+    started = time.perf_counter()
+    captions: list = []
+    if captions_first and engine == "local":
+        builds = grids.caption_builds(plan.cells, template)
+        if builds:
+            console.print(f"captions phase: {len(builds)} caption set(s) for the cells to do, built before them, "
+                          "each on every core", highlight=False)
+        for built in grids.build_caption_sets(builds, template, progress=_progress_factory_named()):
+            captions.append(built)
+            console.print(f"  {built.status} {rich_escape(built.build.label)} in {built.seconds:.0f} s"
+                          + (f" ({built.workers} worker(s))" if built.workers else "")
+                          + (f": {rich_escape(built.message)}" if built.message else ""), highlight=False)
     with grids.GridView(plan.cells, parallel, console) as view:
         report = grids.run_grid(plan.cells, template, engine=engine, workers=workers, threads=threads,
                                  address=address, retries=retries, view=view)
-    summary = Table(title=f"grid summary ({engine}, {report.seconds:.0f} s wall, results under {results})")
-    rows = report.phases()
+    wall = time.perf_counter() - started
+    summary = Table(title=f"grid summary ({engine}, {wall:.0f} s wall, results under {results})")
+    rows = grids.captions_row(captions) + report.phases()
     for column in rows[0]:
         summary.add_column(column, justify="left" if column == "phase" else "right")
     for row in rows:

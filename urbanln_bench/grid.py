@@ -511,6 +511,92 @@ def _dry_run(cells: list[GridCell], template: RunOptions) -> list[CellStatus]:
     return out
 
 
+# -- the captions phase ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaptionBuild:
+    """One caption set the grid's cells to do will ask for: the fit city, the pipeline configuration and
+    the cells that need it (their labels)."""
+
+    city: str
+    config: Any  # captions.pipeline.PipelineConfig
+    cells: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return (f"{self.city} {c.imagery} captions (refinement {'on' if c.refinement else 'off'}, consensus "
+                f"{'on' if c.consensus else 'off'})")
+
+
+def caption_builds(cells: list[GridCell], template: RunOptions) -> list[CaptionBuild]:
+    """The caption sets that the cells still to do (or that cannot tell without rendering) ask for, each once,
+    in the order the cells first ask: ``fit_inputs.caption_configs`` of each cell's method on its fit city
+    (the pretraining city of a transfer cell), as the runner asks for them. Only the cells that ask for
+    captions at all get a dry run (``dry_run``) to tell whether they are still to do."""
+    from urbanln_bench.fit_inputs import caption_configs
+    from urbanln_bench.runner import make_method
+
+    asking = []
+    for cell in cells:
+        configs = list(caption_configs(make_method(cell.run_options(template)), cell.imagery, template.profile).values())
+        if configs:
+            asking.append((cell, configs))
+    if not asking:
+        return []
+    statuses = dry_run([cell for cell, _ in asking], template)
+    wanted: dict[tuple[str, Any], list[str]] = {}
+    for (cell, configs), status in zip(asking, statuses, strict=True):
+        if status.status in ("to do", "cannot tell"):
+            for config in configs:
+                wanted.setdefault((cell.pretrain_city or cell.city, config), []).append(cell.label)
+    return [CaptionBuild(city, config, tuple(labels)) for (city, config), labels in wanted.items()]
+
+
+@dataclass(frozen=True)
+class CaptionBuilt:
+    build: CaptionBuild
+    status: str  # built, reused, failed
+    seconds: float
+    workers: int | None = None
+    message: str = ""
+
+
+def build_caption_sets(builds: list[CaptionBuild], template: RunOptions, progress: Callable | None = None,
+                       workers: int | None = None) -> Iterator[CaptionBuilt]:
+    """Build (or reuse) each caption set before the cells run, one after another, each on every core
+    (``captions.pipeline.run_pipeline``'s workers; docs/grid.md#the-captions-phase). The bytes are those a
+    cell would have built (the pipeline's files do not depend on its number of workers). A build that
+    fails is reported, not raised: the cells that need it then fail on their own, with the same error."""
+    from urbanln_bench.captions.pipeline import run_pipeline
+    from urbanln_bench.data.sources import open_city
+    from urbanln_bench.errors import DataError
+    from urbanln_bench.specs import get_city
+
+    for build in builds:
+        started = time.perf_counter()
+        try:  # the grid's cells name registry cities, real ones through $URBANLN_BENCH_DATA_ROOT (data/sources.py)
+            data = open_city(get_city(build.city), scale=template.scale, progress_factory=(
+                (lambda total, city=build.city: progress(f"rendering {city} twin ({template.scale})", total))
+                if progress else None))
+            run = run_pipeline(data, build.config, progress, workers=workers)
+        except (UserError, DataError) as exc:
+            yield CaptionBuilt(build, "failed", time.perf_counter() - started, message=str(exc))
+            continue
+        yield CaptionBuilt(build, "reused" if run.reused else "built", time.perf_counter() - started,
+                           run.info.get("workers"))
+
+
+def captions_row(built: list[CaptionBuilt]) -> list[dict[str, Any]]:
+    """The captions phase as a row of the grid summary (``GridReport.phases``' columns), or none."""
+    if not built:
+        return []
+    count = collections.Counter(b.status for b in built)
+    return [{"phase": "captions", "cells": len(built), "computed": count["built"], "reused": count["reused"],
+             "excluded": 0, "failed": count["failed"], "not run": 0, "records written": 0, "records reused": 0,
+             "cell seconds": round(sum(b.seconds for b in built), 1)}]
+
+
 # -- engines --------------------------------------------------------------------------------------------
 
 def cell_resources(cell: GridCell, options: RunOptions, threads: int) -> CellResources:
