@@ -80,7 +80,7 @@ def test_paper_selection_comes_from_the_registry_and_the_paper():
     for choice in choices:
         by_phase.setdefault(choice.phase, set()).add(choice.label)
     assert by_phase["methods"] == {"resnet18", "tile2vec", "pg-simclr", "remoteclip", "urbanclip", "musecl",
-                                   "urbanvlp", "urbanln"}
+                                   "urbanvlp", "urbanln", "caption-regression"}  # the paper's, and the harness's own
     assert by_phase["ablations"] == {"urbanln-no-refinement", "urbanln-no-consensus", "urbanln-no-ipsi",
                                      "urbanln-no-msd"}
     # Table 4's values and the issue's 0.7; the default 0.5 is UrbanLN itself
@@ -88,10 +88,11 @@ def test_paper_selection_comes_from_the_registry_and_the_paper():
     assert by_phase["mu-sweep"] == {f"urbanln[mu={mu}]" for mu in ("0.3", "0.4", "0.6", "0.7")}
     frame = by_phase["frame"]
     assert {"color-histogram", "random-features", "scene-graph-ceiling", "scene-graph-ceiling-fused",
-            "oracle-latents", "clip-start", "tile2vec-start", "pg-simclr-start", "musecl-start"} <= frame
+            "oracle-latents", "clip-start", "tile2vec-start", "pg-simclr-start", "musecl-start",
+            "caption-regression-start", "caption-text-raw", "caption-text-refined", "caption-text-consensus"} <= frame
     from urbanln_bench.method import get_method
 
-    assert {get_method(name).meta.role for name in frame} == {"floor", "ceiling", "oracle", "start"}
+    assert {get_method(name).meta.role for name in frame} == {"floor", "ceiling", "oracle", "reference", "start"}
     starts = {get_method(c.name).meta.starts_from for c in choices} - {""}
     assert {n for n in frame if get_method(n).meta.role == "start"} == starts  # no start of an unselected method
     assert len(choices) == sum(len(v) for v in by_phase.values())  # nothing twice

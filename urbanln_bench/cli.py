@@ -422,7 +422,8 @@ def _run_command(method, city, city_file, task, imagery, scale, seeds, split, ov
 def grid_command(
     cities: Annotated[str, typer.Option("--cities", help="all (every benchmark city) or a list, e.g. NY,SZ.")] = "all",
     methods: Annotated[str, typer.Option(
-        "--methods", help="paper (the paper's methods, ablations, mu sweep and frame rows), all, none, or a list; "
+        "--methods", help="paper (the leaderboard's methods: the paper's and the harness's own, ablations, mu sweep "
+        "and frame rows), all, none, or a list; "
         "an item may carry settings: urbanln:mu=0.3.")] = "paper",
     transfer: Annotated[bool, typer.Option(
         "--transfer", help="Add the pretrain-city x probe-city grid (Pop) of UrbanLN, the strongest baseline and "

@@ -155,9 +155,11 @@ def mu_sweep_values() -> list[float]:
 
 
 def paper_methods() -> list[MethodChoice]:
-    """Every method of the paper's main tables (UrbanLN for its ``+SV``/``+SI`` rows), UrbanLN's ablations,
-    the μ sweep (the default μ is UrbanLN itself) and the frame rows: floors, ceilings, the latent oracle
-    and the starting weights of each selected method."""
+    """Every method of the paper's main tables (UrbanLN for its ``+SV``/``+SI`` rows) and every other
+    registered competing method (the harness's own baselines, e.g. caption regression: the leaderboard ranks
+    them beside the paper's), UrbanLN's ablations, the μ sweep (the default μ is UrbanLN itself) and the
+    frame rows: floors, ceilings, the latent oracle, the reference rows (caption text) and the starting
+    weights of each selected method. What the leaderboard's tables show, so one grid remakes them."""
     from urbanln_bench.reference.paper import is_urbanln_variant, paper_cities, paper_table
 
     metas = _metas()
@@ -166,13 +168,15 @@ def paper_methods() -> list[MethodChoice]:
     main = [_by_display_name(metas, m) for m in models if not is_urbanln_variant(m)]
     if any(is_urbanln_variant(m) for m in models):
         main += ours
+    main += [name for name, meta in metas.items()
+             if meta.role == "method" and not meta.ours and not meta.ablation_of and name not in main]
     choices = [MethodChoice(name) for name in main]
     choices += [MethodChoice(name, phase="ablations") for name, meta in metas.items() if meta.ablation_of in ours]
     for name in ours:
         default = metas[name].default_config.get(MU_SETTING)
         choices += [MethodChoice(name, ((MU_SETTING, str(mu)),), "mu-sweep") for mu in mu_sweep_values()
                     if default is not None and mu != default]
-    frame = [name for name, meta in metas.items() if meta.role in ("floor", "ceiling", "oracle")]
+    frame = [name for name, meta in metas.items() if meta.role in ("floor", "ceiling", "oracle", "reference")]
     starts = [metas[c.name].starts_from for c in choices if metas[c.name].starts_from]
     choices += [MethodChoice(name, phase="frame") for name in dict.fromkeys(frame + starts)]
     return choices
