@@ -343,26 +343,27 @@ def test_a_ray_worker_killed_mid_cell_loses_only_its_cell(tmp_path: Path, sequen
 @pytest.mark.slow
 def test_the_captions_phase_builds_each_caption_set_once_before_its_cells(tmp_path: Path):
     """A cell that needs a caption set finds it built by the grid's captions phase (in the grid's process,
-    before any cell): one captions build, logged before the cell's fit; a resumed grid has no caption set
-    left to build; ``--no-captions-first`` leaves the build to the cell, with the same records. Two workers:
-    the cells run in fresh processes, so no fit memoised in this one (``runner.FIT_MEMO_SIZE``) hides a build."""
+    before any cell): one captions build, logged before the cell's fit, and the cell's record names that set;
+    a resumed grid has no caption set left to build. Two workers: the cells run in fresh processes, so no fit
+    memoised in this one (``runner.FIT_MEMO_SIZE``) hides a build. (Without the phase the cell builds the same
+    set under the same key: the pipeline's bytes do not depend on its workers, ``test_caption_workers``.)"""
     args = ["grid", "--cities", "NY", "--methods", "caption-text-consensus", "--no-frame", "--scale", "tiny",
-            "--profile", "smoke", "--seeds", "0", "--task", "Pop", "--imagery", "SI", "--workers", "2"]
-    first, second = tmp_path / "first", tmp_path / "second"
-    runs = {}
-    for root, extra in ((first, ()), (second, ("--no-captions-first",))):
-        (root / "cache").mkdir(parents=True)
-        env = environment(root / "cache")
-        result = cli(*args, "--results", str(root / "store"), *extra, env=env)
-        assert result.returncode == 0, result.stdout + result.stderr
-        runs[root] = result.stdout + result.stderr
-    assert "captions phase: 1 caption set(s)" in runs[first] and "built NY SI captions" in runs[first]
-    assert "captions phase" not in runs[second]
-    for root in (first, second):
-        kinds = [line.split("\t")[0] for line in (root / "cache" / "builds.log").read_text().splitlines()]
-        assert kinds.count("captions") == 1 and kinds.index("captions") < kinds.index("fit")
-    assert clean_records(first / "store") == clean_records(second / "store")
-    again = cli(*args, "--results", str(first / "store"), env=environment(first / "cache"))
+            "--profile", "smoke", "--seeds", "0", "--task", "Pop", "--imagery", "SI", "--workers", "2",
+            "--results", str(tmp_path / "store")]
+    (tmp_path / "cache").mkdir()
+    env = environment(tmp_path / "cache")
+    result = cli(*args, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "captions phase: 1 caption set(s)" in result.stdout + result.stderr
+    assert "built NY SI captions" in result.stdout + result.stderr
+    built = [line.split("\t") for line in (tmp_path / "cache" / "builds.log").read_text().splitlines()]
+    kinds = [kind for kind, _, _ in built]
+    assert kinds.count("captions") == 1 and kinds.index("captions") < kinds.index("fit")
+    captions_pid = built[kinds.index("captions")][2]
+    assert captions_pid != built[kinds.index("fit")][2]  # built by the grid's process, not by the cell's worker
+    (record,) = clean_records(tmp_path / "store").values()
+    assert record["pretraining"]["captions"]["SI"]["key"] == built[kinds.index("captions")][1].split("/")[1]
+    again = cli(*args, env=env)
     assert again.returncode == 0 and "captions phase" not in again.stdout + again.stderr
-    assert [line.split("\t")[0] for line in (first / "cache" / "builds.log").read_text().splitlines()].count(
+    assert [line.split("\t")[0] for line in (tmp_path / "cache" / "builds.log").read_text().splitlines()].count(
         "captions") == 1
