@@ -519,12 +519,10 @@ def _dry_run(cells: list[GridCell], template: RunOptions) -> list[CellStatus]:
 
 @dataclass(frozen=True)
 class CaptionBuild:
-    """One caption set the grid's cells to do will ask for: the fit city, the pipeline configuration and
-    the cells that need it (their labels)."""
+    """One caption set the grid's cells to do will ask for: the fit city and the pipeline configuration."""
 
     city: str
     config: Any  # captions.pipeline.PipelineConfig
-    cells: tuple[str, ...]
 
     @property
     def label(self) -> str:
@@ -549,12 +547,10 @@ def caption_builds(cells: list[GridCell], template: RunOptions) -> list[CaptionB
     if not asking:
         return []
     statuses = dry_run([cell for cell, _ in asking], template)
-    wanted: dict[tuple[str, Any], list[str]] = {}
-    for (cell, configs), status in zip(asking, statuses, strict=True):
-        if status.status in ("to do", "cannot tell"):
-            for config in configs:
-                wanted.setdefault((cell.pretrain_city or cell.city, config), []).append(cell.label)
-    return [CaptionBuild(city, config, tuple(labels)) for (city, config), labels in wanted.items()]
+    wanted = (CaptionBuild(cell.pretrain_city or cell.city, config)
+              for (cell, configs), status in zip(asking, statuses, strict=True)
+              if status.status in ("to do", "cannot tell") for config in configs)
+    return list(dict.fromkeys(wanted))
 
 
 @dataclass(frozen=True)

@@ -246,8 +246,6 @@ def known_task_names() -> list[str]:
 # Cities already opened inside ``reuse_opened()`` blocks (None outside them): (folder, options) → (the
 # folder's stamp when it was opened, the CityData).
 _REUSED: dict[tuple, tuple[tuple, CityData]] | None = None
-_REUSE_DEPTH = 0
-
 
 def _stamp(root: Path) -> tuple:
     """A cheap sign that a folder was rewritten: the size and mtime of the folder, its manifest and its
@@ -274,16 +272,15 @@ def reuse_opened():
     verifying the manifest. Code that changes a folder's files while the block is open must not use it.
     Blocks nest; the cities are dropped when the outermost one ends.
     """
-    global _REUSED, _REUSE_DEPTH
-    if _REUSE_DEPTH == 0:
-        _REUSED = {}
-    _REUSE_DEPTH += 1
+    global _REUSED
+    if _REUSED is not None:  # inside another block: share its cities
+        yield
+        return
+    _REUSED = {}
     try:
         yield
     finally:
-        _REUSE_DEPTH -= 1
-        if _REUSE_DEPTH == 0:
-            _REUSED = None
+        _REUSED = None
 
 
 class CityData:
