@@ -22,7 +22,9 @@ tokens would be cut at 256; ``fit_report`` counts them: none on the NY twin, who
 sentence has about 110 tokens). Then unweighted means: a caption's vector is the mean of its sentences'
 vectors, an image's the mean of its captions' vectors, a region's SV vector the mean over its street
 views (at most ``embed.MAX_STREETVIEWS_PER_REGION``) and its SI vector that of its one tile.
-Deterministic: the embedder batches the distinct sentences in a fixed order, on CPU. The captions are
+Deterministic: the embedder batches the distinct sentences in a fixed order, on CPU, one torch thread
+per batch; the batches are spread over as many processes as the fit has threads (``embedding_processes``),
+and the vectors are the same bits for any number of them. The captions are
 those of the embedded city, so a transfer run (``--pretrain-city``) is refused.
 """
 
@@ -67,6 +69,18 @@ def sentences_of(caption: str) -> list[str]:
     return [s.strip() for s in SENTENCE_END.split(caption.strip()) if s.strip()] or [caption.strip()]
 
 
+def embedding_processes() -> int:
+    """Processes that embed the sentences: the threads this fit was given (a grid cell's ``--threads``,
+    else torch's default, every core), within ``processes.resolve_workers`` (``--workers``,
+    ``$URBANLN_BENCH_WORKERS``; 1 inside a pool's worker). Each runs one torch thread, so the vectors do not
+    depend on the number (``SentenceEmbedder.encode_across``)."""
+    import torch
+
+    from urbanln_bench.processes import resolve_workers
+
+    return max(1, min(resolve_workers(), torch.get_num_threads()))
+
+
 class CaptionText(Method):
     """Frozen MiniLM embeddings of one stage's caption sets, pooled per image and per region."""
 
@@ -106,7 +120,12 @@ class CaptionText(Method):
         split = {i: [sentences_of(c) for c in texts] for i, texts in per_image.items()}
         distinct = sorted({s for texts in split.values() for sentences in texts for s in sentences})
         lengths = [len(ids) for ids in embedder.tokenizer(distinct, truncation=False)["input_ids"]] if distinct else []
-        vectors = dict(zip(distinct, embedder.encode(distinct).astype(np.float64), strict=True))
+        processes = embedding_processes()
+        advance = (context.progress(f"embedding {len(distinct)} caption sentences of {city.name} {imagery}"
+                                    + (f" ({processes} processes)" if processes > 1 else ""), len(distinct))
+                   if context.progress and distinct else None)
+        vectors = dict(zip(distinct, embedder.encode_across(distinct, processes, advance).astype(np.float64),
+                           strict=True))
         self.fitted_city, self.imagery = city.name, imagery
         self.image_vectors = {
             image_id: np.mean([np.mean([vectors[s] for s in sentences], axis=0) for sentences in texts], axis=0)
@@ -118,7 +137,8 @@ class CaptionText(Method):
             "captions": sum(len(t) for t in per_image.values()),
             "sentences": sum(len(s) for texts in split.values() for s in texts), "distinct_sentences": len(distinct),
             "sentences_over_window": sum(n > SENTENCE_TOKENS for n in lengths),
-            "max_sentence_tokens": max(lengths, default=0), "seconds": round(time.perf_counter() - started, 1)}
+            "max_sentence_tokens": max(lengths, default=0), "embedding_processes": processes,
+            "seconds": round(time.perf_counter() - started, 1)}
 
     def fit_report(self) -> dict[str, Any]:
         return dict(getattr(self, "report", {}))

@@ -209,3 +209,28 @@ def test_missing_model_directory_is_a_clear_error(tmp_path):
         SentenceEmbedder(tmp_path)
     with pytest.raises(SentenceModelNotFound, match="pass a model directory"):
         SentenceEmbedder(str(tmp_path / "missing-model"))
+
+
+@pytest.mark.slow  # spawns two worker processes that load torch and the sentence model (CI runs it)
+def test_encode_across_processes_gives_the_bits_of_one_process():
+    """The caption-text rows embed their sentences on every core they are given: each batch is the one
+    ``encode`` runs, computed on one torch thread wherever it runs, so the bits cannot depend on how many
+    processes computed them (docs/methods.md#caption-text)."""
+    from urbanln_bench.captions.grounding import one_torch_thread
+
+    sentences = [s.strip() + "." for text in (STREET, AERIAL, KITCHEN, LONG_STREET) for s in text.split(".") if s.strip()]
+    phrases = [f"{s} ({i})" if i else s for i in range(12) for s in sentences]  # 168 phrases, many lengths
+    with one_torch_thread():
+        expected = SentenceEmbedder(batch_size=16).encode(phrases)
+    done: list[int] = []
+    for processes in (1, 3):
+        got = SentenceEmbedder(batch_size=16).encode_across(phrases, processes, done.append)
+        assert got.dtype == np.float32 and got.shape == (len(phrases), 384)
+        assert np.array_equal(got, expected), f"{processes} processes changed the vectors"
+    assert sum(done) == 2 * len(set(phrases))
+    # the cached phrases are not embedded again
+    embedder = SentenceEmbedder(batch_size=16)
+    embedder.encode_across(phrases[:20], 1)
+    again: list[int] = []
+    assert np.array_equal(embedder.encode_across(phrases, 2, again.append), expected)
+    assert sum(again) == len(set(phrases)) - len(set(phrases[:20]))

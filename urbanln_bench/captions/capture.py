@@ -35,11 +35,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -443,6 +443,70 @@ class SentenceEmbedder:
     def remember(self, vectors: Mapping[str, np.ndarray]) -> None:
         """Cache vectors computed elsewhere (by :meth:`embed_batch` in another process)."""
         self._cache.update(vectors)
+
+    def encode_across(self, phrases: Iterable[str], processes: int,
+                      advance: Callable[[int], None] | None = None) -> np.ndarray:
+        """:meth:`encode` with its batches spread over ``processes`` processes, this one included, each on
+        one torch thread (docs/methods.md#caption-text).
+
+        Every batch is the one :meth:`encode` would run and is computed on one thread wherever it runs, so
+        the vectors are the same bits for any number of processes (those of ``encode`` on one thread).
+        ``advance(n)`` is called as ``n`` more phrases are done."""
+        from urbanln_bench.captions.grounding import one_torch_thread
+
+        phrases = list(phrases)
+        batches = self.batches(phrases, self._cache)
+        with one_torch_thread():
+            for batch, vectors in _embed_batches(self, batches, processes):
+                self.remember(dict(zip(batch, vectors, strict=True)))
+                if advance:
+                    advance(len(batch))
+        if not phrases:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._cache[p] for p in phrases])
+
+
+def _embed_batches(embedder: SentenceEmbedder, batches: list[list[str]], processes: int
+                   ) -> Iterator[tuple[list[str], np.ndarray]]:
+    """``(batch, vectors)`` for every batch, in no fixed order: here, or on ``processes - 1`` spawned workers
+    (``processes.worker_pool``) and this process, which takes the next batch whenever it is free while the
+    workers keep two each in flight."""
+    if processes <= 1 or len(batches) < 2:
+        for batch in batches:
+            yield batch, embedder.embed_batch(batch)
+        return
+    from urbanln_bench.processes import worker_pool
+
+    spawned = min(processes, len(batches)) - 1
+    setup = (str(embedder.directory), embedder.max_length)
+    with worker_pool(spawned) as pool:
+        in_flight: dict[int, Any] = {}
+        next_batch = 0
+        while next_batch < len(batches) or in_flight:
+            while next_batch < len(batches) and len(in_flight) < 2 * spawned:
+                in_flight[next_batch] = pool.apply_async(_embed_in_worker, (setup, batches[next_batch]))
+                next_batch += 1
+            if next_batch < len(batches):
+                yield batches[next_batch], embedder.embed_batch(batches[next_batch])
+                next_batch += 1
+            elif in_flight:
+                next(iter(in_flight.values())).wait()
+            for index in [i for i, result in in_flight.items() if result.ready()]:
+                yield batches[index], in_flight.pop(index).get()
+
+
+# A worker's sentence model, loaded on its first batch and kept for the next ones.
+_WORKER_EMBEDDERS: dict[tuple[str, int], SentenceEmbedder] = {}
+
+
+def _embed_in_worker(setup: tuple[str, int], batch: list[str]) -> np.ndarray:
+    embedder = _WORKER_EMBEDDERS.get(setup)
+    if embedder is None:
+        import torch
+
+        torch.set_num_threads(1)  # as encode_across's own process: same kernels, same bits
+        embedder = _WORKER_EMBEDDERS[setup] = SentenceEmbedder(setup[0], max_length=setup[1])
+    return embedder.embed_batch(batch)
 
 
 # --- scoring ------------------------------------------------------------------------------------------
