@@ -247,6 +247,7 @@ def known_task_names() -> list[str]:
 # folder's stamp when it was opened, the CityData).
 _REUSED: dict[tuple, tuple[tuple, CityData]] | None = None
 
+
 def _stamp(root: Path) -> tuple:
     """A cheap sign that a folder was rewritten: the size and mtime of the folder, its manifest and its
     metadata (a re-render or ``data manifest --write`` changes at least one)."""
