@@ -10,6 +10,7 @@ compared with a sequential ``run`` of each cell, timings and digests aside (``te
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from test_kill_anywhere import alive, clean_records, held_locks, leftovers
 from urbanln_bench.grid import (
     MU_SWEEP_EXTRA,
     GridCell,
+    estimate_seconds,
     mu_sweep_values,
     parse_methods,
     plan_grid,
@@ -124,6 +126,32 @@ def test_plan_merges_duplicates_and_frames_twins():
             "NY/clip-start/SI"} <= set(labels)
     phases = [cell.phase for cell in plan.cells]
     assert phases == sorted(phases, key=("methods", "ablations", "mu-sweep", "frame", "transfer").index)
+
+
+def test_an_estimate_scales_other_cities_timings_by_how_much_slower_the_city_is():
+    """The dry run's estimate (docs/grid.md "The whole grid, projected"): a cell's own timings when it has some;
+    else its method's timings elsewhere, times the median ratio of the other methods' seconds between the two
+    contexts; a setting never timed borrows its method's; a cell sharing a fit is estimated from shared ones."""
+    def timing(method, city, seconds, settings=None, imagery="SV", shared=False):
+        return {"method": method, "settings": settings or {}, "city": city, "pretrain_city": None, "imagery": imagery,
+                "scale": "small", "profile": "cpu", "device": "cpu", "seconds": seconds, "fit_shared": shared}
+
+    log = [timing("color-histogram", "NY", 10), timing("color-histogram", "BJ", 40),
+           timing("oracle-latents", "NY", 20), timing("oracle-latents", "BJ", 100),
+           timing("urbanln", "NY", 300), timing("urbanln", "NY", 30, shared=True),
+           timing("urbanln", "SH", 999, imagery="SI")]  # SH SI: no method in common with BJ SV, kept as it is
+    options = RunOptions(method="urbanln", city="BJ", scale="small", profile="cpu")
+
+    def estimate(method, city, settings=(), shared=False, pretrain=None):
+        cell = GridCell(city, method, "SV", tuple(settings), pretrain)
+        return estimate_seconds(cell, options, log, shared)
+
+    assert estimate("urbanln", "NY") == 300  # its own context
+    assert estimate("urbanln", "BJ") == pytest.approx((300 * 4.5 + 999) / 2)  # ratios 4 and 5: median 4.5
+    assert estimate("urbanln", "BJ", settings=(("mu", "0.7"),)) == estimate("urbanln", "BJ")
+    assert estimate("urbanln", "NY", shared=True) == 30
+    assert estimate("tile2vec", "BJ") is None
+    assert estimate_seconds(GridCell("NY", "urbanln", "SV"), dataclasses.replace(options, scale="tiny"), log) is None
 
 
 def test_bad_selections_are_refused_before_any_work():

@@ -450,20 +450,58 @@ def read_timings() -> list[dict]:
 
 
 def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], fit_shared: bool = False) -> float | None:
-    """A to-do cell's expected seconds: the median of earlier computed cells of the same method variant,
-    scale and profile (same city and imagery when there are some) that fitted, or, for a cell that will
-    share an earlier cell's fit (``fit_shared``), that shared one (those that fitted when none did: an
-    estimate too high rather than too low), else None."""
+    """A to-do cell's expected seconds from earlier computed cells of the same scale, profile and device, or None.
+
+    The timings of the same method variant (method and settings) that fitted, or, for a cell that will share an
+    earlier cell's fit (``fit_shared``), those that shared one (those that fitted when none did: an estimate too
+    high rather than too low). Timings of the cell's own context (city, imagery, pretrain city) give their
+    median. Otherwise each timing from another context is scaled by how much slower the cell's context is than
+    that one for the other methods timed in both (the median ratio of their median seconds: a large twin costs
+    every method more, and averaging over cities under-counted the large twins); a context with no method in
+    common keeps the timing as it is. A variant never timed (a new ``mu``) borrows its method's other settings,
+    which change what is learned, not how many steps are taken."""
     import statistics
 
-    same = [t for t in timings if t["method"] == cell.method and t["settings"] == dict(cell.settings)
-            and t["scale"] == options.scale and t["profile"] == options.profile and t["device"] == options.device]
-    fitted = [t for t in same if not t.get("fit_shared")]
-    same = ([t for t in same if t.get("fit_shared")] or fitted) if fit_shared else fitted
-    exact = [t for t in same if (t["city"], t["imagery"], t["pretrain_city"]) ==
-             (cell.city, cell.imagery, cell.pretrain_city)]
-    pool = exact or same
-    return statistics.median(t["seconds"] for t in pool) if pool else None
+    ok = [t for t in timings if t["scale"] == options.scale and t["profile"] == options.profile
+          and t["device"] == options.device]
+    context = (cell.city, cell.imagery, cell.pretrain_city)
+
+    def pool_of(rows: list[dict]) -> list[dict]:
+        fitted = [t for t in rows if not t.get("fit_shared")]
+        return ([t for t in rows if t.get("fit_shared")] or fitted) if fit_shared else fitted
+
+    same = pool_of([t for t in ok if t["method"] == cell.method and t["settings"] == dict(cell.settings)])
+    if not same:
+        same = pool_of([t for t in ok if t["method"] == cell.method])
+    if not same:
+        return None
+    exact = [t for t in same if _context(t) == context]
+    if exact:
+        return statistics.median(t["seconds"] for t in exact)
+    # median fitted seconds per (method variant, context), for the context ratios
+    cost: dict[tuple, list[float]] = {}
+    for t in ok:
+        if not t.get("fit_shared"):
+            cost.setdefault((t["method"], json.dumps(t["settings"], sort_keys=True), _context(t)), []).append(t["seconds"])
+    median_cost = {key: statistics.median(v) for key, v in cost.items()}
+
+    def ratio(other: tuple) -> float:
+        ratios = [median_cost[(m, s, context)] / seconds for (m, s, c), seconds in median_cost.items()
+                  if c == other and (m, s, context) in median_cost and seconds > 0]
+        return statistics.median(ratios) if ratios else 1.0
+
+    ratios: dict[tuple, float] = {}
+    scaled = []
+    for t in same:
+        other = _context(t)
+        if other not in ratios:
+            ratios[other] = ratio(other)
+        scaled.append(t["seconds"] * ratios[other])
+    return statistics.median(scaled)
+
+
+def _context(timing: dict) -> tuple:
+    return timing["city"], timing["imagery"], timing["pretrain_city"]
 
 
 # -- the dry run ----------------------------------------------------------------------------------------
