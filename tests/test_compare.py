@@ -215,3 +215,34 @@ def test_methods_on_overlapping_test_regions_are_compared_and_scored_on_their_ow
     other = _record("other", _noisy(shifted, 0.5, 3), shifted)
     assert paired_difference(good, other) is None
     assert set(mean_ranks([{"good": good, "other": other, "sub": sub}], n_bootstrap=50)) == {"good", "sub"}
+
+
+def test_kept_draws_give_the_intervals_of_fresh_ones(truth, monkeypatch):
+    """paired_difference keeps each seed's draw by the chain of union sizes before it (compare._DRAWS) and each
+    record's score on it (compare._SCORES): the interval is the same whether its draws were computed here,
+    kept from an earlier pair, or replayed after the generator's state was evicted; against a plain generator
+    drawing seed after seed as before."""
+    from urbanln_bench import compare
+
+    def fresh_interval(a: Record, b: Record) -> tuple[float, float]:
+        pa, pb = predictions(a), predictions(b)
+        rng = np.random.default_rng(compare.BOOTSTRAP_SEED)
+        replicates = np.zeros(compare.N_BOOTSTRAP)
+        for s in sorted(pa):
+            draw = compare._SeedDraw([pa[s], pb[s]])
+            draw.draw(rng, compare.N_BOOTSTRAP)
+            replicates += draw.score(pa[s]) - draw.score(pb[s])
+        low, high = np.quantile(replicates / len(pa), [0.025, 0.975])
+        return float(low), float(high)
+
+    short = {s: y[: 60 + s] for s, y in truth.items()}  # another union size per seed: a chain of its own
+    cases = [(_record("a", _noisy(t, 0.5, 1), t), _record("b", _noisy(t, 0.7, 2), t)) for t in (truth, short)]
+    expected = [fresh_interval(a, b) for a, b in cases]
+    for limit in (512 * 2**20, 1):  # everything kept; nothing but the last draw kept
+        monkeypatch.setattr(compare, "_DRAWS", compare._DrawCache(limit))
+        monkeypatch.setattr(compare, "_SCORES", type(compare._SCORES)())  # kept scores would skip the draws
+        for _ in range(2):  # computed, then kept (or replayed)
+            for (a, b), (low, high) in zip(cases, expected, strict=True):
+                diff = paired_difference(a, b)
+                assert (diff.low, diff.high) == (low, high)
+    assert len(compare._DRAWS.items) == 1

@@ -23,6 +23,7 @@ say so.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,9 +64,27 @@ class PairedDifference:
 
 
 def predictions(record: Record, probe: str = "mlp") -> dict[int, SeedPredictions]:
-    """Seed → the record's stored test predictions of ``probe`` ('mlp' or 'ridge'); {} when it has none."""
+    """Seed → the record's stored test predictions of ``probe`` ('mlp' or 'ridge'); {} when it has none.
+    The same objects for the same record while it is among the last ones asked for (``_PREDICTIONS``), so that
+    scores on a kept draw can be kept too (``_score``); read-only."""
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+    kept = _PREDICTIONS.get((id(record), probe))
+    if kept is not None and kept[0] is record:
+        _PREDICTIONS.move_to_end((id(record), probe))
+        return kept[1]
+    out = _read_predictions(record, probe)
+    _PREDICTIONS[(id(record), probe)] = (record, out)  # the record is held, so its id names it while kept
+    if len(_PREDICTIONS) > _KEEP_PREDICTIONS:
+        _PREDICTIONS.popitem(last=False)
+    return out
+
+
+_KEEP_PREDICTIONS = 8192
+_PREDICTIONS: OrderedDict[tuple[int, str], tuple[Record, dict[int, SeedPredictions]]] = OrderedDict()
+
+
+def _read_predictions(record: Record, probe: str) -> dict[int, SeedPredictions]:
     out = {}
     for seed in record.per_seed:
         stored = seed.get("predictions")
@@ -94,6 +113,32 @@ def _weighted_r2(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.nda
     return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), 0.0)
 
 
+class _DrawCache:
+    """The draws of ``_SeedDraw.draw_chain`` by chain, each with its generator's state after it, least
+    recently used out first beyond ``limit`` bytes of counts: the same draws every time, computed once."""
+
+    def __init__(self, limit: int = 512 * 2**20):
+        self.items: OrderedDict[tuple, tuple[np.ndarray, dict]] = OrderedDict()
+        self.limit, self.size = limit, 0
+
+    def get(self, key: tuple) -> tuple[np.ndarray, dict] | None:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key: tuple, counts: np.ndarray, state: dict) -> None:
+        if key not in self.items:
+            self.items[key] = (counts, state)
+            self.size += counts.nbytes
+        while self.size > self.limit and len(self.items) > 1:
+            _, (old, _) = self.items.popitem(last=False)
+            self.size -= old.nbytes
+
+
+_DRAWS = _DrawCache()
+
+
 class _SeedDraw:
     """One seed's bootstrap draw over the union of some records' test regions, as counts per region.
 
@@ -102,9 +147,17 @@ class _SeedDraw:
     get the draws a plain resampling of those regions would."""
 
     def __init__(self, seeds: Sequence[SeedPredictions]):
-        self.position: dict[str, int] = {}
-        self.target: list[float] = []
+        self.counts: np.ndarray | None = None
         self.comparable = True
+        first = seeds[0]
+        if first.ids and all(p.ids == first.ids and np.array_equal(p.y, first.y) for p in seeds[1:]):
+            # the common case, records of one imagery on one split: the same regions and targets, in order;
+            # what the loop below would find, unless a region were listed twice (then the loop decides)
+            self.position = dict(zip(first.ids, range(len(first.ids)), strict=True))
+            self.target = first.y.tolist()
+            if len(self.position) == len(first.ids):
+                return
+        self.position, self.target = {}, []
         for k, p in enumerate(seeds):
             overlap = False
             for region, y in zip(p.ids, p.y, strict=True):
@@ -118,18 +171,59 @@ class _SeedDraw:
                     overlap = True
             if k > 0 and not overlap:
                 self.comparable = False  # no region in common with the records before: not the same split
-        self.counts: np.ndarray | None = None
 
     def draw(self, rng: np.random.Generator, n_bootstrap: int) -> None:
         n = len(self.target)
         draw = rng.integers(0, n, size=(n_bootstrap, n))
         flat = (draw + np.arange(n_bootstrap)[:, None] * n).ravel()
-        self.counts = np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(np.float64)
+        counts = np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n)
+        # a count is an integer ≤ n: kept small, and made float64 only for the regions scored (same values)
+        self.counts = counts.astype(np.uint16 if n < 2**16 else np.int64)
+
+    def draw_chain(self, chain: tuple[int, ...], seed: int, n_bootstrap: int) -> None:
+        """The draw ``paired_difference`` makes for its ``len(chain)``-th seed: that of a generator seeded with
+        ``seed`` that drew before for unions of the sizes ``chain[:-1]`` (``chain[-1]`` is this union's). The
+        same chain gives the same counts, so they are kept (``_DRAWS``): every pair of records of one cell has
+        the same test regions, hence the same chain, and the leaderboard compares hundreds of such pairs."""
+        kept = _DRAWS.get((seed, n_bootstrap, chain))
+        if kept is not None:
+            self.counts = kept[0]
+            return
+        rng = np.random.default_rng(seed)
+        before = _DRAWS.get((seed, n_bootstrap, chain[:-1])) if len(chain) > 1 else None
+        if before is not None:
+            rng.bit_generator.state = before[1]
+        else:
+            for n in chain[:-1]:  # the draws before this one were not kept: replay the generator through them
+                rng.integers(0, n, size=(n_bootstrap, n))
+        self.draw(rng, n_bootstrap)
+        _DRAWS.put((seed, n_bootstrap, chain), self.counts, rng.bit_generator.state)
 
     def score(self, p: SeedPredictions) -> np.ndarray:
         """R² of ``p`` on every replicate: on the drawn regions it has."""
         at = np.fromiter((self.position[region] for region in p.ids), dtype=np.int64, count=len(p.ids))
-        return _weighted_r2(p.y, p.pred, self.counts[:, at])
+        return _weighted_r2(p.y, p.pred, self.counts[:, at].astype(np.float64))
+
+
+def _score(draw: _SeedDraw, drawn: tuple, p: SeedPredictions) -> np.ndarray:
+    """``draw.score(p)`` for the draw ``drawn`` (``draw_chain``'s key), kept (``_SCORES``) by that key, the
+    draw's union of regions in its order and ``p``: a cell's winner, random features or starting weights is
+    compared with many records of the same test regions, so on the same draw. ``p`` is held with its score,
+    so its id names it."""
+    key = (drawn, tuple(draw.position), id(p))
+    kept = _SCORES.get(key)
+    if kept is not None:
+        _SCORES.move_to_end(key)
+        return kept[0]
+    score = draw.score(p)
+    _SCORES[key] = (score, p)
+    if len(_SCORES) > _KEEP_SCORES:
+        _SCORES.popitem(last=False)
+    return score
+
+
+_KEEP_SCORES = 4096  # of N_BOOTSTRAP floats each: 64 MiB
+_SCORES: OrderedDict[tuple, tuple[np.ndarray, SeedPredictions]] = OrderedDict()
 
 
 def _pairs(a: Mapping[int, SeedPredictions], b: Mapping[int, SeedPredictions]) -> list[int]:
@@ -145,14 +239,16 @@ def paired_difference(a: Record, b: Record, probe: str = "mlp", n_bootstrap: int
     seeds = _pairs(pa, pb)
     if not seeds:
         return None
-    rng = np.random.default_rng(seed)
     replicates = np.zeros(n_bootstrap)
     full, regions, shared = [], 0, 0
+    chain: tuple[int, ...] = ()
     for s in seeds:
         full.append(float(_r2_rows(pa[s].y, pa[s].pred) - _r2_rows(pb[s].y, pb[s].pred)))
         draw = _SeedDraw([pa[s], pb[s]])
-        draw.draw(rng, n_bootstrap)
-        replicates += draw.score(pa[s]) - draw.score(pb[s])
+        chain += (len(draw.target),)
+        draw.draw_chain(chain, seed, n_bootstrap)
+        drawn = (seed, n_bootstrap, chain)
+        replicates += _score(draw, drawn, pa[s]) - _score(draw, drawn, pb[s])
         regions += len(draw.target)
         shared += len(set(pa[s].ids) & set(pb[s].ids))
     replicates /= len(seeds)
