@@ -239,8 +239,8 @@ def test_kept_draws_give_the_intervals_of_fresh_ones(truth, monkeypatch):
     cases = [(_record("a", _noisy(t, 0.5, 1), t), _record("b", _noisy(t, 0.7, 2), t)) for t in (truth, short)]
     expected = [fresh_interval(a, b) for a, b in cases]
     for limit in (512 * 2**20, 1):  # everything kept; nothing but the last draw kept
-        monkeypatch.setattr(compare, "_DRAWS", compare._DrawCache(limit))
-        monkeypatch.setattr(compare, "_SCORES", type(compare._SCORES)())  # kept scores would skip the draws
+        monkeypatch.setattr(compare, "_DRAWS", compare._Kept(limit, size=lambda kept: kept[0].nbytes))
+        monkeypatch.setattr(compare, "_SCORES", compare._Kept(4096))  # kept scores would skip the draws
         for _ in range(2):  # computed, then kept (or replayed)
             for (a, b), (low, high) in zip(cases, expected, strict=True):
                 diff = paired_difference(a, b)

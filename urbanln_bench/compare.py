@@ -24,8 +24,9 @@ say so.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,17 +72,10 @@ def predictions(record: Record, probe: str = "mlp") -> dict[int, SeedPredictions
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
     kept = _PREDICTIONS.get((id(record), probe))
     if kept is not None and kept[0] is record:
-        _PREDICTIONS.move_to_end((id(record), probe))
         return kept[1]
     out = _read_predictions(record, probe)
-    _PREDICTIONS[(id(record), probe)] = (record, out)  # the record is held, so its id names it while kept
-    if len(_PREDICTIONS) > _KEEP_PREDICTIONS:
-        _PREDICTIONS.popitem(last=False)
+    _PREDICTIONS.put((id(record), probe), (record, out))  # the record is held, so its id names it while kept
     return out
-
-
-_KEEP_PREDICTIONS = 8192
-_PREDICTIONS: OrderedDict[tuple[int, str], tuple[Record, dict[int, SeedPredictions]]] = OrderedDict()
 
 
 def _read_predictions(record: Record, probe: str) -> dict[int, SeedPredictions]:
@@ -113,30 +107,33 @@ def _weighted_r2(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.nda
     return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), 0.0)
 
 
-class _DrawCache:
-    """The draws of ``_SeedDraw.draw_chain`` by chain, each with its generator's state after it, least
-    recently used out first beyond ``limit`` bytes of counts: the same draws every time, computed once."""
+class _Kept:
+    """The last values put, least recently used out first once their summed ``size`` passes ``limit``."""
 
-    def __init__(self, limit: int = 512 * 2**20):
-        self.items: OrderedDict[tuple, tuple[np.ndarray, dict]] = OrderedDict()
-        self.limit, self.size = limit, 0
+    def __init__(self, limit: int, size: Callable[[Any], int] = lambda value: 1):
+        self.items: OrderedDict[tuple, Any] = OrderedDict()
+        self.limit, self.size, self.total = limit, size, 0
 
-    def get(self, key: tuple) -> tuple[np.ndarray, dict] | None:
+    def get(self, key: tuple) -> Any:
         value = self.items.get(key)
         if value is not None:
             self.items.move_to_end(key)
         return value
 
-    def put(self, key: tuple, counts: np.ndarray, state: dict) -> None:
+    def put(self, key: tuple, value: Any) -> None:
         if key not in self.items:
-            self.items[key] = (counts, state)
-            self.size += counts.nbytes
-        while self.size > self.limit and len(self.items) > 1:
-            _, (old, _) = self.items.popitem(last=False)
-            self.size -= old.nbytes
+            self.items[key] = value
+            self.total += self.size(value)
+        while self.total > self.limit and len(self.items) > 1:
+            self.total -= self.size(self.items.popitem(last=False)[1])
 
 
-_DRAWS = _DrawCache()
+# Kept across calls, by the functions below: each record's predictions (8192 records); each draw of
+# ``_SeedDraw.draw_chain`` with its generator's state after it (512 MiB of counts); each score on a kept
+# draw (4096 of N_BOOTSTRAP floats: 64 MiB). The same values every time, computed once.
+_PREDICTIONS = _Kept(8192)
+_DRAWS = _Kept(512 * 2**20, size=lambda kept: kept[0].nbytes)
+_SCORES = _Kept(4096)
 
 
 class _SeedDraw:
@@ -197,7 +194,7 @@ class _SeedDraw:
             for n in chain[:-1]:  # the draws before this one were not kept: replay the generator through them
                 rng.integers(0, n, size=(n_bootstrap, n))
         self.draw(rng, n_bootstrap)
-        _DRAWS.put((seed, n_bootstrap, chain), self.counts, rng.bit_generator.state)
+        _DRAWS.put((seed, n_bootstrap, chain), (self.counts, rng.bit_generator.state))
 
     def score(self, p: SeedPredictions) -> np.ndarray:
         """R² of ``p`` on every replicate: on the drawn regions it has."""
@@ -213,17 +210,10 @@ def _score(draw: _SeedDraw, drawn: tuple, p: SeedPredictions) -> np.ndarray:
     key = (drawn, tuple(draw.position), id(p))
     kept = _SCORES.get(key)
     if kept is not None:
-        _SCORES.move_to_end(key)
         return kept[0]
     score = draw.score(p)
-    _SCORES[key] = (score, p)
-    if len(_SCORES) > _KEEP_SCORES:
-        _SCORES.popitem(last=False)
+    _SCORES.put(key, (score, p))
     return score
-
-
-_KEEP_SCORES = 4096  # of N_BOOTSTRAP floats each: 64 MiB
-_SCORES: OrderedDict[tuple, tuple[np.ndarray, SeedPredictions]] = OrderedDict()
 
 
 def _pairs(a: Mapping[int, SeedPredictions], b: Mapping[int, SeedPredictions]) -> list[int]:
