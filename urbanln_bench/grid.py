@@ -490,14 +490,7 @@ def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], f
                   if c == other and (m, s, context) in median_cost and seconds > 0]
         return statistics.median(ratios) if ratios else 1.0
 
-    ratios: dict[tuple, float] = {}
-    scaled = []
-    for t in same:
-        other = _context(t)
-        if other not in ratios:
-            ratios[other] = ratio(other)
-        scaled.append(t["seconds"] * ratios[other])
-    return statistics.median(scaled)
+    return statistics.median(t["seconds"] * ratio(_context(t)) for t in same)
 
 
 def _context(timing: dict) -> tuple:
