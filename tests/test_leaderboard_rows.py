@@ -10,11 +10,11 @@ from urbanln_bench.leaderboard import render_leaderboard
 
 def write_record(results: Path, slug: str, display: str, task: str, imagery: str, r2: float, rmse: float,
                  *, native=("SI",), ours=False, role="method", ablation_of="", overrides=None,
-                 variant=None, street_view_cap=None) -> None:
+                 variant=None, street_view_cap=None, config=None, predictions=None) -> None:
     record = {
         "schema": 1, "key": f"{slug}-{task}-{imagery}", "harness_version": "test",
         "method": {"name": slug, "display_name": display, "variant": variant or display, "slug": slug, "version": "1",
-                   "config": {}, "overrides": overrides or {}, "role": role, "ours": ours, "ablation_of": ablation_of,
+                   "config": config or {}, "overrides": overrides or {}, "role": role, "ours": ours, "ablation_of": ablation_of,
                    "native_imagery": list(native),
                    "weight_source": "none", "uses_aux": []},
         "cell": {"id": f"NY/{task}/{imagery}", "city": "NY", "task": task, "imagery": imagery},
@@ -26,6 +26,10 @@ def write_record(results: Path, slug: str, display: str, task: str, imagery: str
     }
     if street_view_cap:
         record["data"]["street_view_cap"] = street_view_cap
+    if predictions:  # seed -> (test region ids, y, MLP predictions): what the paired comparisons read
+        record["per_seed"] = [{"seed": seed, "r2": r2, "rmse": rmse, "mae": rmse / 2,
+                               "predictions": {"ids": list(ids), "y": list(y), "mlp": list(pred), "ridge": list(pred)}}
+                              for seed, (ids, y, pred) in sorted(predictions.items())]
     path = results / "synthetic-small" / "NY" / slug / f"{task}_{imagery}_random.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
@@ -175,3 +179,33 @@ def test_transfer_grid_gives_the_starting_weights_and_paired_differences_from_th
     assert "[" in sz and " ≈" not in sz and sz.split("|")[3].strip().startswith("-")  # columns: SZ, NY
     assert not any(line.startswith("| NY |") for line in deltas.splitlines())  # the diagonal; nothing probed SZ
     assert "| *CLIP (starting weights)* | " in deltas
+
+
+def test_the_mu_sweep_across_cities_sets_the_twin_beside_table_4(tmp_path: Path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = [f"r{i:03d}" for i in range(300)]
+    y = {seed: rng.normal(5.0, 1.0, len(ids)) for seed in (0, 1)}
+
+    def predicted(sd: float, draw: int) -> dict:
+        noise = np.random.default_rng(draw)
+        return {seed: (ids, y[seed].tolist(), (y[seed] + noise.normal(0.0, sd, len(ids))).tolist()) for seed in y}
+
+    full = predicted(0.6, 1)
+    kw = {"native": ("SV", "SI"), "ours": True, "config": {"mu": 0.5}}
+    write_record(tmp_path, "urbanln", "UrbanLN", "Pop", "SV", 0.55, 0.8, predictions=full, **kw)
+    assert "μ sweep across cities" not in render_leaderboard(tmp_path)  # the full method alone is no sweep
+    for mu, r2, preds in ((0.3, 0.50, full), (0.4, 0.60, predicted(0.1, 2)), (0.6, 0.30, predicted(1.5, 3)),
+                          (0.7, 0.52, None)):
+        write_record(tmp_path, f"urbanln__mu={mu}", "UrbanLN", "Pop", "SV", r2, 0.8, overrides={"mu": mu},
+                     variant=f"UrbanLN [mu={mu}]", predictions=preds, **kw)
+    write_record(tmp_path, "urbanln-no-msd", "UrbanLN w/o MSD", "Pop", "SV", 0.9, 0.8, ablation_of="urbanln",
+                 predictions=full, **kw)  # an ablation, not a point of the sweep
+    section = render_leaderboard(tmp_path).split("## μ sweep across cities")[1]
+    # paper NY SV (Table 4): 0.658 / 0.669 / 0.676 / 0.674, peak 0.5; no SI sweep on the twin, so no SI rows
+    assert "| NY | SV | paper-reported | 0.658 | 0.669 | 0.676 | 0.674 | — | 0.5 |" in section
+    # identical predictions: tied; far better / worse ones: significant; no predictions: no mark
+    assert "| NY | SV | twin | 0.500 ≈ | 0.600 ▲ | 0.550 | 0.300 ▼ | 0.520 | 0.4 |" in section
+    assert "| NY | SI |" not in section and "0.900" not in section
+    assert "the twin peaks where the paper does in 0 of 1 sweeps; in 0 of 1 twin sweeps no μ differs" in section
