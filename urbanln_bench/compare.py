@@ -216,9 +216,11 @@ def _score(draw: _SeedDraw, drawn: tuple, p: SeedPredictions) -> np.ndarray:
     return score
 
 
-def _pairs(a: Mapping[int, SeedPredictions], b: Mapping[int, SeedPredictions]) -> list[int]:
-    """Seeds both have on the same split (overlapping test regions, the same target on each shared one)."""
-    return sorted(s for s in set(a) & set(b) if _SeedDraw([a[s], b[s]]).comparable)
+def _pairs(a: Mapping[int, SeedPredictions], b: Mapping[int, SeedPredictions]) -> dict[int, _SeedDraw]:
+    """Seed → its draw, for the seeds both have on the same split (overlapping test regions, the same target on
+    each shared one), in seed order."""
+    draws = {s: _SeedDraw([a[s], b[s]]) for s in sorted(set(a) & set(b))}
+    return {s: draw for s, draw in draws.items() if draw.comparable}
 
 
 def paired_difference(a: Record, b: Record, probe: str = "mlp", n_bootstrap: int = N_BOOTSTRAP,
@@ -226,25 +228,24 @@ def paired_difference(a: Record, b: Record, probe: str = "mlp", n_bootstrap: int
     """R²(a) − R²(b) with its paired bootstrap interval; None when the records share no seed with stored
     predictions on the same split."""
     pa, pb = predictions(a, probe), predictions(b, probe)
-    seeds = _pairs(pa, pb)
-    if not seeds:
+    draws = _pairs(pa, pb)
+    if not draws:
         return None
     replicates = np.zeros(n_bootstrap)
     full, regions, shared = [], 0, 0
     chain: tuple[int, ...] = ()
-    for s in seeds:
+    for s, draw in draws.items():
         full.append(float(_r2_rows(pa[s].y, pa[s].pred) - _r2_rows(pb[s].y, pb[s].pred)))
-        draw = _SeedDraw([pa[s], pb[s]])
         chain += (len(draw.target),)
         draw.draw_chain(chain, seed, n_bootstrap)
         drawn = (seed, n_bootstrap, chain)
         replicates += _score(draw, drawn, pa[s]) - _score(draw, drawn, pb[s])
         regions += len(draw.target)
         shared += len(set(pa[s].ids) & set(pb[s].ids))
-    replicates /= len(seeds)
+    replicates /= len(draws)
     tail = (1.0 - CI_LEVEL) / 2
     low, high = np.quantile(replicates, [tail, 1.0 - tail])
-    return PairedDifference(float(np.mean(full)), float(low), float(high), len(seeds), regions, shared)
+    return PairedDifference(float(np.mean(full)), float(low), float(high), len(draws), regions, shared)
 
 
 @dataclass(frozen=True)
