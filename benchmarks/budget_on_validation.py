@@ -22,17 +22,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from urbanln_bench.profiles import IMAGES_SEEN_BUDGETS
+from urbanln_bench.profiles import images_seen_budget
 from urbanln_bench.records import iter_records
 
 SELF_SUPERVISED = ("urbanln", "urbanclip", "urbanvlp", "tile2vec", "pg-simclr", "musecl", "caption-regression")
-
-
-def recipe_budget(profile: str) -> int:
-    budget = IMAGES_SEEN_BUDGETS[profile]
-    if not budget:
-        raise SystemExit(f"profile {profile!r} has no images-seen budget")
-    return budget
 
 
 def validation_table(stores: list[Path], city: str, profile: str = "cpu",
@@ -40,7 +33,8 @@ def validation_table(stores: list[Path], city: str, profile: str = "cpu",
     """method|imagery → images-seen budget → mean validation R² over the cell's tasks and seeds (every imagery the
     store holds, random split; variants that change anything but the budget are left out). Records keep no profile, so the
     stores must hold records of ``profile`` only (a method's unset budget is that profile's)."""
-    default_budget = recipe_budget(profile)
+    if not images_seen_budget(profile):
+        raise SystemExit(f"profile {profile!r} has no images-seen budget")
     values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for store in stores:
         for _, record in iter_records(store, skip_corrupt=True):
@@ -49,7 +43,7 @@ def validation_table(stores: list[Path], city: str, profile: str = "cpu",
                     or record.split["strategy"] != "random" or set(method.overrides) - {"images_seen"}):
                 continue
             # the budget, not the images seen: a pair trainer stops before the batch that would exceed it
-            budget = int(method.config.get("images_seen") or default_budget)
+            budget = images_seen_budget(profile, method.config.get("images_seen"))
             values[f"{method.name}|{record.cell.imagery}"][budget] += [
                 float(seed["val_r2"]) for seed in record.per_seed if seed.get("val_r2") is not None]
     return {row: {budget: statistics.fmean(v) for budget, v in sorted(by.items()) if v}

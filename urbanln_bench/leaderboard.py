@@ -458,30 +458,48 @@ def _ablation_figure(city: str, tag: str, ours: dict[Row, dict[str, dict]], delt
                           tuple(panels))
 
 
-def _sweep_figures(city: str, tag: str, ours: dict[Row, dict[str, dict]], deltas: dict[tuple[Row, str], Interval],
-                   tasks: list[str]) -> list[SweepFigure]:
-    """Table 4 as lines: for each setting that "ours" variants override alone with a number (μ), ΔR² from the
-    full method along the setting's values, the full method's own value at 0."""
-    sweeps: dict[str, dict[str, dict[float, tuple[Interval | None, ...]]]] = defaultdict(lambda: defaultdict(dict))
+def _number(value) -> float | None:
+    """A setting's value as a float, or None when it is not a number (booleans are not)."""
+    return None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
+
+
+def _setting_sweeps(ours: dict[Row, dict[str, dict]]) -> dict[str, dict[str, dict[float, Row]]]:
+    """setting → imagery → value → row, for the "ours" variants that override one numeric setting alone (μ);
+    ablations are not points of a sweep."""
+    sweeps: dict[str, dict[str, dict[float, Row]]] = defaultdict(lambda: defaultdict(dict))
     for row, metrics in ours.items():
         method = _row_method(metrics)
         if method is None or method.ablation_of or len(method.overrides) != 1:
             continue
         setting, value = next(iter(method.overrides.items()))
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        sweeps[setting][row.imagery][float(value)] = tuple(deltas.get((row, t)) for t in tasks)
+        if (number := _number(value)) is not None:
+            sweeps[setting][row.imagery][number] = row
+    return sweeps
+
+
+def _sweep_anchor(ours: dict[Row, dict[str, dict]], imagery: str, setting: str) -> tuple[dict, float] | None:
+    """The full method's metrics on ``imagery`` and its own value of ``setting``; None when either is unknown."""
+    full = next((m for r, m in ours.items() if r.imagery == imagery and not r.ablation), None)
+    method = _row_method(full) if full else None
+    value = _number(method.config.get(setting)) if method else None
+    return None if value is None else (full, value)
+
+
+def _sweep_figures(city: str, tag: str, ours: dict[Row, dict[str, dict]], deltas: dict[tuple[Row, str], Interval],
+                   tasks: list[str]) -> list[SweepFigure]:
+    """Table 4 as lines: for each setting that "ours" variants override alone with a number (μ), ΔR² from the
+    full method along the setting's values, the full method's own value at 0."""
+    sweeps = _setting_sweeps(ours)
     figures = []
     for setting in sorted(sweeps):
         panels = []
         for imagery in sorted(sweeps[setting], key=_imagery_rank):
-            full = next((m for r, m in ours.items() if r.imagery == imagery and not r.ablation), None)
-            method = _row_method(full) if full else None
-            value = method.config.get(setting) if method else None
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            anchored = _sweep_anchor(ours, imagery, setting)
+            if anchored is None:
                 continue  # the full method's own value is unknown: nothing to anchor the sweep on
-            points = {**sweeps[setting][imagery], float(value): tuple(Interval(0.0) if t in full else None
-                                                                     for t in tasks)}
+            full, value = anchored
+            points = {v: tuple(deltas.get((row, t)) for t in tasks) for v, row in sweeps[setting][imagery].items()}
+            points[value] = tuple(Interval(0.0) if t in full else None for t in tasks)
             panels.append((imagery, tuple(sorted(points.items()))))
         if panels:
             figures.append(SweepFigure(file_name(city, tag, "sweep", setting), f"{city} ({tag}): sweep of {setting}, "
@@ -913,26 +931,19 @@ def mu_sweep_section(tables: dict[tuple[str, str], dict[Row, dict[str, dict]]]) 
                            key=lambda c: (CITY_ORDER.index(c) if c in CITY_ORDER else len(CITY_ORDER), c)):
             ours = {r: v for r, v in tables[(city, tag)].items()
                     if r.ours and r.role == "method" and r.strategy == "random"}
-            for imagery in sorted({r.imagery for r in ours}, key=_imagery_rank):
-                full = next((v for r, v in ours.items() if r.imagery == imagery and not r.ablation), None)
-                method = _row_method(full) if full else None
-                anchor = method.config.get(SWEEP_SETTING) if method else None
-                if not full or SWEEP_TASK not in full or isinstance(anchor, bool) or not isinstance(anchor, int | float):
+            variants = _setting_sweeps(ours).get(SWEEP_SETTING, {})
+            for imagery in sorted(variants, key=_imagery_rank):
+                anchored = _sweep_anchor(ours, imagery, SWEEP_SETTING)
+                if anchored is None or SWEEP_TASK not in anchored[0]:
                     continue
-                points: dict[float, tuple[float, Interval | None]] = {
-                    float(anchor): (full[SWEEP_TASK]["r2"]["mean"], None)}
-                for row, metrics in ours.items():
-                    variant = _row_method(metrics)
-                    if (row.imagery != imagery or variant is None or variant.ablation_of
-                            or set(variant.overrides) != {SWEEP_SETTING} or SWEEP_TASK not in metrics):
-                        continue
-                    value = variant.overrides[SWEEP_SETTING]
-                    if isinstance(value, bool) or not isinstance(value, int | float):
-                        continue
-                    points[float(value)] = (metrics[SWEEP_TASK]["r2"]["mean"],
-                                            _delta(metrics[SWEEP_TASK], full[SWEEP_TASK])[1])
+                full, anchor = anchored
+                points: dict[float, tuple[float, Interval | None]] = {anchor: (full[SWEEP_TASK]["r2"]["mean"], None)}
+                for value, row in variants[imagery].items():
+                    if SWEEP_TASK in (metrics := ours[row]):
+                        points[value] = (metrics[SWEEP_TASK]["r2"]["mean"],
+                                         _delta(metrics[SWEEP_TASK], full[SWEEP_TASK])[1])
                 if len(points) > 1:
-                    sweeps.append((city, imagery, float(anchor), points,
+                    sweeps.append((city, imagery, anchor, points,
                                    paper.get((city, PAPER_IMAGERY.get(imagery, "")), {})))
         if not sweeps:
             continue
