@@ -11,7 +11,9 @@ compared with a sequential ``run`` of each cell, timings and digests aside (``te
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,9 +24,11 @@ import pytest
 from conftest import cli
 from test_kill_anywhere import alive, clean_records, held_locks, leftovers
 
+from urbanln_bench.cache import Build, build_seconds
 from urbanln_bench.grid import (
     MU_SWEEP_EXTRA,
     GridCell,
+    caption_seconds_per_image,
     estimate_seconds,
     mu_sweep_values,
     parse_methods,
@@ -152,6 +156,50 @@ def test_an_estimate_scales_other_cities_timings_by_how_much_slower_the_city_is(
     assert estimate("urbanln", "NY", shared=True) == 30
     assert estimate("tile2vec", "BJ") is None
     assert estimate_seconds(GridCell("NY", "urbanln", "SV"), dataclasses.replace(options, scale="tiny"), log) is None
+
+
+def test_an_estimate_counts_a_cells_own_work_not_the_shared_artefacts_it_built_first():
+    """A timing that built a caption set on the way counts its seconds less the build's (``build_seconds``),
+    and timings that say what they built are preferred to those logged before cells said: the dry run of
+    stop 29 took BJ's and SH's UrbanLN cells, which had built their caption sets, for the cost of a cell."""
+    def timing(seconds, **told):
+        return {"method": "urbanln", "settings": {}, "city": "SH", "pretrain_city": None, "imagery": "SV",
+                "scale": "small", "profile": "cpu", "device": "cpu", "seconds": seconds, "fit_shared": False, **told}
+
+    options = RunOptions(method="urbanln", city="SH", scale="small", profile="cpu")
+    cell = GridCell("SH", "urbanln", "SV")
+    assert estimate_seconds(cell, options, [timing(1019)]) == 1019  # logged before cells said: all it has
+    told = [timing(1019), timing(1400, built=["captions"], build_seconds=1000), timing(410, built=[], build_seconds=0)]
+    assert estimate_seconds(cell, options, told) == pytest.approx(405)  # median of 400 and 410; 1,019 left out
+    unknown_length = [timing(1019), timing(1400, built=["captions"], build_seconds=None)]
+    assert estimate_seconds(cell, options, unknown_length) == 1019
+
+
+def test_build_seconds_count_nested_builds_once():
+    """A grounder trained inside a caption build's interval is not counted twice; a build noted without its
+    start makes the total unknown rather than too small."""
+    builds = [Build("captions", "a", 10.0, 50.0), Build("grounder", "g", 20.0, 30.0), Build("fit", "f", 50.0, 90.0),
+              Build("twin", "t", 60.0, 70.0)]
+    assert build_seconds(builds) == 50.0  # 10–50 and 60–70; the fit is the cell's own work
+    assert build_seconds([]) == 0.0
+    assert build_seconds(builds + [Build("surrogate", "s", None, 95.0)]) is None
+
+
+def test_a_caption_set_is_estimated_from_alike_sets_per_image():
+    """The captions phase's estimate: seconds per image of the sets built with the same cost-relevant settings
+    (seed and threshold aside), each set once, preferring this pipeline version and the phase's workers."""
+    def built(key, seconds, images, workers=2, version=2, **config):
+        settings = {"imagery": "SV", "captioners": ["a", "b"], "refinement": True, "consensus": True, "seed": 0}
+        return {"key": key, "config": {**settings, **config}, "seconds_total": seconds, "counts": {"images": images},
+                "workers": workers, "version": version}
+
+    sets = [built("k1", 100, 1000), built("k2", 300, 1000, seed=3), built("k2", 300, 1000, seed=3),
+            built("k3", 900, 1000, workers=1), built("k4", 50, 1000, version=1), built("k5", 9, 1000, consensus=False)]
+    wanted = {"imagery": "SV", "captioners": ["a", "b"], "refinement": True, "consensus": True, "seed": 0,
+              "threshold": None, "limit": None}
+    assert caption_seconds_per_image(sets, wanted, workers=2, version=2) == pytest.approx(0.2)  # k1 and k2
+    assert caption_seconds_per_image(sets, wanted, workers=1, version=2) == pytest.approx(0.9)
+    assert caption_seconds_per_image(sets, {**wanted, "imagery": "SI"}, workers=2, version=2) is None
 
 
 def test_bad_selections_are_refused_before_any_work():
@@ -391,6 +439,12 @@ def test_the_captions_phase_builds_each_caption_set_once_before_its_cells(tmp_pa
     assert captions_pid != built[kinds.index("fit")][2]  # built by the grid's process, not by the cell's worker
     (record,) = clean_records(tmp_path / "store").values()
     assert record["pretraining"]["captions"]["SI"]["key"] == built[kinds.index("captions")][1].split("/")[1]
+    (timing,) = [json.loads(line) for line in (tmp_path / "cache" / "grid" / "timings.jsonl").read_text().splitlines()]
+    assert timing["built"] == [] and timing["build_seconds"] == 0  # the phase built the set, not the cell
+    elsewhere = [*args[:-1], str(tmp_path / "other-store"), "--dry-run"]
+    planned = cli(*elsewhere, env=env)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert re.search(r"NY SI captions \(refinement on, consensus on\) *│ cached", planned.stdout), planned.stdout
     again = cli(*args, env=env)
     assert again.returncode == 0 and "captions phase" not in again.stdout + again.stderr
     assert [line.split("\t")[0] for line in (tmp_path / "cache" / "builds.log").read_text().splitlines()].count(

@@ -16,7 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,34 @@ def config_hash(config: Any, length: int = 16) -> str:
 BUILD_LOG_ENV = "URBANLN_BENCH_BUILD_LOG"
 
 
-def note_build(kind: str, name: str) -> None:
-    """Append ``kind<TAB>name<TAB>pid`` to ``$URBANLN_BENCH_BUILD_LOG`` (when set) after an artefact is built.
+# Artefacts that outlive the cell that built them: a later cell reuses them instead of paying for them again
+SHARED_BUILDS = ("twin", "captions", "foundation", "surrogate", "grounder", "calibration")
 
-    One short ``O_APPEND`` write per line, so concurrent runs can share one log: it is how the
-    concurrency tests count that every artefact was built exactly once (docs/reliability.md).
+
+@dataclass(frozen=True)
+class Build:
+    """One artefact this process built, and when (``time.perf_counter`` at its start and end, or None)."""
+
+    kind: str
+    name: str
+    started: float | None
+    ended: float
+
+
+_BUILDS: list[Build] = []  # this process's builds, in order
+
+
+def note_build(kind: str, name: str, started: float | None = None) -> None:
+    """Note that an artefact was built: in this process's list (``builds``; with its seconds when the caller
+    passes ``started``, its ``time.perf_counter()`` before the build), and as ``kind<TAB>name<TAB>pid`` in
+    ``$URBANLN_BENCH_BUILD_LOG`` when set.
+
+    The log gets one short ``O_APPEND`` write per line, so concurrent runs can share one log: it is how the
+    concurrency tests count that every artefact was built exactly once (docs/reliability.md). The list is
+    how the grid tells a cell's own work from the shared artefacts it happened to build first
+    (``build_seconds``; docs/grid.md, the dry run's estimate).
     """
+    _BUILDS.append(Build(kind, name, started, time.perf_counter()))
     log = os.environ.get(BUILD_LOG_ENV)
     if not log:
         return
@@ -49,6 +73,26 @@ def note_build(kind: str, name: str) -> None:
         os.write(fd, f"{kind}\t{name}\t{os.getpid()}\n".encode())
     finally:
         os.close(fd)
+
+
+def builds() -> list[Build]:
+    """The artefacts this process has built so far, oldest first (a copy)."""
+    return list(_BUILDS)
+
+
+def build_seconds(done: list[Build], kinds: tuple[str, ...] = SHARED_BUILDS) -> float | None:
+    """Wall seconds spent building the ``kinds`` among ``done``: the length of the union of their intervals,
+    so a build nested in another (a grounder trained for a caption set's scorer) counts once. None when one
+    of them was noted without its start."""
+    spans = sorted((b.started, b.ended) for b in done if b.kind in kinds and b.started is not None)
+    if any(b.kind in kinds and b.started is None for b in done):
+        return None
+    total, reach = 0.0, float("-inf")
+    for start, end in spans:
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 @contextlib.contextmanager

@@ -505,10 +505,26 @@ def grid_command(
         counts = {k: sum(s.status == k for s in statuses) for k in ("finished", "to do", "cannot tell", "error")}
         known = [s.estimate for s in statuses if s.status in ("to do", "cannot tell") and s.estimate is not None]
         unknown = sum(1 for s in statuses if s.status in ("to do", "cannot tell") and s.estimate is None)
+        sets = (grids.estimate_caption_builds(grids.caption_builds(plan.cells, template, statuses), template)
+                if captions_first and engine == "local" else [])
+        building = [e for e in sets if e.status != "cached"]
+        if sets:
+            phase = Table(title="captions phase (before the cells, each set on every core)")
+            for column in ("caption set", "status", "images", "estimate"):
+                phase.add_column(column)
+            for e in sets:
+                phase.add_row(rich_escape(e.build.label), e.status, "" if e.images is None else str(e.images),
+                              "" if e.status == "cached" else "?" if e.seconds is None else f"{e.seconds:.0f} s")
+            _console(stderr=False).print(phase)
+        caption_seconds = sum(e.seconds for e in building if e.seconds is not None)
+        never = sum(1 for e in building if e.seconds is None)
         typer.echo(f"{counts['finished']} finished, {counts['to do']} to do, {counts['cannot tell']} cannot tell "
-                   f"without rendering, {counts['error']} error(s); estimate {sum(known) / parallel / 60:.1f} min on "
-                   f"{parallel} worker(s) for {len(known)} cell(s) timed before"
-                   + (f", {unknown} never timed" if unknown else ""))
+                   f"without rendering, {counts['error']} error(s); estimate "
+                   f"{(caption_seconds + sum(known) / parallel) / 60:.1f} min: "
+                   + (f"captions phase {caption_seconds / 60:.1f} min for {len(building) - never} set(s) to build"
+                      + (f" ({never} not estimated)" if never else "") + ", then " if building else "")
+                   + f"{sum(known) / parallel / 60:.1f} min on {parallel} worker(s) for {len(known)} cell(s) "
+                   "timed before" + (f", {unknown} never timed" if unknown else ""))
         raise typer.Exit(1 if counts["error"] else 0)
     started = time.perf_counter()
     captions: list = []

@@ -379,9 +379,11 @@ def run_cell(job: CellJob) -> CellResult:
     import torch
     from threadpoolctl import threadpool_limits
 
+    from urbanln_bench.cache import builds
     from urbanln_bench.runner import run, sharing_fits
 
     started = time.perf_counter()
+    before = len(builds())
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
@@ -402,7 +404,7 @@ def run_cell(job: CellJob) -> CellResult:
                         "; ".join(dict.fromkeys(o.note for o in outcomes if o.note)),
                         fit_shared=any(o.fit_shared for o in outcomes))
     if written:
-        note_timing(job, seconds, result.fit_shared)
+        note_timing(job, seconds, result.fit_shared, builds()[before:])
     return result
 
 
@@ -418,17 +420,23 @@ def _timings_path() -> Path:
     return cache_root() / TIMINGS_FILE
 
 
-def note_timing(job: CellJob, seconds: float, fit_shared: bool = False) -> None:
+def note_timing(job: CellJob, seconds: float, fit_shared: bool = False, built: list | None = None) -> None:
     """Append how long a computed cell took to the cache's timing log (one ``O_APPEND`` line, so workers
-    sharing a cache can write it at once), and whether it fitted or shared an earlier cell's fit;
-    ``--dry-run`` estimates from it."""
+    sharing a cache can write it at once), whether it fitted or shared an earlier cell's fit, and which shared
+    artefacts it built on the way (``built``: ``cache.builds()`` during the cell; their kinds and wall seconds,
+    ``build_seconds``, which a later cell of the same method would not pay); ``--dry-run`` estimates from it."""
+    from urbanln_bench.cache import SHARED_BUILDS, build_seconds
+
+    shared = [b for b in built or [] if b.kind in SHARED_BUILDS]
+    spent = build_seconds(shared)
     path = _timings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     cell, options = job.cell, job.options
     line = json.dumps({"method": cell.method, "settings": dict(cell.settings), "city": cell.city,
                        "pretrain_city": cell.pretrain_city, "imagery": cell.imagery, "scale": options.scale,
                        "profile": options.profile, "device": options.device, "seconds": round(seconds, 2),
-                       "fit_shared": fit_shared})
+                       "fit_shared": fit_shared, "built": sorted({b.kind for b in shared}),
+                       "build_seconds": None if spent is None else round(spent, 2)})
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())
@@ -459,7 +467,11 @@ def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], f
     that one for the other methods timed in both (the median ratio of their median seconds: a large twin costs
     every method more, and averaging over cities under-counted the large twins); a context with no method in
     common keeps the timing as it is. A variant never timed (a new ``mu``) borrows its method's other settings,
-    which change what is learned, not how many steps are taken."""
+    which change what is learned, not how many steps are taken.
+
+    A timing counts the cell's own work: its seconds less the shared artefacts it built first (a caption set,
+    a twin, a checkpoint: ``build_seconds``), which a later cell reuses. Timings logged before cells noted
+    their builds may include one, so timings that say are preferred (``_own_work_first``)."""
     import statistics
 
     ok = [t for t in timings if t["scale"] == options.scale and t["profile"] == options.profile
@@ -468,7 +480,7 @@ def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], f
 
     def pool_of(rows: list[dict]) -> list[dict]:
         fitted = [t for t in rows if not t.get("fit_shared")]
-        return ([t for t in rows if t.get("fit_shared")] or fitted) if fit_shared else fitted
+        return _own_work_first(([t for t in rows if t.get("fit_shared")] or fitted) if fit_shared else fitted)
 
     same = pool_of([t for t in ok if t["method"] == cell.method and t["settings"] == dict(cell.settings)])
     if not same:
@@ -477,12 +489,12 @@ def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], f
         return None
     exact = [t for t in same if _context(t) == context]
     if exact:
-        return statistics.median(t["seconds"] for t in exact)
+        return statistics.median(own_seconds(t) for t in exact)
     # median fitted seconds per (method variant, context), for the context ratios
     cost: dict[tuple, list[float]] = {}
     for t in ok:
         if not t.get("fit_shared"):
-            cost.setdefault((t["method"], json.dumps(t["settings"], sort_keys=True), _context(t)), []).append(t["seconds"])
+            cost.setdefault((t["method"], json.dumps(t["settings"], sort_keys=True), _context(t)), []).append(own_seconds(t))
     median_cost = {key: statistics.median(v) for key, v in cost.items()}
 
     def ratio(other: tuple) -> float:
@@ -490,7 +502,20 @@ def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], f
                   if c == other and (m, s, context) in median_cost and seconds > 0]
         return statistics.median(ratios) if ratios else 1.0
 
-    return statistics.median(t["seconds"] * ratio(_context(t)) for t in same)
+    return statistics.median(own_seconds(t) * ratio(_context(t)) for t in same)
+
+
+def own_seconds(timing: dict) -> float:
+    """A timing's seconds less those it spent building shared artefacts (``build_seconds``), where it says."""
+    spent = timing.get("build_seconds") or 0.0
+    return max(0.0, timing["seconds"] - spent)
+
+
+def _own_work_first(rows: list[dict]) -> list[dict]:
+    """``rows`` that say what they built and for how long; else those logged before cells said (which may
+    include a build); else all (a build of unknown length: an estimate too high rather than none)."""
+    told = [t for t in rows if "built" in t and (not t["built"] or t.get("build_seconds") is not None)]
+    return told or [t for t in rows if "built" not in t] or rows
 
 
 def _context(timing: dict) -> tuple:
@@ -562,11 +587,13 @@ class CaptionBuild:
                 f"{'on' if c.consensus else 'off'})")
 
 
-def caption_builds(cells: list[GridCell], template: RunOptions) -> list[CaptionBuild]:
+def caption_builds(cells: list[GridCell], template: RunOptions,
+                   statuses: list[CellStatus] | None = None) -> list[CaptionBuild]:
     """The caption sets that the cells still to do (or that cannot tell without rendering) ask for, each once,
     in the order the cells first ask: ``fit_inputs.caption_configs`` of each cell's method on its fit city
     (the pretraining city of a transfer cell), as the runner asks for them. Only the cells that ask for
-    captions at all get a dry run (``dry_run``) to tell whether they are still to do."""
+    captions at all get a dry run (``dry_run``) to tell whether they are still to do, unless ``statuses``
+    (``dry_run`` of ``cells``, in order) already tell."""
     from urbanln_bench.fit_inputs import caption_configs
     from urbanln_bench.runner import make_method
 
@@ -577,11 +604,98 @@ def caption_builds(cells: list[GridCell], template: RunOptions) -> list[CaptionB
             asking.append((cell, configs))
     if not asking:
         return []
-    statuses = dry_run([cell for cell, _ in asking], template)
+    if statuses is None:
+        statuses = dry_run([cell for cell, _ in asking], template)
+    else:
+        status_of = {id(cell): status for cell, status in zip(cells, statuses, strict=True)}
+        statuses = [status_of[id(cell)] for cell, _ in asking]
     wanted = (CaptionBuild(cell.pretrain_city or cell.city, config)
               for (cell, configs), status in zip(asking, statuses, strict=True)
               if status.status in ("to do", "cannot tell") for config in configs)
     return list(dict.fromkeys(wanted))
+
+
+@dataclass(frozen=True)
+class CaptionEstimate:
+    """A caption set the captions phase would build: whether the cache has it, its images and expected seconds."""
+
+    build: CaptionBuild
+    status: str  # cached, to build, cannot tell (its twin is not rendered)
+    images: int | None = None
+    seconds: float | None = None
+
+
+# what a caption set's cost depends on, besides its images (PipelineConfig's fields less seed, limit, threshold)
+_COST_FIELDS = ("imagery", "captioners", "candidates_per_captioner", "segmenter", "phrase_extractor",
+                "phrase_scorer", "refinement", "consensus")
+
+
+def estimate_caption_builds(builds: list[CaptionBuild], template: RunOptions) -> list[CaptionEstimate]:
+    """For ``--dry-run``: each caption set the captions phase would build, as ``cached`` (a set of the same
+    configuration, data and pipeline version is in the city's captions folder: reused unless the scorer's or a
+    captioner's files changed, which only the build's own key can tell), ``to build`` with an estimate
+    (``caption_seconds_per_image`` of the sets built before, under every twin of the cache and the city's own
+    folder, times the city's images), or ``cannot tell`` when its twin is not rendered (nothing is rendered
+    here)."""
+    from urbanln_bench.cache import cache_root
+    from urbanln_bench.captions.pipeline import captions_root, image_ids
+    from urbanln_bench.captions.versions import PIPELINE_VERSION
+    from urbanln_bench.data.sources import open_city
+    from urbanln_bench.processes import resolve_workers
+    from urbanln_bench.specs import get_city
+    from urbanln_bench.synth.twin import TwinNotRendered, no_rendering
+
+    known = [info for root in sorted((cache_root() / "twins").glob("*/captions")) for info in caption_sets(root)]
+    workers = resolve_workers(None)
+    out = []
+    for build in builds:
+        wanted = json.loads(json.dumps(dataclasses.asdict(build.config)))  # tuples as JSON lists, as config.json has
+        try:
+            with no_rendering():
+                city = open_city(get_city(build.city), scale=template.scale)
+        except TwinNotRendered:
+            out.append(CaptionEstimate(build, "cannot tell"))
+            continue
+        own = caption_sets(captions_root(city))
+        if any(info["config"] == wanted and info.get("data_manifest") == city.manifest_hash
+               and info.get("version") == PIPELINE_VERSION for info in own):
+            out.append(CaptionEstimate(build, "cached"))
+            continue
+        rate = caption_seconds_per_image(known + own, wanted, workers, PIPELINE_VERSION)
+        images = len(image_ids(city, build.config.imagery))
+        out.append(CaptionEstimate(build, "to build", images, None if rate is None else rate * images))
+    return out
+
+
+def caption_sets(folder: Path) -> list[dict]:
+    """The ``config.json`` of each complete caption set under ``folder`` (a city's captions folder), except
+    those limited to a few images (quick looks, tests); unreadable ones are skipped."""
+    out = []
+    for path in sorted(folder.glob("*/config.json")):
+        try:
+            info = json.loads(path.read_text())
+            if info["config"].get("limit") is None and info["counts"]["images"] > 0:
+                out.append(info)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a set from another version or a damaged file: not worth failing an estimate for
+    return out
+
+
+def caption_seconds_per_image(sets: list[dict], config: dict, workers: int, version: int) -> float | None:
+    """The median wall seconds per image (``seconds_total / images``) of the caption sets (``caption_sets``)
+    built with ``config``'s cost-relevant settings (``_COST_FIELDS``: all but seed, limit and threshold), each
+    set once (by key); of those, the ones built by ``version`` of the pipeline and on ``workers`` processes
+    where there are any. None when no set is alike."""
+    import statistics
+
+    def cost_of(c: dict) -> str:
+        return json.dumps({k: c.get(k) for k in _COST_FIELDS}, sort_keys=True)
+
+    unique = {info.get("key", id(info)): info for info in sets}.values()
+    alike = [i for i in unique if cost_of(i["config"]) == cost_of(config) and i.get("seconds_total") is not None]
+    alike = [i for i in alike if i.get("version") == version] or alike
+    alike = [i for i in alike if i.get("workers") == workers] or alike
+    return statistics.median(i["seconds_total"] / i["counts"]["images"] for i in alike) if alike else None
 
 
 @dataclass(frozen=True)

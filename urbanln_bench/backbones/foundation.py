@@ -173,11 +173,12 @@ def foundation_clip(profile: str, progress: Progress | None = None, device: str 
         return path, label
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
+            started = time.perf_counter()
             for target in (path, path.with_suffix(".json")):  # a killed run's temporary files
                 remove_leftovers(target)
             train_foundation(config, path, progress=progress, device=device,
                              provenance={"key": key, "source": label, **inputs})
-            note_build("foundation", path.name)
+            note_build("foundation", path.name, started)
     return path, label
 
 

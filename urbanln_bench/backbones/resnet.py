@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -124,8 +125,9 @@ def surrogate_resnet18(profile: str, progress=None) -> tuple[Path, str]:
         return path, source
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
+            started = time.perf_counter()
             train_surrogate(config, path, progress)
-            note_build("surrogate", path.name)
+            note_build("surrogate", path.name, started)
     return path, source
 
 

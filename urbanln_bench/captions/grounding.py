@@ -615,8 +615,9 @@ def load_grounder(profile: str, progress: Progress | None = None) -> Grounder:
     if not path.exists():
         with file_lock(path.with_suffix(".lock")):
             if not path.exists():
+                started = time.perf_counter()
                 train_grounder(config, path, progress=progress, provenance={"key": key, "source": label, **inputs})
-                note_build("grounder", path.name)
+                note_build("grounder", path.name, started)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     vocabulary = PhraseVocabulary.from_dict(checkpoint["vocabulary"])
     model = build_grounder(config, len(vocabulary.words))

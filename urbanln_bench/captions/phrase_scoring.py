@@ -26,6 +26,7 @@ Scorers see pixels and text only.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -406,6 +407,7 @@ def calibrate_clip_threshold(scorer: ClipPhraseScorer, progress: Progress | None
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
             return ClipCalibration(**json.loads(path.read_text()))
+        started = time.perf_counter()
         fraction = _holdout_fraction(scorer.profile)
         items = [(c, image_id, graph) for spec, c in zip(specs, cities, strict=True) for imagery in ("SI", "SV")
                  for image_id, graph in sorted(c.scene_graphs(imagery).items())
@@ -472,7 +474,7 @@ def calibrate_clip_threshold(scorer: ClipPhraseScorer, progress: Progress | None
             per_kind=per_kind,
         )
         atomic_write_text(path, json.dumps(asdict(calibration), indent=1) + "\n")
-        note_build("calibration", path.name)
+        note_build("calibration", path.name, started)
     return calibration
 
 

@@ -200,12 +200,13 @@ def run_pipeline(city: Any, config: PipelineConfig = PipelineConfig(), progress:
         from urbanln_bench.captions.grounding import one_torch_thread
         from urbanln_bench.processes import resolve_workers, workers_chosen
 
+        started = time.perf_counter()
         processes = workers_for(resolve_workers(workers), len(ids), chosen=workers_chosen(workers))
         if config.refinement and config.phrase_extractor.startswith("factual:"):
             processes = 1  # the FACTUAL parser batches and caches sentences across images (stages.py)
         with atomic_directory(folder) as tmp, one_torch_thread():
             info = _write_caption_set(city, config, ids, backends, tmp, key, progress, processes)
-        note_build("captions", f"{city.name}/{key}")
+        note_build("captions", f"{city.name}/{key}", started)
     return CaptionRun(folder, key, False, info)
 
 

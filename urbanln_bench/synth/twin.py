@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -352,11 +353,12 @@ def ensure_twin(spec: CitySpec, scale: str | Scale = "small", *, root: Path | No
     with file_lock(target.parent / f".{target.name}.lock"):
         if (target / layout.MANIFEST).exists():
             return target
+        started = time.perf_counter()
         with atomic_directory(target) as tmp:
             progress = None
             if progress_factory is not None:
                 n = spec.n_regions
                 progress = progress_factory(min(n, scale.max_regions) if scale.max_regions else n)
             generate_twin(spec, scale, tmp, workers=workers, progress=progress)
-        note_build("twin", target.name)
+        note_build("twin", target.name, started)
     return target
