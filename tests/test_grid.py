@@ -161,7 +161,8 @@ def test_an_estimate_scales_other_cities_timings_by_how_much_slower_the_city_is(
 def test_an_estimate_counts_a_cells_own_work_not_the_shared_artefacts_it_built_first():
     """A timing that built a caption set on the way counts its seconds less the build's (``build_seconds``),
     and timings that say what they built are preferred to those logged before cells said: the dry run of
-    stop 29 took BJ's and SH's UrbanLN cells, which had built their caption sets, for the cost of a cell."""
+    stop 29 took BJ's and SH's UrbanLN cells, which had built their caption sets, for the cost of a cell.
+    A cell that only probed embeddings found in the cache says nothing about one that fits."""
     def timing(seconds, **told):
         return {"method": "urbanln", "settings": {}, "city": "SH", "pretrain_city": None, "imagery": "SV",
                 "scale": "small", "profile": "cpu", "device": "cpu", "seconds": seconds, "fit_shared": False, **told}
@@ -169,7 +170,8 @@ def test_an_estimate_counts_a_cells_own_work_not_the_shared_artefacts_it_built_f
     options = RunOptions(method="urbanln", city="SH", scale="small", profile="cpu")
     cell = GridCell("SH", "urbanln", "SV")
     assert estimate_seconds(cell, options, [timing(1019)]) == 1019  # logged before cells said: all it has
-    told = [timing(1019), timing(1400, built=["captions"], build_seconds=1000), timing(410, built=[], build_seconds=0)]
+    told = [timing(1019), timing(1400, built=["captions"], build_seconds=1000), timing(410, built=[], build_seconds=0),
+            timing(31, built=[], build_seconds=0, probe_only=True)]  # 10 seeds probed on cached embeddings: no fit
     assert estimate_seconds(cell, options, told) == pytest.approx(405)  # median of 400 and 410; 1,019 left out
     unknown_length = [timing(1019), timing(1400, built=["captions"], build_seconds=None)]
     assert estimate_seconds(cell, options, unknown_length) == 1019
@@ -441,6 +443,7 @@ def test_the_captions_phase_builds_each_caption_set_once_before_its_cells(tmp_pa
     assert record["pretraining"]["captions"]["SI"]["key"] == built[kinds.index("captions")][1].split("/")[1]
     (timing,) = [json.loads(line) for line in (tmp_path / "cache" / "grid" / "timings.jsonl").read_text().splitlines()]
     assert timing["built"] == [] and timing["build_seconds"] == 0  # the phase built the set, not the cell
+    assert timing["probe_only"] is False and timing["seeds"] == 1  # it embedded the city: a fresh cache
     elsewhere = [*args[:-1], str(tmp_path / "other-store"), "--dry-run"]
     planned = cli(*elsewhere, env=env)
     assert planned.returncode == 0, planned.stdout + planned.stderr

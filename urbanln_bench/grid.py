@@ -404,7 +404,8 @@ def run_cell(job: CellJob) -> CellResult:
                         "; ".join(dict.fromkeys(o.note for o in outcomes if o.note)),
                         fit_shared=any(o.fit_shared for o in outcomes))
     if written:
-        note_timing(job, seconds, result.fit_shared, builds()[before:])
+        computed = [o for o in outcomes if o.record is not None and not o.reused]
+        note_timing(job, seconds, result.fit_shared, builds()[before:], all(o.embeddings_cached for o in computed))
     return result
 
 
@@ -420,11 +421,14 @@ def _timings_path() -> Path:
     return cache_root() / TIMINGS_FILE
 
 
-def note_timing(job: CellJob, seconds: float, fit_shared: bool = False, built: list | None = None) -> None:
+def note_timing(job: CellJob, seconds: float, fit_shared: bool = False, built: list | None = None,
+                probe_only: bool = False) -> None:
     """Append how long a computed cell took to the cache's timing log (one ``O_APPEND`` line, so workers
-    sharing a cache can write it at once), whether it fitted or shared an earlier cell's fit, and which shared
-    artefacts it built on the way (``built``: ``cache.builds()`` during the cell; their kinds and wall seconds,
-    ``build_seconds``, which a later cell of the same method would not pay); ``--dry-run`` estimates from it."""
+    sharing a cache can write it at once), whether it fitted or shared an earlier cell's fit, whether it only
+    probed embeddings found in the cache (``probe_only``: new seeds or tasks for a cell embedded before), its
+    number of probe seeds, and which shared artefacts it built on the way (``built``: ``cache.builds()`` during
+    the cell; their kinds and wall seconds, ``build_seconds``, which a later cell of the same method would not
+    pay); ``--dry-run`` estimates from it."""
     from urbanln_bench.cache import SHARED_BUILDS, build_seconds
 
     shared = [b for b in built or [] if b.kind in SHARED_BUILDS]
@@ -435,7 +439,8 @@ def note_timing(job: CellJob, seconds: float, fit_shared: bool = False, built: l
     line = json.dumps({"method": cell.method, "settings": dict(cell.settings), "city": cell.city,
                        "pretrain_city": cell.pretrain_city, "imagery": cell.imagery, "scale": options.scale,
                        "profile": options.profile, "device": options.device, "seconds": round(seconds, 2),
-                       "fit_shared": fit_shared, "built": sorted({b.kind for b in shared}),
+                       "fit_shared": fit_shared, "probe_only": probe_only, "seeds": len(options.seeds or ()),
+                       "built": sorted({b.kind for b in shared}),
                        "build_seconds": None if spent is None else round(spent, 2)})
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -479,6 +484,7 @@ def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], f
     context = (cell.city, cell.imagery, cell.pretrain_city)
 
     def pool_of(rows: list[dict]) -> list[dict]:
+        rows = [t for t in rows if not t.get("probe_only")] or rows  # a probe of cached embeddings is no fit
         fitted = [t for t in rows if not t.get("fit_shared")]
         return _own_work_first(([t for t in rows if t.get("fit_shared")] or fitted) if fit_shared else fitted)
 
@@ -493,7 +499,7 @@ def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], f
     # median fitted seconds per (method variant, context), for the context ratios
     cost: dict[tuple, list[float]] = {}
     for t in ok:
-        if not t.get("fit_shared"):
+        if not t.get("fit_shared") and not t.get("probe_only"):
             cost.setdefault((t["method"], json.dumps(t["settings"], sort_keys=True), _context(t)), []).append(own_seconds(t))
     median_cost = {key: statistics.median(v) for key, v in cost.items()}
 

@@ -79,6 +79,7 @@ class CellOutcome:
     note: str = ""
     key: str = ""  # the record key the current code computes (set on every dry-run outcome that would compute)
     fit_shared: bool = False  # computed from a fit kept in this process for another probe city (not fitted again)
+    embeddings_cached: bool = False  # computed from embeddings found in the cache: only probed
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -565,7 +566,7 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
                 )
                 write_record(path, record)
                 note_build("record", str(path))
-                outcomes.append(CellOutcome(cell_id, record, fit_shared=fit_shared))
+                outcomes.append(CellOutcome(cell_id, record, fit_shared=fit_shared, embeddings_cached=cached))
     return outcomes
 
 
