@@ -809,7 +809,9 @@ def overall_section(tables: dict[tuple[str, str], dict[Row, dict[str, dict]]],
                   "the 95 % bootstrap interval from resampling every cell's test regions; wins = cells where it has "
                   "the highest R²; tied = cells where its paired 95 % interval of the R² difference from the "
                   "winner contains 0. A method ranked over fewer cells, or other cities, is ranked against a "
-                  "different field: read its mean rank with its cell count.", ""]
+                  "different field: read its mean rank with its cell count. A rank cannot go below 1, so a method "
+                  "that wins most cells can only lose rank in a resample: its interval starts at or near its mean "
+                  "rank (a percentile interval, not mean ± a symmetric margin).", ""]
         table = [[*label.split("|"), f"{rank.mean:.2f}", f"[{rank.low:.2f}, {rank.high:.2f}]", str(wins[label]),
                   str(ties[label]), str(rank.cells), ", ".join(sorted(where[label]))]
                  for label, rank in sorted(ranks.items(), key=lambda kv: (kv[1].mean, kv[0]))]
