@@ -10,7 +10,7 @@ from urbanln_bench.leaderboard import render_leaderboard
 
 def write_record(results: Path, slug: str, display: str, task: str, imagery: str, r2: float, rmse: float,
                  *, native=("SI",), ours=False, role="method", ablation_of="", overrides=None,
-                 variant=None, street_view_cap=None, config=None, predictions=None) -> None:
+                 variant=None, street_view_cap=None, config=None, predictions=None, seeds=(0, 1)) -> None:
     record = {
         "schema": 1, "key": f"{slug}-{task}-{imagery}", "harness_version": "test",
         "method": {"name": slug, "display_name": display, "variant": variant or display, "slug": slug, "version": "1",
@@ -20,7 +20,7 @@ def write_record(results: Path, slug: str, display: str, task: str, imagery: str
         "cell": {"id": f"NY/{task}/{imagery}", "city": "NY", "task": task, "imagery": imagery},
         "fit_city": "NY",
         "data": {"source": "synthetic", "manifest": "m" * 64, "scale": "small", "tag": "synthetic-small"},
-        "split": {"strategy": "random", "seeds": [0, 1]}, "probe": {}, "per_seed": [],
+        "split": {"strategy": "random", "seeds": list(seeds)}, "probe": {}, "per_seed": [],
         "metrics": {"r2": {"mean": r2, "std": 0.01, "n": 2}, "rmse": {"mean": rmse, "std": 0.01, "n": 2},
                     "mae": {"mean": rmse / 2, "std": 0.01, "n": 2}},
     }
@@ -33,6 +33,19 @@ def write_record(results: Path, slug: str, display: str, task: str, imagery: str
     path = results / "synthetic-small" / "NY" / slug / f"{task}_{imagery}_random.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
+
+
+def test_the_header_says_how_many_probe_seeds_the_records_have(tmp_path: Path):
+    """One seed set: named once. Several (a store half re-run with more seeds): each with its record count, and
+    a warning that means over different seeds are not comparable digit for digit."""
+    write_record(tmp_path, "resnet18", "ResNet-18", "Pop", "SI", 0.40, 1.00, seeds=range(5))
+    write_record(tmp_path, "resnet18", "ResNet-18", "Crime", "SI", 0.20, 2.00, seeds=range(5))
+    assert "\nProbe seeds: 5 seeds (0–4) in every record.\n" in render_leaderboard(tmp_path)
+    write_record(tmp_path, "tile2vec", "Tile2Vec", "Pop", "SI", 0.30, 1.00, seeds=range(10))
+    write_record(tmp_path, "random-features", "Random", "Pop", "SI", 0.10, 1.00, seeds=(3, 7))
+    text = render_leaderboard(tmp_path)
+    assert ("Probe seeds: 5 seeds (0–4) in 2 records; 10 seeds (0–9) in 1 record; 2 seeds (3, 7) in 1 record. "
+            "A paired comparison uses the seeds both records have") in text
 
 
 def test_improvement_rows_and_missing_cells(tmp_path: Path):

@@ -101,6 +101,28 @@ def street_view_caps(results_dir: Path) -> dict[tuple[str, str], int]:
             for _, r in iter_records(results_dir, skip_corrupt=True) if r.data.street_view_cap}
 
 
+def seeds_line(results_dir: Path) -> str:
+    """How many probe seeds the records have: one sentence, every seed set with its record count, so a store in
+    the middle of a change of ``--seeds`` says so instead of averaging unlike means side by side unnoticed."""
+    from collections import Counter
+
+    counts = Counter(tuple(record.split.get("seeds") or ()) for _, record in iter_records(results_dir, skip_corrupt=True))
+    if not counts:
+        return ""
+
+    def named(seeds: tuple) -> str:
+        run = len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+        listed = f"{seeds[0]}–{seeds[-1]}" if run else ", ".join(str(s) for s in seeds)
+        return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({listed})"
+
+    if len(counts) == 1:
+        return f"Probe seeds: {named(next(iter(counts)))} in every record."
+    parts = [f"{named(seeds)} in {n} record{'s' if n != 1 else ''}"
+             for seeds, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return ("Probe seeds: " + "; ".join(parts) + ". A paired comparison uses the seeds both records have; a mean "
+            "over more seeds is not comparable digit for digit with one over fewer.")
+
+
 def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict]]]:
     """(city, data tag) → row → task → metrics."""
     tables: dict[tuple[str, str], dict[Row, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
@@ -1174,6 +1196,9 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
         "(a `surrogate` is pretrained by the harness on the synthetic pretraining world, not ImageNet/LAION).",
         "",
     ]
+    seeds = seeds_line(results_dir)
+    if seeds:
+        lines += [seeds, ""]
     def city_rank(key):
         city, tag = key
         return (CITY_ORDER.index(city) if city in CITY_ORDER else len(CITY_ORDER), city, tag)
