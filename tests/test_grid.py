@@ -30,9 +30,11 @@ from urbanln_bench.grid import (
     GridCell,
     caption_seconds_per_image,
     estimate_seconds,
+    ledger_runs,
     mu_sweep_values,
     parse_methods,
     plan_grid,
+    read_ledger,
     strongest_baseline,
     transfer_cells,
 )
@@ -202,6 +204,28 @@ def test_a_caption_set_is_estimated_from_alike_sets_per_image():
     assert caption_seconds_per_image(sets, wanted, workers=2, version=2) == pytest.approx(0.2)  # k1 and k2
     assert caption_seconds_per_image(sets, wanted, workers=1, version=2) == pytest.approx(0.9)
     assert caption_seconds_per_image(sets, {**wanted, "imagery": "SI"}, workers=2, version=2) is None
+
+
+def test_the_run_ledger_sums_a_grid_resumed_after_a_kill():
+    """Each run's wall time is its last event minus its start: a run killed after its second cell counts up to
+    that cell; a cell that reused its records is no computed cell; a line without its run's start is not counted."""
+    events = [
+        {"run": "a", "event": "start", "t": 100.0, "workers": 2, "cells": 3},
+        {"run": "a", "event": "caption set", "t": 160.0, "label": "NY SV", "status": "built", "seconds": 60.0},
+        {"run": "a", "event": "cell", "t": 260.0, "phase": "methods", "status": "computed", "seconds": 100.0},
+        {"run": "a", "event": "cell", "t": 300.0, "phase": "frame", "status": "computed", "seconds": 40.0},
+        {"run": "b", "event": "start", "t": 1000.0, "workers": 2, "cells": 3},
+        {"run": "b", "event": "caption set", "t": 1001.0, "label": "NY SV", "status": "reused", "seconds": 1.0},
+        {"run": "b", "event": "cell", "t": 1002.0, "phase": "methods", "status": "reused", "seconds": 1.0},
+        {"run": "b", "event": "cell", "t": 1090.0, "phase": "methods", "status": "computed", "seconds": 88.0},
+        {"run": "b", "event": "end", "t": 1091.0, "wall": 91.0, "failed": 0},
+        {"run": "c", "event": "cell", "t": 2000.0, "phase": "methods", "status": "computed", "seconds": 5.0},
+    ]
+    a, b = ledger_runs(events)
+    assert (a["wall"], a["ended"], a["captions"]) == (200.0, False, {"built": 1, "seconds": 60.0})
+    assert a["phases"] == {"methods": {"cells": 1, "seconds": 100.0}, "frame": {"cells": 1, "seconds": 40.0}}
+    assert (b["wall"], b["ended"], b["captions"]["built"]) == (91.0, True, 0)
+    assert b["phases"] == {"methods": {"cells": 1, "seconds": 88.0}}
 
 
 def test_bad_selections_are_refused_before_any_work():
@@ -450,5 +474,9 @@ def test_the_captions_phase_builds_each_caption_set_once_before_its_cells(tmp_pa
     assert re.search(r"NY SI captions \(refinement on, consensus on\) *│ cached", planned.stdout), planned.stdout
     again = cli(*args, env=env)
     assert again.returncode == 0 and "captions phase" not in again.stdout + again.stderr
+    first, second = ledger_runs(read_ledger(tmp_path / "cache" / "grid" / "runs.jsonl"))  # the dry run writes none
+    assert first["ended"] and first["captions"]["built"] == 1 and first["phases"]["frame"]["cells"] == 1
+    assert first["wall"] >= first["phases"]["frame"]["seconds"] > 0
+    assert second["ended"] and second["captions"]["built"] == 0 and second["phases"] == {}
     assert [line.split("\t")[0] for line in (tmp_path / "cache" / "builds.log").read_text().splitlines()].count(
         "captions") == 1

@@ -527,6 +527,7 @@ def grid_command(
                    "timed before" + (f", {unknown} never timed" if unknown else ""))
         raise typer.Exit(1 if counts["error"] else 0)
     started = time.perf_counter()
+    ledger = grids.GridLedger(plan.cells, template, parallel, engine)  # the wall time across resumes (docs/grid.md)
     captions: list = []
     if captions_first and engine == "local":
         builds = grids.caption_builds(plan.cells, template)
@@ -535,13 +536,20 @@ def grid_command(
                           "each on every core", highlight=False)
         for built in grids.build_caption_sets(builds, template, progress=_progress_factory_named()):
             captions.append(built)
+            ledger.caption_set(built)
             console.print(f"  {built.status} {rich_escape(built.build.label)} in {built.seconds:.0f} s"
                           + (f" ({built.workers} worker(s))" if built.workers else "")
                           + (f": {rich_escape(built.message)}" if built.message else ""), highlight=False)
     with grids.GridView(plan.cells, parallel, console) as view:
+        def seen(kind: str, index: int, value) -> None:
+            if kind == "done":
+                ledger.cell(index, value)
+            view(kind, index, value)
+
         report = grids.run_grid(plan.cells, template, engine=engine, workers=workers, threads=threads,
-                                 address=address, retries=retries, view=view)
+                                 address=address, retries=retries, view=seen)
     wall = time.perf_counter() - started
+    ledger.end(wall, len(report.failed()))
     summary = Table(title=f"grid summary ({engine}, {wall:.0f} s wall, results under {results})")
     rows = grids.captions_row(captions) + report.phases()
     for column in rows[0]:

@@ -38,6 +38,7 @@ MU_SWEEP_EXTRA = (0.7,)
 TRANSFER_TASK = "Pop"  # issue 13 §2: the transfer grid is probed on population only (leaderboard.TRANSFER_TASK)
 ENGINES = ("local", "ray")
 TIMINGS_FILE = "grid/timings.jsonl"  # under the cache root: how long computed cells took, for estimates
+LEDGER_FILE = "grid/runs.jsonl"  # under the cache root: every grid run's events, for its wall time across resumes
 
 
 @dataclass(frozen=True)
@@ -912,6 +913,92 @@ class GridReport:
 
     def failed(self) -> list[tuple[GridCell, CellResult]]:
         return [(self.cells[i], r) for i, r in sorted(self.results.items()) if r.status == "failed"]
+
+
+class GridLedger:
+    """A grid run's events, appended by the grid's own process as they happen to the cache's run ledger
+    (``LEDGER_FILE``, one ``O_APPEND`` JSON line each, wall-clock ``t``): its start (cells, workers, git
+    revision), each caption set of the captions phase, each cell as it ends, and its end. A run killed
+    midway keeps every event up to the kill, so the wall time of a grid resumed over several runs is the
+    sum of each run's last event minus its start (``benchmarks/grid_wall.py``; docs/grid.md)."""
+
+    def __init__(self, cells: list[GridCell], template: RunOptions, workers: int, engine: str) -> None:
+        import uuid
+
+        from urbanln_bench.cache import cache_root
+        from urbanln_bench.records import git_revision
+
+        self.path = cache_root() / LEDGER_FILE
+        self.run = uuid.uuid4().hex[:12]
+        self.cells = cells
+        self.write("start", cells=len(cells), workers=workers, engine=engine, scale=template.scale,
+                   profile=template.profile, device=template.device, seeds=len(template.seeds or ()),
+                   results=str(template.results_dir), git=git_revision())
+
+    def write(self, event: str, **fields: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"run": self.run, "event": event, "t": round(time.time(), 2), **fields})
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def caption_set(self, built: CaptionBuilt) -> None:
+        self.write("caption set", label=built.build.label, status=built.status, seconds=round(built.seconds, 2))
+
+    def cell(self, index: int, result: CellResult) -> None:
+        cell = self.cells[index]
+        self.write("cell", cell=cell.label, phase=cell.phase, status=result.status,
+                   seconds=round(result.seconds, 2), fit_shared=result.fit_shared)
+
+    def end(self, wall: float, failed: int) -> None:
+        self.write("end", wall=round(wall, 2), failed=failed)
+
+
+def read_ledger(path: Path | None = None) -> list[dict]:
+    """The run ledger's events (``GridLedger``), oldest first; lines cut by a killed writer are skipped."""
+    from urbanln_bench.cache import cache_root
+
+    path = path or cache_root() / LEDGER_FILE
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def ledger_runs(events: list[dict]) -> list[dict]:
+    """Per grid run of the ledger, in order: its start, wall seconds (its last event minus its start: a killed
+    run counts up to its last finished cell or caption set), the captions phase's seconds, and per phase the
+    cells computed and their summed seconds."""
+    runs: dict[str, dict] = {}
+    for e in events:
+        if e.get("event") == "start":
+            runs[e["run"]] = {"run": e["run"], "started": e["t"], "last": e["t"], "workers": e.get("workers"),
+                              "cells": e.get("cells"), "git": e.get("git"), "seeds": e.get("seeds"),
+                              "captions": {"built": 0, "seconds": 0.0}, "phases": {}, "ended": False}
+            continue
+        run = runs.get(e.get("run"))
+        if run is None:
+            continue  # its start line was cut: not counted rather than counted wrong
+        run["last"] = max(run["last"], e["t"])
+        if e["event"] == "caption set" and e.get("status") == "built":
+            run["captions"]["built"] += 1
+            run["captions"]["seconds"] += e["seconds"]
+        elif e["event"] == "cell" and e.get("status") == "computed":
+            phase = run["phases"].setdefault(e["phase"], {"cells": 0, "seconds": 0.0})
+            phase["cells"] += 1
+            phase["seconds"] += e["seconds"]
+        elif e["event"] == "end":
+            run["ended"] = True
+    for run in runs.values():
+        run["wall"] = run["last"] - run["started"]
+    return sorted(runs.values(), key=lambda r: r["started"])
 
 
 def make_jobs(cells: list[GridCell], template: RunOptions, threads: int) -> list[CellJob]:
