@@ -273,6 +273,7 @@ def test_local_engine_two_workers_writes_the_sequential_records(tmp_path: Path, 
     before = cli(*grid_args(store, "--dry-run"), env=env)
     assert before.returncode == 0, before.stdout + before.stderr
     assert "0 finished, 0 to do, 4 cannot tell" in before.stdout  # the twin's content hash is in every key
+    assert "no estimate: nothing like these cells was timed with this cache" in before.stdout
     result = cli(*grid_args(store, "--workers", "2"), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert clean_records(store) == sequential
@@ -282,7 +283,10 @@ def test_local_engine_two_workers_writes_the_sequential_records(tmp_path: Path, 
     assert kinds.count("twin") == 1 and kinds.count("embeddings") == 4 and kinds.count("record") == 8
     assert len({pid for kind, _, pid in built if kind == "embeddings"}) == 2, "two workers shared the cells"
     after = cli(*grid_args(store, "--dry-run"), env=env)
-    assert "4 finished, 0 to do" in after.stdout
+    assert "4 finished, 0 to do" in after.stdout and "nothing to do" in after.stdout
+    elsewhere = cli(*grid_args(tmp_path / "other-store", "--dry-run"), env=env)
+    assert re.search(r"estimate [0-9.]+ min \(cells [0-9.]+ min on \d+ worker\(s\) for 4 cell\(s\) timed before\)",
+                     elsewhere.stdout), elsewhere.stdout
     again = cli(*grid_args(store, "--workers", "1"), env=env)  # resumable: every cell reused (in this process)
     assert again.returncode == 0 and "frame" in again.stdout  # the summary's phase: both methods are floors
     assert len((cache / "builds.log").read_text().splitlines()) == len(built)
