@@ -66,13 +66,33 @@ def note_build(kind: str, name: str, started: float | None = None) -> None:
     """
     _BUILDS.append(Build(kind, name, started, time.perf_counter()))
     log = os.environ.get(BUILD_LOG_ENV)
-    if not log:
-        return
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if log:
+        append_line(Path(log), f"{kind}\t{name}\t{os.getpid()}")
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` and a newline to ``path`` in one ``O_APPEND`` write (its folder made first): short lines
+    from concurrent processes land whole, one after another, so several writers can share one log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{kind}\t{name}\t{os.getpid()}\n".encode())
+        os.write(fd, (line + "\n").encode())
     finally:
         os.close(fd)
+
+
+def read_json_lines(path: Path) -> list[Any]:
+    """The JSON values of a log ``append_line`` wrote, in order; none when it does not exist. A line cut by a
+    killed writer is skipped: the readers are estimates and sums, not worth failing for one."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def builds() -> list[Build]:

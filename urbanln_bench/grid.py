@@ -430,12 +430,10 @@ def note_timing(job: CellJob, seconds: float, fit_shared: bool = False, built: l
     number of probe seeds, and which shared artefacts it built on the way (``built``: ``cache.builds()`` during
     the cell; their kinds and wall seconds, ``build_seconds``, which a later cell of the same method would not
     pay); ``--dry-run`` estimates from it."""
-    from urbanln_bench.cache import SHARED_BUILDS, build_seconds
+    from urbanln_bench.cache import SHARED_BUILDS, append_line, build_seconds
 
     shared = [b for b in built or [] if b.kind in SHARED_BUILDS]
     spent = build_seconds(shared)
-    path = _timings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     cell, options = job.cell, job.options
     line = json.dumps({"method": cell.method, "settings": dict(cell.settings), "city": cell.city,
                        "pretrain_city": cell.pretrain_city, "imagery": cell.imagery, "scale": options.scale,
@@ -443,24 +441,13 @@ def note_timing(job: CellJob, seconds: float, fit_shared: bool = False, built: l
                        "fit_shared": fit_shared, "probe_only": probe_only, "seeds": len(options.seeds or ()),
                        "built": sorted({b.kind for b in shared}),
                        "build_seconds": None if spent is None else round(spent, 2)})
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    append_line(_timings_path(), line)
 
 
 def read_timings() -> list[dict]:
-    path = _timings_path()
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a killed writer: not worth failing an estimate for
-    return rows
+    from urbanln_bench.cache import read_json_lines
+
+    return read_json_lines(_timings_path())
 
 
 def estimate_seconds(cell: GridCell, options: RunOptions, timings: list[dict], fit_shared: bool = False) -> float | None:
@@ -604,20 +591,17 @@ def caption_builds(cells: list[GridCell], template: RunOptions,
     from urbanln_bench.fit_inputs import caption_configs
     from urbanln_bench.runner import make_method
 
-    asking = []
-    for cell in cells:
+    asking = []  # (index in cells, cell, its caption configurations)
+    for index, cell in enumerate(cells):
         configs = list(caption_configs(make_method(cell.run_options(template)), cell.imagery, template.profile).values())
         if configs:
-            asking.append((cell, configs))
+            asking.append((index, cell, configs))
     if not asking:
         return []
-    if statuses is None:
-        statuses = dry_run([cell for cell, _ in asking], template)
-    else:
-        status_of = {id(cell): status for cell, status in zip(cells, statuses, strict=True)}
-        statuses = [status_of[id(cell)] for cell, _ in asking]
+    found = (dry_run([cell for _, cell, _ in asking], template) if statuses is None
+             else [statuses[index] for index, _, _ in asking])
     wanted = (CaptionBuild(cell.pretrain_city or cell.city, config)
-              for (cell, configs), status in zip(asking, statuses, strict=True)
+              for (_, cell, configs), status in zip(asking, found, strict=True)
               if status.status in ("to do", "cannot tell") for config in configs)
     return list(dict.fromkeys(wanted))
 
@@ -645,33 +629,35 @@ def estimate_caption_builds(builds: list[CaptionBuild], template: RunOptions) ->
     folder, times the city's images), or ``cannot tell`` when its twin is not rendered (nothing is rendered
     here)."""
     from urbanln_bench.cache import cache_root
-    from urbanln_bench.captions.pipeline import captions_root, image_ids
-    from urbanln_bench.captions.versions import PIPELINE_VERSION
-    from urbanln_bench.data.sources import open_city
+    from urbanln_bench.data.loader import reuse_opened
     from urbanln_bench.processes import resolve_workers
-    from urbanln_bench.specs import get_city
-    from urbanln_bench.synth.twin import TwinNotRendered, no_rendering
 
     known = [info for root in sorted((cache_root() / "twins").glob("*/captions")) for info in caption_sets(root)]
     workers = resolve_workers(None)
-    out = []
-    for build in builds:
-        wanted = json.loads(json.dumps(dataclasses.asdict(build.config)))  # tuples as JSON lists, as config.json has
-        try:
-            with no_rendering():
-                city = open_city(get_city(build.city), scale=template.scale)
-        except TwinNotRendered:
-            out.append(CaptionEstimate(build, "cannot tell"))
-            continue
-        own = caption_sets(captions_root(city))
-        if any(info["config"] == wanted and info.get("data_manifest") == city.manifest_hash
-               and info.get("version") == PIPELINE_VERSION for info in own):
-            out.append(CaptionEstimate(build, "cached"))
-            continue
-        rate = caption_seconds_per_image(known + own, wanted, workers, PIPELINE_VERSION)
-        images = len(image_ids(city, build.config.imagery))
-        out.append(CaptionEstimate(build, "to build", images, None if rate is None else rate * images))
-    return out
+    with reuse_opened():  # a city asked for by several sets is read and verified once
+        return [_estimate_caption_build(build, template, known, workers) for build in builds]
+
+
+def _estimate_caption_build(build: CaptionBuild, template: RunOptions, known: list[dict], workers: int) -> CaptionEstimate:
+    from urbanln_bench.captions.pipeline import captions_root, image_ids
+    from urbanln_bench.captions.versions import PIPELINE_VERSION
+    from urbanln_bench.data.sources import open_city
+    from urbanln_bench.specs import get_city
+    from urbanln_bench.synth.twin import TwinNotRendered, no_rendering
+
+    wanted = json.loads(json.dumps(dataclasses.asdict(build.config)))  # tuples as JSON lists, as config.json has
+    try:
+        with no_rendering():
+            city = open_city(get_city(build.city), scale=template.scale)
+    except TwinNotRendered:
+        return CaptionEstimate(build, "cannot tell")
+    own = caption_sets(captions_root(city))
+    if any(info["config"] == wanted and info.get("data_manifest") == city.manifest_hash
+           and info.get("version") == PIPELINE_VERSION for info in own):
+        return CaptionEstimate(build, "cached")
+    rate = caption_seconds_per_image(known + own, wanted, workers, PIPELINE_VERSION)
+    images = len(image_ids(city, build.config.imagery))
+    return CaptionEstimate(build, "to build", images, None if rate is None else rate * images)
 
 
 def caption_sets(folder: Path) -> list[dict]:
@@ -936,13 +922,9 @@ class GridLedger:
                    results=str(template.results_dir), git=git_revision())
 
     def write(self, event: str, **fields: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"run": self.run, "event": event, "t": round(time.time(), 2), **fields})
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
+        from urbanln_bench.cache import append_line
+
+        append_line(self.path, json.dumps({"run": self.run, "event": event, "t": round(time.time(), 2), **fields}))
 
     def caption_set(self, built: CaptionBuilt) -> None:
         self.write("caption set", label=built.build.label, status=built.status, seconds=round(built.seconds, 2))
@@ -958,18 +940,9 @@ class GridLedger:
 
 def read_ledger(path: Path | None = None) -> list[dict]:
     """The run ledger's events (``GridLedger``), oldest first; lines cut by a killed writer are skipped."""
-    from urbanln_bench.cache import cache_root
+    from urbanln_bench.cache import cache_root, read_json_lines
 
-    path = path or cache_root() / LEDGER_FILE
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
+    return read_json_lines(path or cache_root() / LEDGER_FILE)
 
 
 def ledger_runs(events: list[dict]) -> list[dict]:

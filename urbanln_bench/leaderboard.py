@@ -95,18 +95,25 @@ def _fmt(entry: dict | None) -> str:
     return f"{entry['mean']:.3f}"
 
 
-def street_view_caps(results_dir: Path) -> dict[tuple[str, str], int]:
+def store_records(results_dir: Path) -> list[Record]:
+    """Every readable record of the store, in path order: read once per leaderboard (a pass over a store of
+    ~900 records takes seconds) and handed to each section that needs the records."""
+    return [record for _, record in iter_records(results_dir, skip_corrupt=True)]
+
+
+def street_view_caps(results_dir: Path, records: list[Record] | None = None) -> dict[tuple[str, str], int]:
     """(city, data tag) → at most this many street views per region (the twin's ``max_street_views``)."""
     return {(r.cell.city, r.data.tag): r.data.street_view_cap
-            for _, r in iter_records(results_dir, skip_corrupt=True) if r.data.street_view_cap}
+            for r in (store_records(results_dir) if records is None else records) if r.data.street_view_cap}
 
 
-def seeds_line(results_dir: Path) -> str:
+def seeds_line(results_dir: Path, records: list[Record] | None = None) -> str:
     """How many probe seeds the records have: one sentence, every seed set with its record count, so a store in
     the middle of a change of ``--seeds`` says so instead of averaging unlike means side by side unnoticed."""
     from collections import Counter
 
-    counts = Counter(tuple(record.split.get("seeds") or ()) for _, record in iter_records(results_dir, skip_corrupt=True))
+    counts = Counter(tuple(record.split.get("seeds") or ())
+                     for record in (store_records(results_dir) if records is None else records))
     if not counts:
         return ""
 
@@ -123,10 +130,10 @@ def seeds_line(results_dir: Path) -> str:
             "over more seeds is not comparable digit for digit with one over fewer.")
 
 
-def collect(results_dir: Path) -> dict[tuple[str, str], dict[Row, dict[str, dict]]]:
-    """(city, data tag) → row → task → metrics."""
+def collect(results_dir: Path, records: list[Record] | None = None) -> dict[tuple[str, str], dict[Row, dict[str, dict]]]:
+    """(city, data tag) → row → task → metrics (``records``: the store's, when already read)."""
     tables: dict[tuple[str, str], dict[Row, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
-    for _, record in iter_records(results_dir, skip_corrupt=True):
+    for record in store_records(results_dir) if records is None else records:
         cell, method = record.cell, record.method
         if record.is_transfer:
             continue  # transfer records have their own section
@@ -851,7 +858,8 @@ def _cell_metrics(record: Record | None) -> dict:
     return {**record.metric_dicts(), "record": record} if record else {}
 
 
-def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tuple[list[str], list[Figure]]:
+def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK,
+                     records: list[Record] | None = None) -> tuple[list[str], list[Figure]]:
     """Source rows × target columns, Pop R² per imagery, from records whose fit city differs from the cell's
     (``run --pretrain-city``). In-city records of the same method fill the diagonal when they exist; a last row
     gives the method's starting weights (``MethodMeta.starts_from``: no pretraining at all) on each probed city,
@@ -861,7 +869,8 @@ def transfer_section(results_dir: Path, figures_link: str = FIGURES_LINK) -> tup
     entries: dict[tuple[str, str, str], dict[tuple[str, str], Record]] = defaultdict(dict)
     targets: dict[tuple[str, str], set[str]] = defaultdict(set)
     transfer_methods: dict[tuple[str, str], str] = {}
-    records = [record for _, record in iter_records(results_dir, skip_corrupt=True) if record.cell.task == TRANSFER_TASK]
+    records = [record for record in (store_records(results_dir) if records is None else records)
+               if record.cell.task == TRANSFER_TASK]
     for record in records:
         if record.is_transfer:
             transfer_methods[(record.method.variant, record.data.tag)] = _starts_from(record)
@@ -1182,8 +1191,9 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
     """leaderboard.md from the records under ``results_dir``; figures are linked as ``figures_link/<name>``."""
     from urbanln_bench.specs import get_city
 
-    tables = collect(results_dir)
-    caps = street_view_caps(results_dir)
+    records = store_records(results_dir)
+    tables = collect(results_dir, records)
+    caps = street_view_caps(results_dir, records)
     figures: list[Figure] = []
     lines = [
         "# urbanln-bench leaderboard",
@@ -1196,7 +1206,7 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
         "(a `surrogate` is pretrained by the harness on the synthetic pretraining world, not ImageNet/LAION).",
         "",
     ]
-    seeds = seeds_line(results_dir)
+    seeds = seeds_line(results_dir, records)
     if seeds:
         lines += [seeds, ""]
     def city_rank(key):
@@ -1242,7 +1252,7 @@ def build_leaderboard(results_dir: Path, figures_link: str = FIGURES_LINK) -> Le
         lines += ["", f"### {city} — every imagery variant and split strategy (`{tag}`)", ""]
         lines += city_section(city, tag, rows, tasks, native_only=False)
         lines.append("")
-    transfer, transfer_figures = transfer_section(results_dir, figures_link)
+    transfer, transfer_figures = transfer_section(results_dir, figures_link, records)
     lines += transfer
     figures += transfer_figures
     lines += mu_sweep_section(tables)
