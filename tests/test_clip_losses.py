@@ -115,6 +115,37 @@ def test_token_helpers_agree_with_open_clip_pooling():
         assert states.shape == (3, 12, 64)
 
 
+def test_a_resnet_tower_gives_its_attention_pool_positions_as_tokens():
+    """ModifiedResNet (CLIP's RN50 family): position 0 of the pool is encode_image; the other h·w are the
+    grid's tokens, already projected (width = embed dim), and feed CoCa and FILIP like ViT patch tokens."""
+    from open_clip.model import CLIP
+
+    from urbanln_bench.clip_training.tokens import image_token_features, image_tokens, image_width
+
+    torch.manual_seed(0)
+    model = CLIP(embed_dim=32, vision_cfg={"image_size": 64, "layers": [1, 1, 1, 1], "width": 8},
+                 text_cfg={"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1})
+    model.eval()
+    pixels = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        pooled, grid = image_tokens(model, pixels)
+        assert torch.allclose(pooled, model.encode_image(pixels), atol=1e-5)
+        assert grid.shape == (3, (64 // 32) ** 2, 32) and image_width(model) == 32
+        _, all_tokens = image_token_features(model, pixels)
+        assert torch.allclose(all_tokens, F.normalize(torch.cat([pooled[:, None], grid], 1), dim=-1), atol=1e-6)
+        assert not torch.allclose(grid[:, 0], grid[:, 1])  # each cell attends from its own position
+
+
+def test_a_tower_without_tokens_is_refused_by_name():
+    from types import SimpleNamespace
+
+    from urbanln_bench.clip_training.tokens import image_tokens
+    from urbanln_bench.errors import UserError
+
+    with pytest.raises(UserError, match="ViT or a ModifiedResNet.*Linear"):
+        image_tokens(SimpleNamespace(visual=torch.nn.Linear(2, 2)), torch.zeros(1, 2))
+
+
 def test_filip_plugin_sees_the_full_context_whatever_the_trim():
     from urbanln_bench.backbones.clip import build_clip, encode_text_trimmed
     from urbanln_bench.clip_training.trainer import build_clip_loss, trim_tokens
