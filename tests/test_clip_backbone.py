@@ -157,6 +157,17 @@ def test_torchscript_archive_is_explained(tmp_path):
         resolve_clip_weights("smoke", str(archive))
 
 
+def test_a_resnet_checkpoint_is_described_by_its_stages_width_and_image_size():
+    from open_clip.model import CLIP
+
+    from urbanln_bench.backbones.clip_weights import describe_state_dict
+
+    model = CLIP(embed_dim=32, vision_cfg={"image_size": 96, "layers": [2, 1, 3, 1], "width": 8},
+                 text_cfg={"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1})
+    assert describe_state_dict(model.state_dict()) == ("ModifiedResNet image 96, layers [2, 1, 3, 1], width 8, "
+                                                       "embed_dim 32, context 77")
+
+
 def test_checkpoint_of_another_architecture_says_what_it_is(tmp_path):
     torch.manual_seed(0)
     other, _, _ = build_clip("cpu")

@@ -158,7 +158,11 @@ def describe_state_dict(state: Mapping[str, Any]) -> str:
         patch = conv.shape[-1]
         parts.append(f"ViT image {grid * patch}, patch {patch}, width {conv.shape[0]}, {layers} layers")
     elif any(k.startswith("visual.layer1.") for k in state):
-        parts.append("ModifiedResNet image tower")
+        depths = [len({k.split(".")[2] for k in state if k.startswith(f"visual.layer{i}.")}) for i in range(1, 5)]
+        stem, pool = state.get("visual.conv1.weight"), state.get("visual.attnpool.positional_embedding")
+        width = f", width {stem.shape[0] * 2}" if stem is not None and stem.ndim == 4 else ""
+        image = f" image {int(round(math.sqrt(pool.shape[0] - 1))) * 32}" if pool is not None else ""
+        parts.append(f"ModifiedResNet{image}, layers {depths}{width}")
     if "text_projection" in state:
         parts.append(f"embed_dim {state['text_projection'].shape[-1]}")
     if "positional_embedding" in state:
