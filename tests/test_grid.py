@@ -206,6 +206,22 @@ def test_a_caption_set_is_estimated_from_alike_sets_per_image():
     assert caption_seconds_per_image(sets, {**wanted, "imagery": "SI"}, workers=2, version=2) is None
 
 
+def test_the_dry_run_estimate_says_what_it_leaves_out():
+    from urbanln_bench.grid import dry_run_estimate
+
+    assert dry_run_estimate([], [], 0, 2) == "nothing to do"
+    assert dry_run_estimate([None, None], [], 3, 2) == "no estimate: nothing like these cells was timed with this cache"
+    assert dry_run_estimate([120.0, 60.0], [240.0], 0, 2) == (
+        "estimate 5.0 min (captions phase 3.0 min for 2 of 2 caption set(s) not in the cache; "
+        "cells 2.0 min on 2 worker(s) for 1 cell(s) timed before)")
+    # sets or cells without an estimate: the total is a lower bound and says so (a fresh cache: 6 sets untimed)
+    assert dry_run_estimate([None] * 6, [600.0, 600.0], 36, 2) == (
+        "estimate at least 10.0 min (captions phase not estimated: 6 caption set(s) not in the cache, none like them "
+        "timed; cells 10.0 min on 2 worker(s) for 2 cell(s) timed before, 36 never timed)")
+    assert dry_run_estimate([60.0, None], [], 0, 1) == (
+        "estimate at least 1.0 min (captions phase 1.0 min for 1 of 2 caption set(s) not in the cache, 1 never timed)")
+
+
 def test_the_run_ledger_sums_a_grid_resumed_after_a_kill():
     """Each run's wall time is its last event minus its start: a run killed after its second cell counts up to
     that cell; a cell that reused its records is no computed cell; a line without its run's start is not counted."""

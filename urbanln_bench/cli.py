@@ -516,18 +516,7 @@ def grid_command(
                 phase.add_row(rich_escape(e.build.label), e.status, "" if e.images is None else str(e.images),
                               "" if e.status == "cached" else "?" if e.seconds is None else f"{e.seconds:.0f} s")
             _console(stderr=False).print(phase)
-        caption_seconds = sum(e.seconds for e in building if e.seconds is not None)
-        estimated = sum(1 for e in building if e.seconds is not None)
-        parts = []
-        if building:
-            parts.append(f"captions phase {caption_seconds / 60:.1f} min for {estimated} of {len(building)} caption "
-                         "set(s) not in the cache")
-        if known or unknown:
-            parts.append(f"cells {sum(known) / parallel / 60:.1f} min on {parallel} worker(s) for {len(known)} "
-                         "cell(s) timed before" + (f", {unknown} never timed" if unknown else ""))
-        total = (f"estimate {(caption_seconds + sum(known) / parallel) / 60:.1f} min ({'; '.join(parts)})"
-                 if known or estimated else "no estimate: nothing like these cells was timed with this cache"
-                 if parts else "nothing to do")
+        total = grids.dry_run_estimate([e.seconds for e in building], known, unknown, parallel)
         typer.echo(f"{counts['finished']} finished, {counts['to do']} to do, {counts['cannot tell']} cannot tell "
                    f"without rendering, {counts['error']} error(s); {total}")
         raise typer.Exit(1 if counts["error"] else 0)

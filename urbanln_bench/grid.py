@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -563,6 +563,32 @@ def _dry_run(cells: list[GridCell], template: RunOptions) -> list[CellStatus]:
         else:
             out.append(CellStatus(cell, "finished"))
     return out
+
+
+def dry_run_estimate(caption_sets: Sequence[float | None], cells: Sequence[float], unknown_cells: int,
+                     workers: int) -> str:
+    """The dry run's closing estimate from the caption sets not in the cache (their estimated seconds, None: nothing
+    alike was timed), the estimated seconds of the cells to do and how many cells have no estimate. When some set or
+    cell has no estimate the total covers only the others, so it reads "at least" and says which are left out."""
+    timed_sets = [s for s in caption_sets if s is not None]
+    untimed_sets = len(caption_sets) - len(timed_sets)
+    parts = []
+    if caption_sets:
+        if not timed_sets:
+            parts.append(f"captions phase not estimated: {len(caption_sets)} caption set(s) not in the cache, none "
+                         "like them timed")
+        else:
+            parts.append(f"captions phase {sum(timed_sets) / 60:.1f} min for {len(timed_sets)} of {len(caption_sets)} "
+                         "caption set(s) not in the cache" + (f", {untimed_sets} never timed" if untimed_sets else ""))
+    if cells or unknown_cells:
+        parts.append(f"cells {sum(cells) / workers / 60:.1f} min on {workers} worker(s) for {len(cells)} "
+                     "cell(s) timed before" + (f", {unknown_cells} never timed" if unknown_cells else ""))
+    if not parts:
+        return "nothing to do"
+    if not cells and not timed_sets:
+        return "no estimate: nothing like these cells was timed with this cache"
+    bound = "at least " if untimed_sets or unknown_cells else ""
+    return f"estimate {bound}{(sum(timed_sets) + sum(cells) / workers) / 60:.1f} min ({'; '.join(parts)})"
 
 
 # -- the captions phase ---------------------------------------------------------------------------------
