@@ -9,6 +9,12 @@ recipe is chosen on validation, never on test numbers or on a method's rank.
     python benchmarks/arms_on_validation.py --city NY --methods remoteclip,urbanln,urbanclip,urbanvlp \\
         vit=results rn=/path/to/rn-store
 
+Make each arm's store with that arm's own code: ``cd <worktree> && python -m urbanln_bench grid ... --results
+<store>`` (``python -m`` puts the current directory first on ``sys.path``, so running from another checkout takes that
+checkout's ``urbanln_bench`` whatever ``PYTHONPATH`` says; ``methods/``, ``cities/`` and ``tasks/`` follow the
+``urbanln_bench`` that was imported, ``urbanln_bench/builtin/__init__.py``). The git revision a record names is the
+revision of the checkout its code came from.
+
 With ``--settings`` the arms are instead the setting variants inside the stores (``--set lr=…`` records, one
 column per setting string; "as committed" is the method's own recipe), e.g. an lr sweep run with
 ``urbanln-bench grid --methods "tile2vec,tile2vec:lr=0.0003,…" --no-frame --results sweep-store``:
