@@ -47,6 +47,29 @@ def test_cluster_boxes_few_boxes_are_their_own_clusters() -> None:
     assert cluster_boxes([]) == []
 
 
+def test_cluster_boxes_runs_kmeans_on_one_openmp_thread(monkeypatch) -> None:
+    """The labels must not depend on the core count: KMeans sees one OpenMP thread inside every call
+    (the controller is built once per process, segment._openmp_controller), and the process's own limit
+    is back afterwards."""
+    from sklearn.cluster import KMeans
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    seen = []
+    original = KMeans.fit_predict
+
+    def recording(self, *args, **kwargs):
+        seen.append(_openmp_effective_n_threads())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(KMeans, "fit_predict", recording)
+    before = _openmp_effective_n_threads()
+    boxes = [(i, i, i + 5, i + 7) for i in range(0, 60, 3)]
+    cluster_boxes(boxes)
+    cluster_boxes(boxes[:12])
+    assert seen == [1, 1]
+    assert _openmp_effective_n_threads() == before
+
+
 def test_cluster_boxes_hulls_are_deterministic_and_cover_every_box() -> None:
     rng = np.random.default_rng(3)
     boxes = []

@@ -9,6 +9,7 @@ the twin's ground-truth scene graphs.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,6 +209,21 @@ def hull(boxes: Sequence[Box]) -> Box:
     return (min(x1s), min(y1s), max(x2s), max(y2s))
 
 
+@functools.cache
+def _openmp_controller():
+    """One ``threadpoolctl`` controller for every :func:`cluster_boxes` call of a process.
+
+    ``threadpool_limits(...)`` builds a new controller on each call, which scans every loaded shared library:
+    about 14 ms a call beside torch, a third of a call's time. Built after ``sklearn.cluster`` is imported, the
+    controller holds the OpenMP runtime KMeans runs on, so the limit (one thread, hence the same labels on any
+    core count) is the same as before.
+    """
+    import sklearn.cluster  # noqa: F401  (loads scikit-learn's OpenMP runtime before the scan)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def cluster_boxes(boxes: Sequence[Box], *, max_clusters: int = MAX_CLUSTERS, seed: int = 0) -> list[Box]:
     """k-means over (x1, y1, x2, y2, cx, cy) in raw pixels, one hull per cluster (docs/methods.md#caption-pipeline).
 
@@ -219,12 +235,11 @@ def cluster_boxes(boxes: Sequence[Box], *, max_clusters: int = MAX_CLUSTERS, see
         return []
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits
 
     points = np.array([(x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2) for x1, y1, x2, y2 in boxes], dtype=float)
     k = min(max_clusters, len(boxes))
     # A few dozen points: OpenMP threads cost far more than they save (~200 ms → ~10 ms per image).
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
+    with warnings.catch_warnings(), _openmp_controller().limit(limits=1, user_api="openmp"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = KMeans(n_clusters=k, init="k-means++", n_init=10, random_state=seed).fit_predict(points)
     return [hull([boxes[i] for i in np.flatnonzero(labels == c)]) for c in range(k) if np.any(labels == c)]
