@@ -122,13 +122,15 @@ def partial_pngs(cache: Path) -> int:
 
 
 def clean_records(store: Path) -> dict[str, dict]:
-    """Every record under ``store`` by relative path, with the wall-clock timings dropped, and with them the
-    content digest, which covers the timings (each record is loaded first, so its digest must be valid)."""
+    """Every record under ``store`` by relative path, with the wall-clock timings and the machine dropped (a grid
+    worker runs one torch thread, a sequential run all of them: the numbers must agree, the provenance says
+    which), and with them the content digest, which covers both (each record is loaded first, so its digest
+    must be valid)."""
     from urbanln_bench.records import load_record
 
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "digest")}
+            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "digest", "machine")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value

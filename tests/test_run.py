@@ -43,6 +43,15 @@ def test_records_are_complete_and_self_describing(store: Path):
     r2 = [s["r2"] for s in record["per_seed"]]
     assert record["metrics"]["r2"]["mean"] == pytest.approx(np.mean(r2))
     assert record["probe"]["target"].startswith("ln(y+1)")
+    # the machine that embedded and the one that probed (here the same), as docs/identity.md asks of trained numbers
+    from urbanln_bench.measurements import cpu_model
+    for part in ("embedding", "probe"):
+        machine = record["machine"][part]
+        assert machine["cpu"] == cpu_model() and machine["device"] == cpu_model()
+        assert machine["isa"] and machine["torch"] and machine["numpy"] == np.__version__
+    from urbanln_bench import results
+    frame = results.load(store)
+    assert set(frame.machine) == {f"{cpu_model()} ({record['machine']['probe']['isa']})"}
 
 
 def test_records_keep_ridge_scores_and_each_seeds_test_predictions(store: Path):

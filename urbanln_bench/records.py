@@ -172,6 +172,9 @@ class Record:
     git_revision: str
     pretraining: dict[str, Any] | None = None
     notes: tuple[str, ...] = ()
+    # {"probe": the machine that probed and wrote the record, "embedding": the one that fitted and embedded (None:
+    # an embedding cached before embeddings said)}; None: written before records said (the field is then absent)
+    machine: dict[str, Any] | None = None
     schema: int = SCHEMA
     # content digest as read (record_digest); None: unsealed. Not content: equality and to_json ignore it
     digest: str | None = field(default=None, compare=False)
@@ -194,6 +197,8 @@ class Record:
         out["notes"] = list(self.notes)
         if self.data.street_view_cap is None:
             del out["data"]["street_view_cap"]
+        if self.machine is None:  # records written before the field keep their digest
+            del out["machine"]
         del out[DIGEST_FIELD]  # the content only: write_record seals it with a fresh digest
         return out
 
@@ -222,7 +227,7 @@ class Record:
         for name, kind in (("split", dict), ("probe", dict), ("per_seed", list), ("metrics", dict),
                            ("key", str), ("harness_version", str), ("embedding", dict | None),
                            ("pretraining", dict | None), ("notes", list | None), ("fit_city", str),
-                           ("git_revision", str)):
+                           ("git_revision", str), ("machine", dict | None)):
             if name in data and not isinstance(data[name], kind):
                 raise CorruptRecordError(f"{source}: corrupted result record (field '{name}' must be "
                                          f"{_kind_name(kind)}, got {type(data[name]).__name__} {data[name]!r:.60}); "
@@ -257,7 +262,7 @@ class Record:
                    data=data_info, split=data["split"], probe=data["probe"], per_seed=list(data["per_seed"]),
                    metrics=metrics, embedding=data.get("embedding") or {}, harness_version=str(data["harness_version"]),
                    git_revision=str(data.get("git_revision", "unknown")), pretraining=data.get("pretraining"),
-                   notes=tuple(data.get("notes") or ()), schema=SCHEMA, digest=digest)
+                   notes=tuple(data.get("notes") or ()), machine=data.get("machine"), schema=SCHEMA, digest=digest)
 
 
 def _is_number(value: Any) -> bool:
@@ -330,7 +335,7 @@ def _kind_name_of(kinds: tuple) -> str:
 REQUIRED = ("schema", "key", "method", "cell", "data", "split", "probe", "per_seed", "metrics", "harness_version")
 # schema N → a function that turns a schema-N record (JSON object) into a schema-N+1 one. Schema 1 is the
 # first; fields added within it since (``method.ablation_of``, ``data.street_view_cap``, ``notes``,
-# ``pretraining``) have defaults, so older schema-1 files read as they are.
+# ``pretraining``, ``machine``) have defaults, so older schema-1 files read as they are.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 

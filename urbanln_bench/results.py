@@ -32,7 +32,7 @@ COLUMNS = (
     "settings", "imagery", "native_imagery", "task", "cell", "split_strategy", "pretrain_city", "transfer", "seed",
     *SEED_METRICS, *SEED_FIELDS, "split_digest", "has_predictions",
     *(f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")), "n_seeds",
-    "weight_source", "method_version", "key", "digest", "harness_version", "git_revision",
+    "weight_source", "method_version", "key", "digest", "harness_version", "git_revision", "machine",
     "pretrain_seconds", "pretrain_steps", "parameters", "embedding_dim", "path",
 )
 
@@ -40,6 +40,17 @@ COLUMNS = (
 def settings_text(overrides: dict[str, Any]) -> str:
     """A variant's settings overrides as ``name=value`` pairs (sorted; "" for the method's defaults)."""
     return ",".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(overrides.items()))
+
+
+def machine_label(record: Record) -> str | None:
+    """The device (a CPU's model, a GPU's name) that fitted and embedded the record's method, else the one that
+    probed it; None for a record written before records named their machine."""
+    machine = record.machine or {}
+    for part in ("embedding", "probe"):
+        entry = machine.get(part)
+        if isinstance(entry, dict) and entry.get("device"):
+            return f"{entry['device']} ({entry.get('isa', '?')})"
+    return None
 
 
 def record_rows(record: Record, path: str = "") -> list[dict[str, Any]]:
@@ -59,7 +70,8 @@ def record_rows(record: Record, path: str = "") -> list[dict[str, Any]]:
         "split_strategy": record.split.get("strategy"), "pretrain_city": record.fit_city,
         "transfer": record.is_transfer, "weight_source": method.weight_source, "method_version": method.version,
         "key": record.key, "digest": record.digest, "harness_version": record.harness_version,
-        "git_revision": record.git_revision, "pretrain_seconds": pretraining.get("seconds"),
+        "git_revision": record.git_revision, "machine": machine_label(record),
+        "pretrain_seconds": pretraining.get("seconds"),
         "pretrain_steps": pretraining.get("steps"),
         "parameters": parameters.get("total") if isinstance(parameters, dict) else None,
         "embedding_dim": record.embedding.get("dim"), "path": path, "n_seeds": record.metrics["r2"].n,

@@ -259,6 +259,7 @@ def compute_embeddings(method: Method, data: CityData, imagery: str, options: Ru
                                       "seconds": round(fitted.fit_seconds, 1), "report": fitted.method.fit_report(),
                                       **({"shared": True} if shared else {})}
             embeddings.meta.update(fitted.provenance)
+            embeddings.meta["machine"] = machine_summary(options.device)
             embeddings.save(path)
             note_build("embeddings", f"{path.parent.name}/{path.name}")
         distributed.barrier(world)
@@ -497,6 +498,7 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
     meta = method.meta
     outcomes: list[CellOutcome] = []
     revision = git_revision()
+    here = machine_summary(options.device)
     for imagery in dict.fromkeys(i for _, i in cells):
         todo = []
         for task, _ in [(t, i) for t, i in cells if i == imagery]:
@@ -563,6 +565,7 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
                     pretraining=_pretraining_summary(embeddings.meta),
                     notes=tuple(aux_notes(meta, task)),
                     harness_version=HARNESS_VERSION, git_revision=revision,
+                    machine={"probe": here, "embedding": embeddings.meta.get("machine")},
                 )
                 write_record(path, record)
                 note_build("record", str(path))
@@ -626,6 +629,22 @@ def _street_view_cap(data) -> int | None:
     """The twin's per-region street-view cap (a city file's ``max_street_views``), when it has one."""
     cap = (data.meta.get("counts") or {}).get("max_streetviews_per_region")
     return int(cap) if cap else None
+
+
+def machine_summary(device: str = "cpu") -> dict[str, Any]:
+    """The machine a number was made on (docs/identity.md): ``measurements.this_machine`` (CPU model, cores,
+    torch threads, platform, Python, torch, device) plus the instruction set torch dispatches to and numpy's
+    version. Trained numbers agree across CPUs only within a declared tolerance, so records name the machine
+    that fitted and embedded and the one that probed."""
+    import dataclasses
+
+    import numpy
+    import torch
+
+    from urbanln_bench.measurements import this_machine
+
+    return {**dataclasses.asdict(this_machine(device)), "isa": torch.backends.cpu.get_cpu_capability(),
+            "numpy": numpy.__version__}
 
 
 def _pretraining_summary(meta: dict[str, Any]) -> dict[str, Any] | None:
