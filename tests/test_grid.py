@@ -300,6 +300,11 @@ def test_local_engine_two_workers_writes_the_sequential_records(tmp_path: Path, 
     assert len({pid for kind, _, pid in built if kind == "embeddings"}) == 2, "two workers shared the cells"
     after = cli(*grid_args(store, "--dry-run"), env=env)
     assert "4 finished, 0 to do" in after.stdout and "nothing to do" in after.stdout
+    import urbanln_bench  # the checkout whose code decided the keys is named, run or dry run
+    code = f"code: urbanln_bench from {Path(urbanln_bench.__file__).resolve().parents[1]} at git "
+    assert code in after.stderr, after.stderr  # progress and notes go to stderr, tables to stdout
+    starts = [json.loads(line) for line in (cache / "grid" / "runs.jsonl").read_text().splitlines()]
+    assert {e["code"] for e in starts if e["event"] == "start"} == {str(Path(urbanln_bench.__file__).resolve().parents[1])}
     elsewhere = cli(*grid_args(tmp_path / "other-store", "--dry-run"), env=env)
     assert re.search(r"estimate [0-9.]+ min \(cells [0-9.]+ min on \d+ worker\(s\) for 4 cell\(s\) timed before\)",
                      elsewhere.stdout), elsewhere.stdout

@@ -487,6 +487,8 @@ def grid_command(
         console.print(f"skipped {note}", highlight=False, markup=False)
     if not plan.cells:
         raise UserError("the grid has no cell: check --cities, --methods, --imagery and --task")
+    # which checkout's code decides the keys (a run started inside another checkout imports that one first)
+    console.print(f"code: {grids.code_origin()}", highlight=False, markup=False)
     cores = grids.usable_cores()
     parallel = (workers or grids.default_workers(threads)) if engine == "local" else max(1, cores // threads)
     if engine == "local" and parallel * threads > cores:

@@ -927,6 +927,22 @@ class GridReport:
         return [(self.cells[i], r) for i, r in sorted(self.results.items()) if r.status == "failed"]
 
 
+def code_origin() -> str:
+    """Where this run's ``urbanln_bench`` comes from and at which revision: the checkout that decides every key
+    (``python -m`` puts the current directory first on ``sys.path``, so a run started inside another checkout
+    imports that checkout's code whatever ``PYTHONPATH`` says; docs/grid.md)."""
+    from urbanln_bench.records import git_revision
+
+    return f"urbanln_bench from {code_root()} at git {git_revision()}"
+
+
+def code_root() -> str:
+    """The folder that holds the imported ``urbanln_bench`` package (a checkout, or site-packages)."""
+    import urbanln_bench
+
+    return str(Path(urbanln_bench.__file__).resolve().parent.parent)
+
+
 class GridLedger:
     """A grid run's events, appended by the grid's own process as they happen to the cache's run ledger
     (``LEDGER_FILE``, one ``O_APPEND`` JSON line each, wall-clock ``t``): its start (cells, workers, git
@@ -945,7 +961,7 @@ class GridLedger:
         self.cells = cells
         self.write("start", cells=len(cells), workers=workers, engine=engine, scale=template.scale,
                    profile=template.profile, device=template.device, seeds=len(template.seeds or ()),
-                   results=str(template.results_dir), git=git_revision())
+                   results=str(template.results_dir), git=git_revision(), code=code_root())
 
     def write(self, event: str, **fields: Any) -> None:
         from urbanln_bench.cache import append_line
