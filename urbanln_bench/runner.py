@@ -498,7 +498,7 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
     meta = method.meta
     outcomes: list[CellOutcome] = []
     revision = git_revision()
-    here = machine_summary(options.device)
+    here: dict[str, Any] | None = None  # the probing machine, read once and only when a record is written
     for imagery in dict.fromkeys(i for _, i in cells):
         todo = []
         for task, _ in [(t, i) for t, i in cells if i == imagery]:
@@ -544,6 +544,7 @@ def _run_cells(options: RunOptions, spec: CitySpec, method: Method, cells: list[
                     continue
                 remove_leftovers(path)
                 per_seed, metrics, split_info, probe_info = probe_cell(embeddings, data, task, imagery, options, grid_by_id)
+                here = here or machine_summary(options.device)
                 record = Record(
                     key=key,
                     method=MethodInfo(name=meta.name, display_name=meta.display_name, variant=method.variant_label(),
