@@ -233,3 +233,17 @@ def test_encode_across_processes_gives_the_bits_of_one_process():
     again: list[int] = []
     assert np.array_equal(embedder.encode_across(phrases, 1, again.append), expected)
     assert sum(again) == len(set(phrases)) - len(set(phrases[:20]))
+
+
+def test_loading_the_sentence_model_draws_no_progress_bar_and_leaves_the_setting_as_it_was(capfd):
+    """transformers' "Loading weights" bar is off while the model loads (a grid loads it in every cell and
+    worker), and a caller's own setting is back afterwards, whichever it was."""
+    from transformers.utils import logging as hf_logging
+
+    for enabled in (True, False):
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+        capfd.readouterr()
+        SentenceEmbedder()
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled() is enabled
+    hf_logging.enable_progress_bar()

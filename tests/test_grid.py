@@ -27,6 +27,7 @@ from test_kill_anywhere import alive, clean_records, held_locks, leftovers
 from urbanln_bench.cache import Build, build_seconds
 from urbanln_bench.grid import (
     MU_SWEEP_EXTRA,
+    CaptionBuild,
     GridCell,
     caption_seconds_per_image,
     estimate_seconds,
@@ -187,6 +188,23 @@ def test_build_seconds_count_nested_builds_once():
     assert build_seconds(builds) == 50.0  # 10–50 and 60–70; the fit is the cell's own work
     assert build_seconds([]) == 0.0
     assert build_seconds(builds + [Build("surrogate", "s", None, 95.0)]) is None
+
+
+def test_each_caption_set_of_a_city_has_its_own_label():
+    """The captions phase's rows (and the ledger's) tell every set a city's cells ask for apart: a baseline's
+    single captioner is named, UrbanLN's pool counted; refinement and consensus always shown."""
+    from urbanln_bench.captions.pipeline import PipelineConfig
+
+    configs = [PipelineConfig(imagery="SV"), PipelineConfig(imagery="SV", refinement=False, consensus=False),
+               PipelineConfig(imagery="SV", consensus=False), PipelineConfig(imagery="SV", refinement=False),
+               PipelineConfig(imagery="SV", captioners=("synthetic:llama-adapter-v2",), candidates_per_captioner=1,
+                              refinement=False, consensus=False),
+               PipelineConfig(imagery="SV", captioners=("synthetic:sharegpt4v-7b",), candidates_per_captioner=1,
+                              refinement=False, consensus=False)]
+    labels = [CaptionBuild("SZ", c).label for c in configs]
+    assert len(set(labels)) == len(labels), labels
+    assert labels[0] == "SZ SV captions (5 captioners ×2, refinement on, consensus on)"
+    assert labels[4] == "SZ SV captions (llama-adapter-v2 ×1, refinement off, consensus off)"
 
 
 def test_a_caption_set_is_estimated_from_alike_sets_per_image():
@@ -496,7 +514,7 @@ def test_the_captions_phase_builds_each_caption_set_once_before_its_cells(tmp_pa
     elsewhere = [*args[:-1], str(tmp_path / "other-store"), "--dry-run"]
     planned = cli(*elsewhere, env=env)
     assert planned.returncode == 0, planned.stdout + planned.stderr
-    assert re.search(r"NY SI captions \(refinement on, consensus on\) *│ cached", planned.stdout), planned.stdout
+    assert re.search(r"NY SI captions \(2 captioners ×2, refinement on, consensus on\) *│ cached", planned.stdout), planned.stdout
     again = cli(*args, env=env)
     assert again.returncode == 0 and "captions phase" not in again.stdout + again.stderr
     first, second = ledger_runs(read_ledger(tmp_path / "cache" / "grid" / "runs.jsonl"))  # the dry run writes none

@@ -602,9 +602,15 @@ class CaptionBuild:
 
     @property
     def label(self) -> str:
+        """What tells this set from the city's others: its captioners (named when there is one, a baseline's;
+        counted when there are several, UrbanLN's pool) and candidates per captioner, then refinement and
+        consensus (UrbanLN's ablations)."""
         c = self.config
-        return (f"{self.city} {c.imagery} captions (refinement {'on' if c.refinement else 'off'}, consensus "
-                f"{'on' if c.consensus else 'off'})")
+        names = [name.split(":", 1)[-1] for name in c.captioners]
+        pool = names[0] if len(names) == 1 else f"{len(names)} captioners"
+        parts = [f"{pool} ×{c.candidates_per_captioner}", f"refinement {'on' if c.refinement else 'off'}",
+                 f"consensus {'on' if c.consensus else 'off'}"]
+        return f"{self.city} {c.imagery} captions ({', '.join(parts)})"
 
 
 def caption_builds(cells: list[GridCell], template: RunOptions,

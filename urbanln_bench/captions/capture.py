@@ -32,6 +32,7 @@ faithful paraphrase (same page, "precision switches").
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -390,6 +391,21 @@ def resolve_sentence_model(model: str | Path | None) -> Path:
             "cache, and hubs are not reached; pass a model directory") from None
 
 
+@contextlib.contextmanager
+def quiet_model_loading() -> Iterator[None]:
+    """transformers' own progress bars (``Loading weights``) off while a model loads, as they were after:
+    the harness shows its own progress, and a grid loads the sentence model in every cell and worker."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 class SentenceEmbedder:
     """Mean-pooled, L2-normalised sentence-transformer embeddings on CPU, cached per phrase.
 
@@ -405,8 +421,9 @@ class SentenceEmbedder:
         self.batch_size = batch_size
         self.max_length = max_length
         self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(self.directory, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.directory, local_files_only=True).to("cpu").eval()
+        with quiet_model_loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(self.directory, local_files_only=True)
+            self.model = AutoModel.from_pretrained(self.directory, local_files_only=True).to("cpu").eval()
         self._cache: dict[str, np.ndarray] = {}
         self.dim = int(self.model.config.hidden_size)
 
